@@ -1,0 +1,1 @@
+"""tucker_dlra.nn: the PyTorch adapter (Tucker convolutions trained by Algorithm 1)."""

@@ -1,0 +1,44 @@
+"""tucker-dlra: dynamical low-rank approximation of Tucker tensors (TDLRT reference library).
+
+The core is backend-agnostic (array API standard): every function works on NumPy
+arrays and PyTorch tensors alike and keeps their dtype and device.  It never
+imports torch at import time; the PyTorch adapter is :mod:`tucker_dlra.nn`.
+"""
+
+from .manifold import tangent_components, tangent_project
+from .steps import (
+    augment_basis,
+    c_gradient,
+    core_qr,
+    galerkin_core,
+    k_core,
+    k_gradient,
+    k_tensor,
+)
+from .tensor import fold, mode_product, multi_mode_product, unfold
+from .tucker import RULES, TruncationInfo, TuckerTensor, check_orthonormal, hosvd, pad_core, truncate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RULES",
+    "TruncationInfo",
+    "TuckerTensor",
+    "augment_basis",
+    "c_gradient",
+    "check_orthonormal",
+    "core_qr",
+    "fold",
+    "galerkin_core",
+    "hosvd",
+    "k_core",
+    "k_gradient",
+    "k_tensor",
+    "mode_product",
+    "multi_mode_product",
+    "pad_core",
+    "tangent_components",
+    "tangent_project",
+    "truncate",
+    "unfold",
+]

@@ -1,0 +1,127 @@
+"""Array-namespace helpers: the only place where backends are told apart.
+
+Every function of the core takes the namespace of its inputs through
+:func:`array_api_compat.array_namespace` (as SciPy does), so NumPy arrays,
+PyTorch tensors (CPU or CUDA) and ``array_api_strict`` arrays run through the
+same code and keep their dtype and device.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "conj",
+    "ct",
+    "dtype_eps",
+    "check_floating",
+    "is_complex",
+    "to_float",
+    "qr",
+    "orth_columns",
+    "eigh_descending",
+    "svd_left",
+    "matrix_from",
+]
+
+Array = Any
+
+
+def namespace(*arrays: Array) -> Any:
+    """Return the array-API namespace shared by ``arrays``.
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries.
+    """
+    try:
+        return array_api_compat.array_namespace(*arrays)
+    except TypeError as exc:  # pragma: no cover - message depends on array_api_compat
+        raise TypeError(f"arrays must share one array library; got {exc}") from exc
+
+
+def is_complex(xp: Any, x: Array) -> bool:
+    """``True`` if ``x`` has a complex floating dtype."""
+    return xp.isdtype(x.dtype, "complex floating")
+
+
+def conj(xp: Any, x: Array) -> Array:
+    """Complex conjugate; a no-op (no copy) for real dtypes."""
+    return xp.conj(x) if is_complex(xp, x) else x
+
+
+def ct(xp: Any, a: Array) -> Array:
+    """Conjugate transpose ``a^H`` of a matrix (``a.T`` for real dtypes)."""
+    return conj(xp, xp.matrix_transpose(a) if a.ndim > 2 else a.T)
+
+
+def check_floating(x: Array, name: str) -> Any:
+    """Return the namespace of ``x`` after checking that its dtype is floating.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an array or has an integer/boolean dtype.
+    """
+    try:
+        xp = namespace(x)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a NumPy array, a torch.Tensor or another array-API array; "
+            f"got {type(x).__name__}"
+        ) from None
+    if not (xp.isdtype(x.dtype, "real floating") or xp.isdtype(x.dtype, "complex floating")):
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float64, complex64 or complex128); "
+            f"got {x.dtype}"
+        )
+    return xp
+
+
+def dtype_eps(xp: Any, dtype: Any) -> float:
+    """Machine epsilon of a (real or complex) floating dtype."""
+    if xp.isdtype(dtype, "complex floating"):
+        dtype = xp.float32 if dtype == xp.complex64 else xp.float64
+    return float(xp.finfo(dtype).eps)
+
+
+def to_float(x: Array) -> float:
+    """Bring a 0-d array to the host as a Python float (one scalar transfer)."""
+    return float(x)
+
+
+def matrix_from(xp: Any, like: Array, values: Any) -> Array:
+    """Array with the dtype and device of ``like`` built from ``values``."""
+    return xp.asarray(values, dtype=like.dtype, device=array_api_compat.device(like))
+
+
+def qr(xp: Any, a: Array) -> tuple[Array, Array]:
+    """Reduced QR factorisation ``a = q r`` (Householder; ``q`` has orthonormal columns)."""
+    return xp.linalg.qr(a, mode="reduced")
+
+
+def orth_columns(xp: Any, a: Array) -> Array:
+    """Orthonormal basis (``q`` of a reduced QR) of the columns of ``a``."""
+    return qr(xp, a)[0]
+
+
+def eigh_descending(xp: Any, gram: Array) -> tuple[Array, Array]:
+    """Eigen-decomposition of a Hermitian matrix, eigenvalues in descending order.
+
+    Returns the eigenvalues clipped at zero (they are squared singular values
+    when ``gram = A A^H``) and the matching eigenvectors as columns.
+    """
+    w, v = xp.linalg.eigh(gram)
+    w = xp.flip(w, axis=0)
+    v = xp.flip(v, axis=1)
+    return xp.clip(w, 0.0, None) if hasattr(xp, "clip") else xp.where(w > 0, w, 0.0 * w), v
+
+
+def svd_left(xp: Any, a: Array) -> tuple[Array, Array]:
+    """Left singular vectors and singular values of ``a`` (reduced SVD, descending)."""
+    u, s, _ = xp.linalg.svd(a, full_matrices=False)
+    return u, s

@@ -1,0 +1,1 @@
+"""DLRA time integrators for Tucker tensors (filled in by the integrators issue)."""

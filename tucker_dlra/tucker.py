@@ -1,0 +1,565 @@
+r"""Tucker tensors, the truncated HOSVD and Tucker rounding (paper Sections 2.1 and 3.1).
+
+A Tucker tensor is :math:`W = C \times_1 U_1 \cdots \times_d U_d` (Eq. (3)); the
+rank-adjustment step of Algorithm 1 (lines 10-12) is :func:`truncate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._validate import RankSpec, check_tolerance, per_mode
+from .backend import (
+    check_floating,
+    conj,
+    ct,
+    dtype_eps,
+    eigh_descending,
+    namespace,
+    qr,
+    svd_left,
+)
+from .tensor import multi_mode_product, unfold
+
+__all__ = ["TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "RULES"]
+
+Array = Any
+
+#: Truncation rules of :func:`truncate` / :func:`hosvd`.
+#: ``"split"``: each mode discards a tail ``<= tol / sqrt(d)``, so the total error is
+#: ``<= tol`` (guaranteed, HOSVD bound).  ``"per_mode"``: each mode discards a tail
+#: ``<= tol`` (the rule of the public DLRT/TDLRT training codes and of the paper's
+#: compression numbers, NUMERICS.md section 5); the total error is ``<= sqrt(d) tol``.
+RULES = ("split", "per_mode")
+
+
+class TuckerTensor:
+    r"""A tensor in Tucker format :math:`C \times_{i} U_i` (paper Eq. (3)).
+
+    Parameters
+    ----------
+    core : array, shape (r_0, ..., r_{d-1})
+        The core tensor :math:`C`.
+    factors : sequence of d arrays, ``factors[i]`` of shape (n_i, r_i)
+        The factor matrices :math:`U_i` (same library, dtype and device as ``core``).
+    orthonormal : bool, default False
+        Declare that every factor has orthonormal columns.  Set by :func:`hosvd`,
+        :func:`truncate` and :meth:`orthonormalize`; then :meth:`norm` reads the
+        norm off the core.  Not checked here (see :func:`check_orthonormal`).
+
+    Notes
+    -----
+    Storage :math:`\prod_i r_i + \sum_i n_i r_i` numbers instead of :math:`\prod_i n_i`.
+    Arithmetic is exact: ``a + b`` concatenates the factors and places the cores
+    block-diagonally (ranks add), ``s * a`` scales the core.  Round with
+    :func:`truncate`.
+    """
+
+    __slots__ = ("core", "factors", "orthonormal")
+
+    def __init__(self, core: Array, factors: Sequence[Array], orthonormal: bool = False):
+        xp = check_floating(core, "core")
+        factors = list(factors)
+        if core.ndim != len(factors):
+            raise ValueError(
+                f"factors must hold one matrix per mode of core ({core.ndim}); got {len(factors)}"
+            )
+        if core.ndim < 1:
+            raise ValueError("core must have at least one mode")
+        for i, u in enumerate(factors):
+            check_floating(u, f"factors[{i}]")
+            namespace(core, u)
+            if u.ndim != 2 or u.shape[1] != core.shape[i]:
+                raise ValueError(
+                    f"factors[{i}] must have shape (n_{i}, {core.shape[i]}) to match core.shape"
+                    f"[{i}]; got {tuple(u.shape)}"
+                )
+            if u.dtype != core.dtype:
+                raise TypeError(
+                    f"factors[{i}] has dtype {u.dtype} but core has {core.dtype}; they must match"
+                )
+        del xp
+        self.core = core
+        self.factors = factors
+        self.orthonormal = bool(orthonormal)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape ``(n_0, ..., n_{d-1})`` of the full tensor."""
+        return tuple(int(u.shape[0]) for u in self.factors)
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        """Tucker rank ``(r_0, ..., r_{d-1})`` of this representation (the core's shape)."""
+        return tuple(int(s) for s in self.core.shape)
+
+    @property
+    def ndim(self) -> int:
+        """Order ``d`` of the tensor."""
+        return self.core.ndim
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of core and factors."""
+        return self.core.dtype
+
+    @property
+    def xp(self) -> Any:
+        """Array namespace of the core and factors."""
+        return namespace(self.core)
+
+    def __repr__(self) -> str:
+        return (
+            f"TuckerTensor(shape={self.shape}, rank={self.rank}, dtype={self.dtype}, "
+            f"orthonormal={self.orthonormal})"
+        )
+
+    # ------------------------------------------------------------------ dense
+    def full(self) -> Array:
+        r"""The dense tensor :math:`C \times_i U_i` (Eq. (3)).
+
+        Cost :math:`O(\sum_i n_i \prod_{j \le i} n_j \prod_{j > i} r_j)` with the greedy
+        mode order of :func:`multi_mode_product`.
+        """
+        return multi_mode_product(self.core, self.factors)
+
+    # ------------------------------------------------------------------ metric
+    def inner(self, other: TuckerTensor | Array) -> Array:
+        r"""Frobenius inner product :math:`\langle A, B\rangle = \sum \bar A\, B` (paper, Sec. 3).
+
+        Parameters
+        ----------
+        other : TuckerTensor or dense array of the same shape
+
+        Returns
+        -------
+        0-d array (complex for complex dtypes; linear in ``other``)
+
+        Notes
+        -----
+        For a Tucker ``other`` this is
+        :math:`\langle C_A, C_B \times_i (U_{A,i}^H U_{B,i})\rangle`, cost
+        :math:`O(\sum_i n_i r_{A,i} r_{B,i} + \text{core contractions})`, never dense.
+        """
+        xp = self.xp
+        if isinstance(other, TuckerTensor):
+            if other.shape != self.shape:
+                raise ValueError(f"other has shape {other.shape}; expected {self.shape}")
+            grams = [ct(xp, ua) @ ub for ua, ub in zip(self.factors, other.factors, strict=True)]
+            proj = multi_mode_product(other.core, grams)
+        else:
+            if tuple(other.shape) != self.shape:
+                raise ValueError(f"other has shape {tuple(other.shape)}; expected {self.shape}")
+            proj = multi_mode_product(other, self.factors, transpose=True)
+        return xp.sum(conj(xp, self.core) * proj)
+
+    def norm(self) -> Array:
+        r"""Frobenius norm :math:`\|W\|`.
+
+        With orthonormal factors (``self.orthonormal``) this is :math:`\|C\|`, cost
+        :math:`O(\prod r_i)`; otherwise it is computed exactly from the Gram matrices
+        :math:`U_i^H U_i`, cost :math:`O(\sum_i n_i r_i^2)`.  Never forms the dense tensor.
+        """
+        xp = self.xp
+        if self.orthonormal:
+            return xp.linalg.vector_norm(xp.reshape(self.core, (-1,)))
+        val = xp.real(self.inner(self)) if xp.isdtype(self.dtype, "complex floating") else (
+            self.inner(self)
+        )
+        return xp.sqrt(xp.clip(val, 0.0, None))
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, other: TuckerTensor) -> TuckerTensor:
+        if not isinstance(other, TuckerTensor):
+            return NotImplemented
+        if other.shape != self.shape:
+            raise ValueError(f"cannot add shapes {self.shape} and {other.shape}")
+        xp = namespace(self.core, other.core)
+        ra, rb = self.rank, other.rank
+        core = pad_core(self.core, [(0, b) for b in rb]) + pad_core(
+            other.core, [(a, 0) for a in ra]
+        )
+        factors = [xp.concat([ua, ub], axis=1) for ua, ub in zip(self.factors, other.factors,
+                                                                   strict=True)]
+        return TuckerTensor(core, factors)
+
+    def __neg__(self) -> TuckerTensor:
+        return TuckerTensor(-self.core, self.factors, self.orthonormal)
+
+    def __sub__(self, other: TuckerTensor) -> TuckerTensor:
+        if not isinstance(other, TuckerTensor):
+            return NotImplemented
+        return self + (-other)
+
+    def __mul__(self, scalar: Any) -> TuckerTensor:
+        if isinstance(scalar, TuckerTensor):
+            return NotImplemented
+        return TuckerTensor(self.core * scalar, self.factors, self.orthonormal)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar: Any) -> TuckerTensor:
+        return TuckerTensor(self.core / scalar, self.factors, self.orthonormal)
+
+    # ------------------------------------------------------------------ structure
+    def orthonormalize(self) -> TuckerTensor:
+        r"""Equivalent Tucker tensor with orthonormal factors.
+
+        QR of each factor, :math:`U_i = Q_i R_i`, and :math:`C \leftarrow C \times_i R_i`.
+        The rank of mode i becomes ``min(n_i, r_i)``.  Cost :math:`O(\sum_i n_i r_i^2)`.
+        """
+        xp = self.xp
+        qs, rs = zip(*(qr(xp, u) for u in self.factors), strict=True)
+        return TuckerTensor(multi_mode_product(self.core, list(rs)), list(qs), orthonormal=True)
+
+    def to_tensorly(self) -> Any:
+        """Convert to ``tensorly.tucker_tensor.TuckerTensor`` (needs tensorly; not a dependency)."""
+        try:
+            from tensorly.tucker_tensor import TuckerTensor as TLTucker
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_tensorly needs tensorly: pip install tensorly") from exc
+        return TLTucker((self.core, list(self.factors)))
+
+    @classmethod
+    def from_tensorly(cls, tucker: Any, orthonormal: bool = False) -> TuckerTensor:
+        """Build from a tensorly Tucker tensor or a ``(core, factors)`` pair."""
+        core, factors = tucker
+        return cls(core, list(factors), orthonormal=orthonormal)
+
+
+@dataclass(frozen=True)
+class TruncationInfo:
+    """What a truncation chose and how large its error can be.
+
+    Attributes
+    ----------
+    rank : tuple of int
+        Chosen Tucker rank.
+    tails : tuple of float
+        Per mode, the norm of the discarded singular values of the unfolding.
+    error_bound : float
+        :math:`(\\sum_i \\mathrm{tail}_i^2)^{1/2}`, an upper bound of the error
+        (HOSVD bound, De Lathauwer et al. 2000, Property 10).
+    tolerance : float or None
+        The absolute tolerance ``tol`` the rule was applied with.
+    rule : str
+        ``"split"`` or ``"per_mode"`` (see :data:`RULES`).
+    norm : float
+        Norm of the tensor that was truncated.
+    methods : tuple of str
+        Per mode, ``"gram"`` or ``"svd"``: how its singular vectors were computed.
+    """
+
+    rank: tuple[int, ...]
+    tails: tuple[float, ...]
+    error_bound: float
+    tolerance: float | None
+    rule: str
+    norm: float
+    methods: tuple[str, ...] = field(default=())
+
+
+def pad_core(core: Array, pads: Sequence[tuple[int, int]]) -> Array:
+    """Zero-pad a tensor: ``pads[i] = (before, after)`` zeros in mode i.
+
+    The augmented core of Algorithm 1, line 8, is the zero-padded core when the
+    augmented basis keeps the old basis first (see
+    :func:`tucker_dlra.steps.augment_basis`).  Cost: one copy per padded mode.
+    """
+    xp = namespace(core)
+    for i, (before, after) in enumerate(pads):
+        if before == 0 and after == 0:
+            continue
+        parts = []
+        for n in (before, after):
+            shape = list(core.shape)
+            shape[i] = n
+            parts.append(xp.zeros(tuple(shape), dtype=core.dtype, device=_device(core)))
+        core = xp.concat([parts[0], core, parts[1]], axis=i)
+    return core
+
+
+def _device(x: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def _mode_svd(xp: Any, a: Array, method: str, need: str, thr2: float | None,
+              rank: int | None) -> tuple[Array, Array, str]:
+    """Left singular vectors and squared singular values (descending) of ``a``.
+
+    ``method="auto"`` uses the eigen-decomposition of the Gram matrix
+    :math:`A A^H` (:math:`m^2 n` flops, far cheaper than an SVD when
+    :math:`m \\ll n`) and falls back to the SVD when the decision it has to make
+    lies below the Gram matrix's resolution: eigenvalues carry an absolute
+    error of order :math:`m\\,\\varepsilon\\,\\sigma_1^2`, so singular values below
+    about :math:`\\sqrt{m\\varepsilon}\\,\\sigma_1` (1e-7 relative in float64,
+    1e-3 in float32) are lost to the squared condition number.
+    """
+    m, n = a.shape
+    if method == "gram" or (method == "auto" and m <= n):
+        s2, u = eigh_descending(xp, a @ ct(xp, a))
+        if method == "gram":
+            return u, s2, "gram"
+        eps = dtype_eps(xp, a.dtype)
+        lam_max = float(s2[0]) if s2.shape[0] else 0.0
+        noise2 = 100.0 * m * eps * lam_max
+        ok = True
+        if need == "tol":
+            ok = thr2 is not None and thr2 >= noise2
+        else:  # fixed rank: the first discarded value must be resolved, or be absent
+            if rank is not None and rank < s2.shape[0]:
+                ok = float(s2[rank]) >= noise2
+        if ok:
+            return u, s2, "gram"
+    u, s = svd_left(xp, a)
+    return u, s * s, "svd"
+
+
+def _choose_ranks(
+    x: Array,
+    rank: RankSpec,
+    tol: float | None,
+    rule: str,
+    max_rank: RankSpec,
+    min_rank: RankSpec,
+    method: str,
+) -> tuple[list[Array], TruncationInfo]:
+    """Per-mode bases and ranks of the (plain, non-sequential) truncated HOSVD of ``x``."""
+    xp = namespace(x)
+    d = x.ndim
+    shape = tuple(int(s) for s in x.shape)
+    total = math.prod(shape)
+    upper = [min(n, total // n) if n else 0 for n in shape]
+    ranks = per_mode(rank, d, "rank", upper)
+    rmax = per_mode(max_rank, d, "max_rank", upper, clamp=True)
+    rmin = per_mode(min_rank, d, "min_rank", upper, clamp=True)
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
+    if method not in ("auto", "gram", "svd"):
+        raise ValueError(f"method must be 'auto', 'gram' or 'svd'; got {method!r}")
+    for i in range(d):
+        if rmin[i] is not None and rmax[i] is not None and rmin[i] > rmax[i]:
+            raise ValueError(f"min_rank[{i}] = {rmin[i]} exceeds max_rank[{i}] = {rmax[i]}")
+    mode_tol = None
+    if tol is not None:
+        mode_tol = tol / math.sqrt(d) if rule == "split" else tol
+    bases, chosen, tails, methods = [], [], [], []
+    for i in range(d):
+        a = unfold(x, i)
+        need = "tol" if ranks[i] is None and mode_tol is not None else "rank"
+        thr2 = None if mode_tol is None else mode_tol * mode_tol
+        u, s2, how = _mode_svd(xp, a, method, need, thr2, ranks[i])
+        k = int(s2.shape[0])
+        # tail2[r] = sum_{j >= r} s2[j]: squared error of keeping r columns
+        tail2 = xp.flip(xp.cumulative_sum(xp.flip(s2, axis=0)), axis=0)
+        if ranks[i] is not None:
+            r = ranks[i]
+        elif mode_tol is not None:
+            if how == "gram":
+                eps = dtype_eps(xp, x.dtype)
+                slack = 2.0 * a.shape[0] * eps * float(s2[0])
+                r = int(xp.sum(tail2 > max(thr2 - slack, 0.0)))
+            else:
+                r = int(xp.sum(tail2 > thr2))
+        else:
+            r = k
+        if rmax[i] is not None:
+            r = min(r, rmax[i])
+        r = max(r, rmin[i] if rmin[i] is not None else 1)
+        r = min(r, k)
+        bases.append(u[:, :r])
+        chosen.append(r)
+        tails.append(math.sqrt(max(float(tail2[r]), 0.0)) if r < k else 0.0)
+        methods.append(how)
+    info = TruncationInfo(
+        rank=tuple(chosen),
+        tails=tuple(tails),
+        error_bound=math.sqrt(sum(t * t for t in tails)),
+        tolerance=tol,
+        rule=rule,
+        norm=0.0,
+        methods=tuple(methods),
+    )
+    return bases, info
+
+
+def _tolerance(rtol: Any, atol: Any, norm: Array | None) -> float | None:
+    rtol = check_tolerance(rtol, "rtol")
+    atol = check_tolerance(atol, "atol")
+    if rtol is not None and atol is not None:
+        raise ValueError("give at most one of rtol and atol")
+    if rtol is not None:
+        return rtol * float(norm)
+    return atol
+
+
+def hosvd(
+    x: Array,
+    rank: RankSpec = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_rank: RankSpec = None,
+    min_rank: RankSpec = None,
+    rule: str = "split",
+    method: str = "auto",
+    full_output: bool = False,
+) -> TuckerTensor | tuple[TuckerTensor, TruncationInfo]:
+    r"""Truncated higher-order SVD of a dense tensor (De Lathauwer et al. 2000).
+
+    For each mode i, :math:`U_i` holds the leading left singular vectors of
+    :math:`\mathrm{Mat}_i(x)`; the core is :math:`C = x \times_i U_i^H`.
+
+    Parameters
+    ----------
+    x : array of order d >= 1, floating dtype
+    rank : int or sequence of int/None, optional
+        Fixed rank per mode (``None`` entries are chosen by the tolerance).
+    rtol, atol : float, optional
+        Relative (``tol = rtol * ||x||``) or absolute tolerance; at most one.
+    max_rank, min_rank : int or sequence, optional
+        Bounds applied after the tolerance rule (``min_rank`` defaults to 1).
+    rule : {"split", "per_mode"}, default "split"
+        ``"split"``: each mode discards singular values whose tail norm is
+        :math:`\le tol/\sqrt d`, so that :math:`\|x - y\| \le tol` is guaranteed.
+        ``"per_mode"``: tail :math:`\le tol` in every mode (bound :math:`\sqrt d\, tol`).
+    method : {"auto", "gram", "svd"}, default "auto"
+        How singular vectors are computed.  ``"gram"`` diagonalises
+        :math:`\mathrm{Mat}_i \mathrm{Mat}_i^H` (fast; loses singular values below
+        :math:`\sim\sqrt{m\varepsilon}\,\sigma_1`, the squared condition number);
+        ``"auto"`` uses it and falls back to the SVD per mode where that loss could
+        change the chosen rank or the kept subspace (always at zero tolerance).
+    full_output : bool, default False
+        Also return a :class:`TruncationInfo`.
+
+    Returns
+    -------
+    TuckerTensor (orthonormal factors), and the info when ``full_output``.
+
+    Notes
+    -----
+    The ranks are the smallest that the rule allows:
+    :math:`r_i = \min\{r : (\sum_{j>r} \sigma_{i,j}^2)^{1/2} \le tol_i\}`.
+    Error: :math:`\|x - y\|^2 \le \sum_i \mathrm{tail}_i^2` (so
+    :math:`\le tol^2` under ``"split"``) and :math:`\|x-y\| \le \sqrt d\,\|x - x_{best}\|`
+    (quasi-optimality).  Cost: :math:`\sum_i (n_i^2 N + n_i^3)` for the Gram route,
+    :math:`N = \prod_j n_j`, plus the core projection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tucker_dlra import hosvd
+    >>> x = np.random.default_rng(0).standard_normal((8, 9, 10))
+    >>> t = hosvd(x, rank=(3, 4, 5))
+    >>> t.rank
+    (3, 4, 5)
+    """
+    check_floating(x, "x")
+    if x.ndim < 1:
+        raise ValueError("x must have at least one mode")
+    xp = namespace(x)
+    norm = xp.linalg.vector_norm(xp.reshape(x, (-1,)))
+    tol = _tolerance(rtol, atol, norm if rtol is not None else None)
+    bases, info = _choose_ranks(x, rank, tol, rule, max_rank, min_rank, method)
+    core = multi_mode_product(x, bases, transpose=True)
+    t = TuckerTensor(core, bases, orthonormal=True)
+    if full_output:
+        return t, _with_norm(info, float(norm))
+    return t
+
+
+def _with_norm(info: TruncationInfo, norm: float) -> TruncationInfo:
+    return TruncationInfo(info.rank, info.tails, info.error_bound, info.tolerance, info.rule,
+                          norm, info.methods)
+
+
+def truncate(
+    t: TuckerTensor,
+    rtol: float | None = None,
+    atol: float | None = None,
+    rank: RankSpec = None,
+    max_rank: RankSpec = None,
+    min_rank: RankSpec = None,
+    rule: str = "split",
+    method: str = "auto",
+    full_output: bool = False,
+) -> TuckerTensor | tuple[TuckerTensor, TruncationInfo]:
+    r"""Round a Tucker tensor to the smallest ranks within a tolerance (Algorithm 1, l. 10-12).
+
+    This is the paper's rank-adjustment step (Section 3.1): QR of the factors
+    :math:`U_i = Q_i R_i`, truncated HOSVD of the small core
+    :math:`C \times_i R_i = \hat C \times_i P_i`, and new factors :math:`Q_i P_i`.
+    When the factors are already orthonormal (``t.orthonormal``), the QR is skipped.
+
+    Parameters
+    ----------
+    t : TuckerTensor
+    rtol, atol : float, optional
+        Relative (to :math:`\|t\|`) or absolute tolerance, at most one.
+    rank, max_rank, min_rank : int or sequence, optional
+        As in :func:`hosvd`; ``rank`` fixes the ranks (no tolerance needed).
+    rule : {"split", "per_mode"}, default "split"
+        See :data:`RULES`.  ``"split"`` guarantees :math:`\|t - y\| \le tol`;
+        ``"per_mode"`` is the rule behind the paper's compression figures (each
+        mode's tail :math:`\le tol`, total :math:`\le \sqrt d\, tol`).
+    method : {"auto", "gram", "svd"}
+        See :func:`hosvd`.
+    full_output : bool
+        Also return a :class:`TruncationInfo` (ranks, tails, error bound).
+
+    Returns
+    -------
+    TuckerTensor with orthonormal factors (and the info).
+
+    Notes
+    -----
+    Chosen ranks: per mode the smallest :math:`r_i` with
+    :math:`(\sum_{j>r_i}\sigma_{i,j}^2)^{1/2} \le tol_i` (``tol_i = tol/\sqrt d`` or ``tol``),
+    clamped to ``[min_rank, max_rank]``.  With no tolerance and no rank the tensor
+    is only re-orthonormalised and made of full multilinear rank.
+    Cost: :math:`O(\sum_i n_i r_i^2)` for the QRs plus the HOSVD of the core,
+    :math:`O(\sum_i r_i \prod_j r_j)` -- never the dense tensor.
+    """
+    if not isinstance(t, TuckerTensor):
+        raise TypeError(f"t must be a TuckerTensor; got {type(t).__name__}")
+    xp = t.xp
+    if t.orthonormal:
+        qs, core = list(t.factors), t.core
+    else:
+        qs, rs = zip(*(qr(xp, u) for u in t.factors), strict=True)
+        qs, core = list(qs), multi_mode_product(t.core, list(rs))
+    norm = xp.linalg.vector_norm(xp.reshape(core, (-1,)))
+    tol = _tolerance(rtol, atol, norm if rtol is not None else None)
+    bases, info = _choose_ranks(core, rank, tol, rule, max_rank, min_rank, method)
+    new_core = multi_mode_product(core, bases, transpose=True)
+    factors = [q @ p for q, p in zip(qs, bases, strict=True)]
+    out = TuckerTensor(new_core, factors, orthonormal=True)
+    if full_output:
+        return out, _with_norm(info, float(norm))
+    return out
+
+
+def check_orthonormal(factors: Sequence[Array], name: str = "factors",
+                      atol: float | None = None) -> None:
+    r"""Raise ``ValueError`` unless every factor satisfies :math:`\|U^H U - I\|_F \le` atol.
+
+    Default ``atol``: ``1e3 * r * sqrt(n) * eps`` (rounding of a Householder QR is far
+    below it).  Cost :math:`O(n r^2)` per factor.
+    """
+    for i, u in enumerate(factors):
+        xp = namespace(u)
+        r = u.shape[1]
+        eps = dtype_eps(xp, u.dtype)
+        tol = atol if atol is not None else 1e3 * max(r, 1) * eps * max(math.sqrt(u.shape[0]), 1)
+        g = ct(xp, u) @ u - xp.eye(r, dtype=u.dtype, device=_device(u))
+        dev = float(xp.linalg.vector_norm(xp.reshape(g, (-1,))))
+        if not dev <= tol:
+            raise ValueError(
+                f"{name}[{i}] must have orthonormal columns (||U^H U - I|| <= {tol:.2e}); "
+                f"got deviation {dev:.2e}"
+            )
