@@ -14,6 +14,7 @@ from .steps import (
     k_core,
     k_gradient,
     k_tensor,
+    parallel_core,
 )
 from .tensor import fold, mode_product, multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, check_orthonormal, hosvd, pad_core, truncate
@@ -37,6 +38,7 @@ __all__ = [
     "mode_product",
     "multi_mode_product",
     "pad_core",
+    "parallel_core",
     "tangent_components",
     "tangent_project",
     "truncate",

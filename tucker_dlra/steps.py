@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import ct, namespace, qr
-from .tensor import fold, multi_mode_product, unfold
-from .tucker import TuckerTensor
+from .tensor import fold, mode_product, multi_mode_product, unfold
+from .tucker import TuckerTensor, pad_core
 
 __all__ = [
     "core_qr",
@@ -25,6 +25,7 @@ __all__ = [
     "augment_basis",
     "galerkin_core",
     "c_gradient",
+    "parallel_core",
 ]
 
 Array = Any
@@ -139,3 +140,41 @@ def c_gradient(grad: Array | TuckerTensor, factors: Sequence[Array]) -> Array:
         mats = [ct(xp, u) @ v for u, v in zip(factors, grad.factors, strict=True)]
         return multi_mode_product(grad.core, mats)
     return multi_mode_product(grad, list(factors), transpose=True)
+
+
+def parallel_core(c_bar: Array, gs: Sequence[Array], k_new: Sequence[Array],
+                  new_dirs: Sequence[Array]) -> Array:
+    r"""Block-assembled augmented core of the parallel BUG (NUMERICS.md section 1.3, step 3).
+
+    Parameters
+    ----------
+    c_bar : array of shape (r_0, ..., r_{d-1})
+        :math:`\bar C(t_1)`, the C-step result in the old bases.
+    gs : sequence of arrays
+        :math:`G_i = \mathrm{Ten}_i(Q_i^H)` from :func:`k_core` at the start of the step.
+    k_new : sequence of arrays
+        :math:`K_i(t_1)`, each of shape (n_i, r_i).
+    new_dirs : sequence of arrays
+        :math:`\tilde U_i` of shape (n_i, m_i): the new directions, orthogonal to
+        :math:`U_i^0` (the trailing columns of :func:`augment_basis`).
+
+    Returns
+    -------
+    array of shape :math:`(r_0 + m_0, \dots, r_{d-1} + m_{d-1})`: the (old, ..., old)
+    block is :math:`\bar C`, the block new only in mode i is
+    :math:`\mathrm{Ten}_i(\tilde U_i^H K_i(t_1) Q_i^H) = G_i \times_i (\tilde U_i^H K_i(t_1))`,
+    blocks new in two or more modes are zero (Ceruti, Kusch, Lubich & Sulz).
+    In the basis :math:`[U_i^0, \tilde U_i]`.  Cost :math:`O(\sum_i n_i m_i r_i +
+    \sum_i m_i \prod_j r_j)`.
+    """
+    xp = namespace(c_bar)
+    r = [int(s) for s in c_bar.shape]
+    m = [int(u.shape[1]) for u in new_dirs]
+    core = pad_core(c_bar, [(0, mi) for mi in m])
+    for i, (g, k, u) in enumerate(zip(gs, k_new, new_dirs, strict=True)):
+        if m[i] == 0:
+            continue
+        block = mode_product(g, ct(xp, u) @ k, i)
+        pads = [(r[j], 0) if j == i else (0, m[j]) for j in range(len(r))]
+        core = core + pad_core(block, pads)
+    return core
