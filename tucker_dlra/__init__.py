@@ -17,7 +17,15 @@ from .steps import (
     parallel_core,
 )
 from .tensor import fold, mode_product, multi_mode_product, unfold
-from .tucker import RULES, TruncationInfo, TuckerTensor, check_orthonormal, hosvd, pad_core, truncate
+from .tucker import (
+    RULES,
+    TruncationInfo,
+    TuckerTensor,
+    check_orthonormal,
+    hosvd,
+    pad_core,
+    truncate,
+)
 
 __version__ = "0.1.0"
 
