@@ -19,7 +19,8 @@ settings.register_profile(
     "default",
     deadline=None,
     max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "25")),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors,
+                           HealthCheck.function_scoped_fixture],  # `backend` is stateless
     derandomize=True,
 )
 settings.load_profile("default")
