@@ -123,6 +123,8 @@ def mode_product(x: Array, matrix: Array, mode: int, transpose: bool = False) ->
     Eq. (3) of the paper applies this once per mode.  Cost
     :math:`O(m \prod_j n_j)` flops via one ``tensordot``; no Kronecker product.
     """
+    check_floating(x, "x")
+    check_floating(matrix, "matrix")
     xp = namespace(x, matrix)
     mode = _check_mode(mode, x.ndim)
     if matrix.ndim != 2:
