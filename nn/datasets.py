@@ -9,8 +9,8 @@ Four datasets, all held in memory as ``uint8`` images and normalised batch by ba
     ``validation/make_mnist_subset.py``.  MNIST is by Yann LeCun, Corinna Cortes and Christopher
     J.C. Burges and is licensed CC BY-SA 3.0.
 ``mnist``, ``fashion-mnist``
-    The original IDX files (gzip), read from ``data_dir`` (``data_dir/<name>/``, ``data_dir`` itself,
-    or torchvision's ``data_dir/MNIST/raw`` / ``data_dir/FashionMNIST/raw`` layout).
+    The original IDX files (gzip), read from ``data_dir`` (``data_dir/<name>/``, ``data_dir``
+    itself, or torchvision's ``data_dir/MNIST/raw`` / ``data_dir/FashionMNIST/raw`` layout).
 ``cifar10``
     The python tarball ``cifar-10-python.tar.gz`` from ``data_dir`` (same search order).
 

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from tucker_dlra.nn.datasets import read_idx
 
 MD5 = {
@@ -50,7 +49,8 @@ def balanced_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", type=Path, default=Path("/work/shared/data/mnist"))
-    p.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "nn/data/mnist_subset.npz")
+    default_out = Path(__file__).parents[1] / "nn/data/mnist_subset.npz"
+    p.add_argument("--out", type=Path, default=default_out)
     args = p.parse_args()
     for name, digest in MD5.items():
         got = md5(args.src / name)
@@ -78,7 +78,8 @@ def main() -> None:
     np.savez_compressed(args.out, **arrays)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     for k in ("x_train", "y_train", "x_test", "y_test"):
-        print(k, arrays[k].shape, arrays[k].dtype, np.bincount(arrays[k]).tolist() if k[0] == "y" else "")
+        counts = np.bincount(arrays[k]).tolist() if k[0] == "y" else ""
+        print(k, arrays[k].shape, arrays[k].dtype, counts)
 
 
 if __name__ == "__main__":
