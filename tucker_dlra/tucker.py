@@ -364,9 +364,9 @@ def _choose_ranks(
             if how == "gram":
                 eps = dtype_eps(xp, x.dtype)
                 slack = 2.0 * a.shape[0] * eps * float(s2[0])
-                r = int(xp.sum(tail2 > max(thr2 - slack, 0.0)))
+                r = int(xp.count_nonzero(tail2 > max(thr2 - slack, 0.0)))
             else:
-                r = int(xp.sum(tail2 > thr2))
+                r = int(xp.count_nonzero(tail2 > thr2))
         else:
             r = k
         if rmax[i] is not None:
