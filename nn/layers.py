@@ -1,0 +1,715 @@
+r"""Tucker convolutions and low-rank linear layers (paper Sections 2.1, 3 and 3.1).
+
+A Tucker layer stores its kernel :math:`W = C \times_{i} U_i` (Eq. (3)) as the core
+``layer.core`` (shape = ranks) and factors ``layer.factors[i]`` of shape
+:math:`(n_i, r_i)` with orthonormal columns.  For an N-d convolution the kernel has
+order :math:`d = N + 2` with modes (out channels, in channels / groups, k_1, ..., k_N);
+for :class:`LowRankLinear` it is the matrix :math:`U_0 C U_1^\top` of shape (out, in).
+
+The layers hold no tensor math of their own: the dense kernel is
+:meth:`tucker_dlra.TuckerTensor.full`, conversions use :func:`tucker_dlra.hosvd`, and
+the training step (:class:`tucker_dlra.nn.TDLRT`) calls :mod:`tucker_dlra.steps`.
+
+Dense kernel gradient
+---------------------
+The optimizer needs :math:`G = \nabla_W \mathcal L` of the last backward pass (Algorithm
+1 only ever evaluates gradients at the current point :math:`W_0`).  In training mode
+(``layer.training``, grad mode on, ``layer.capture_grad``) the forward registers a hook
+that stores it in ``layer.grad_full`` (accumulated over several backward passes, like
+``.grad``; cleared by ``TDLRT.step``/``TDLRT.zero_grad``):
+
+* dense path: a hook on the rebuilt kernel ``W`` receives :math:`G` directly;
+* factorized path: a hook on the convolution output receives :math:`\partial\mathcal L /
+  \partial y` and computes :math:`G` with ``torch.nn.grad.conv{N}d_weight`` (the same
+  kernel the dense backward uses; cost equal to one dense weight-gradient convolution).
+
+Memory held between ``backward`` and ``step``: one dense kernel gradient per Tucker
+layer (:math:`\prod_i n_i` numbers, as much as a dense model's ``weight.grad``); the
+gradients of core and factors that autograd also produces are small.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
+from tucker_dlra._validate import per_mode
+from tucker_dlra.backend import namespace, qr
+
+__all__ = [
+    "TuckerConv1d",
+    "TuckerConv2d",
+    "TuckerConv3d",
+    "LowRankLinear",
+    "is_tucker_layer",
+    "tucker_layers",
+    "FACTORIZED_FLOP_RATIO",
+]
+
+#: ``forward_mode="auto"`` takes the factorized path when its multiply-add count per
+#: sample is below this fraction of the dense convolution's (the factorized path runs
+#: three convolutions instead of one, so it needs a clear FLOP advantage to be faster).
+FACTORIZED_FLOP_RATIO = 0.5
+
+#: Every live Tucker layer; the optimizer finds the layer of a Parameter here (a registry
+#: instead of attributes on the Parameters, so that deepcopy and pickling are unaffected).
+_LAYERS: weakref.WeakSet = weakref.WeakSet()
+
+RankArg = int | float | Sequence[int] | None
+
+
+def is_tucker_layer(module: Any) -> bool:
+    """``True`` for the Tucker layers of this module (trained by :class:`TDLRT`)."""
+    return isinstance(module, _TuckerLayer)
+
+
+def tucker_layers() -> list[_TuckerLayer]:
+    """All live Tucker layers (used by :class:`TDLRT` to map Parameters to layers)."""
+    return list(_LAYERS)
+
+
+def _upper_ranks(shape: Sequence[int]) -> list[int]:
+    total = math.prod(shape)
+    return [min(n, total // n) if n else 0 for n in shape]
+
+
+def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
+                 max_rank: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Turn a rank specification into one Tucker rank per mode.
+
+    Parameters
+    ----------
+    rank : None, int, float in (0, 1] or sequence of int
+        ``None``: full rank :math:`\\min(n_i, \\prod_{j\\ne i} n_j)` (capped by ``max_rank``);
+        int: the same rank in every mode, clipped to each mode's size; float:
+        ``ceil(rank * n_i)`` (at least 1) in each mode; sequence: one rank per mode, each in
+        ``[1, n_i]`` (a clear ``ValueError`` otherwise).
+    shape : kernel shape :math:`(n_0, \\dots, n_{d-1})`.
+
+    Returns
+    -------
+    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).
+    """
+    d = len(shape)
+    upper = _upper_ranks(shape)
+    if max_rank is not None:
+        upper_eff = [min(u, m) for u, m in zip(upper, max_rank, strict=True)]
+    else:
+        upper_eff = list(upper)
+    explicit = False
+    if rank is None:
+        r = list(upper_eff)
+    elif isinstance(rank, bool):
+        raise TypeError(f"{name} must be None, an int, a float in (0, 1] or a tuple; got {rank!r}")
+    elif isinstance(rank, numbers.Integral):
+        r = [int(v) for v in per_mode(int(rank), d, name, upper, clamp=True)]
+    elif isinstance(rank, numbers.Real):
+        f = float(rank)
+        if not 0.0 < f <= 1.0 or math.isnan(f):
+            raise ValueError(f"{name} as a fraction must lie in (0, 1]; got {rank!r}")
+        r = [max(1, min(u, math.ceil(f * n))) for n, u in zip(shape, upper, strict=True)]
+    else:
+        r = [int(v) for v in per_mode(rank, d, name, upper)]
+        explicit = True
+    if explicit:
+        for i in range(d):
+            if r[i] > upper_eff[i]:
+                raise ValueError(f"{name}[{i}] = {r[i]} exceeds max_rank[{i}] = {upper_eff[i]}")
+    r = [min(a, b) for a, b in zip(r, upper_eff, strict=True)]
+    # a Tucker rank satisfies r_i <= prod_{j != i} r_j
+    for _ in range(d):
+        changed = False
+        for i in range(d):
+            others = math.prod(r[:i] + r[i + 1:])
+            if r[i] > others:
+                if explicit:
+                    raise ValueError(
+                        f"{name} = {tuple(r)} is not a Tucker rank: {name}[{i}] = {r[i]} exceeds "
+                        f"the product {others} of the other ranks"
+                    )
+                r[i] = others
+                changed = True
+        if not changed:
+            break
+    return tuple(r)
+
+
+class _TuckerLayer(nn.Module):
+    """Shared machinery of the Tucker layers: parameters, kernel, hooks, checkpoints."""
+
+    core: nn.Parameter
+    factors: nn.ParameterList
+
+    def _init_tucker(self, kernel_shape: Sequence[int], rank: RankArg, max_rank: Any,
+                     min_rank: Any, init: str, fan_in: int, device: Any, dtype: Any) -> None:
+        self.kernel_shape = tuple(int(n) for n in kernel_shape)
+        d = len(self.kernel_shape)
+        upper = _upper_ranks(self.kernel_shape)
+        mx = per_mode(max_rank, d, "max_rank", upper, clamp=True)
+        mn = per_mode(min_rank, d, "min_rank", upper, clamp=True)
+        self.max_rank = tuple(u if m is None else m for u, m in zip(upper, mx, strict=True))
+        self.min_rank = tuple(1 if m is None else m for m in mn)
+        for i in range(d):
+            if self.min_rank[i] > self.max_rank[i]:
+                raise ValueError(f"min_rank[{i}] = {self.min_rank[i]} exceeds max_rank[{i}] = "
+                                 f"{self.max_rank[i]}")
+        ranks = resolve_rank(rank, self.kernel_shape, "rank", self.max_rank)
+        if init not in ("kaiming", "spectral"):
+            raise ValueError(f"init must be 'kaiming' or 'spectral'; got {init!r}")
+        self.init = init
+        self.fan_in = int(fan_in)
+        fk = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+        if not fk["dtype"].is_floating_point:
+            raise TypeError(f"dtype must be a floating dtype; got {fk['dtype']}")
+        self.core = nn.Parameter(torch.empty(ranks, **fk))
+        self.factors = nn.ParameterList(
+            [nn.Parameter(torch.empty(n, r, **fk)) for n, r in zip(self.kernel_shape, ranks,
+                                                                     strict=True)]
+        )
+        self.grad_full: torch.Tensor | None = None
+        self.capture_grad = True
+        _LAYERS.add(self)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Current Tucker ranks :math:`(r_0, \\dots, r_{d-1})` (the core's shape)."""
+        return tuple(int(s) for s in self.core.shape)
+
+    @property
+    def order(self) -> int:
+        """Order d of the kernel."""
+        return len(self.kernel_shape)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        _LAYERS.add(self)
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        r"""Random orthonormal factors and a core scaled like the dense default init.
+
+        ``init="kaiming"``: Gaussian core with
+        :math:`\mathrm{E}\|W\|^2 = \prod_i n_i / (3\,\mathrm{fan\_in})`, i.e. the dense kernel
+        has the variance of PyTorch's default (Kaiming-uniform, a = sqrt(5)) init.
+        ``init="spectral"`` (paper Section 4.3, overestimated rank): the Gaussian core is
+        multiplied in every mode by :math:`\mathrm{diag}(10^{-3 j/(r_i-1)})_j`, so the
+        unfoldings' singular values decay exponentially over three powers of ten, then
+        rescaled to the same norm.  The bias is uniform in :math:`\pm 1/\sqrt{\mathrm{fan\_in}}`.
+        Cost :math:`O(\sum_i n_i r_i^2 + d\prod r_i)`.
+        """
+        xp = namespace(self.core)
+        ranks = self.ranks
+        for f in self.factors:
+            q, _ = qr(xp, torch.randn_like(f))
+            f.copy_(q)
+        c = torch.randn_like(self.core)
+        if self.init == "spectral":
+            mats = [torch.diag(torch.logspace(0.0, -3.0 if r > 1 else 0.0, r, dtype=c.dtype,
+                                              device=c.device)) for r in ranks]
+            c = multi_mode_product(c, mats)
+        target = math.sqrt(math.prod(self.kernel_shape) / (3.0 * max(self.fan_in, 1)))
+        c = c * (target / max(float(torch.linalg.vector_norm(c)), 1e-30))
+        self.core.copy_(c)
+        if getattr(self, "bias", None) is not None:
+            bound = 1.0 / math.sqrt(max(self.fan_in, 1))
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.grad_full = None
+
+    # ------------------------------------------------------------------ Tucker views
+    def weight_full(self) -> torch.Tensor:
+        r"""The dense kernel :math:`W = C \times_i U_i` (Eq. (3)), differentiable.
+
+        Computed by :meth:`tucker_dlra.TuckerTensor.full` (greedy mode order).
+        """
+        return TuckerTensor(self.core, list(self.factors)).full()
+
+    def tucker(self) -> TuckerTensor:
+        """The kernel as a :class:`tucker_dlra.TuckerTensor` of detached core and factors."""
+        return TuckerTensor(self.core.detach(), [f.detach() for f in self.factors],
+                            orthonormal=True)
+
+    @torch.no_grad()
+    def set_tucker(self, t: TuckerTensor) -> None:
+        """Replace core and factors by those of ``t`` (ranks may change).
+
+        The same Parameter objects are kept (``p.data = new``), so optimizers keep their
+        references; storage is reallocated at the new size (memory really falls when
+        ranks shrink).  Gradients of these parameters and ``grad_full`` are cleared.
+        Factors must have orthonormal columns (not checked here; see
+        :func:`tucker_dlra.check_orthonormal`).
+        """
+        if not isinstance(t, TuckerTensor):
+            raise TypeError(f"t must be a tucker_dlra.TuckerTensor; got {type(t).__name__}")
+        if tuple(t.shape) != self.kernel_shape:
+            raise ValueError(f"t has shape {t.shape}; this layer's kernel has {self.kernel_shape}")
+        fk = {"device": self.core.device, "dtype": self.core.dtype}
+        params = [self.core, *self.factors]
+        for p, new in zip(params, [t.core, *t.factors], strict=True):
+            p.grad = None
+            new = torch.as_tensor(new).to(**fk)
+            if new.shape == p.shape:
+                p.data.copy_(new)
+            else:
+                p.data = new.detach().clone(memory_format=torch.contiguous_format)
+        self.grad_full = None
+
+    # ------------------------------------------------------------------ gradient capture
+    def _capturing(self) -> bool:
+        return (self.capture_grad and self.training and torch.is_grad_enabled()
+                and self.core.requires_grad)
+
+    def _store_grad(self, g: torch.Tensor) -> None:
+        g = g.detach()
+        if self.grad_full is None or self.grad_full.shape != g.shape:
+            self.grad_full = g.clone() if g.requires_grad else g
+        else:
+            self.grad_full = self.grad_full + g
+
+    def _kernel_hook(self, g: torch.Tensor) -> None:
+        self._store_grad(g)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """Resize core and factors to the checkpoint's ranks before loading (rank changes)."""
+        ck = prefix + "core"
+        if ck in state_dict:
+            core = state_dict[ck]
+            ranks = tuple(int(s) for s in core.shape)
+            ok = len(ranks) == self.order
+            fac = []
+            for i in range(self.order if ok else 0):
+                key = f"{prefix}factors.{i}"
+                if key not in state_dict:
+                    ok = False
+                    break
+                fac.append(tuple(int(s) for s in state_dict[key].shape))
+            if ok:
+                for i, (n, s) in enumerate(zip(self.kernel_shape, fac, strict=True)):
+                    if s != (n, ranks[i]):
+                        error_msgs.append(
+                            f"{prefix}factors.{i} has shape {s}; expected ({n}, {ranks[i]}) for "
+                            f"kernel shape {self.kernel_shape} and core shape {ranks}")
+                        ok = False
+            if ok:
+                for p, shape in zip([self.core, *self.factors], [ranks, *fac], strict=True):
+                    if tuple(p.shape) != shape:
+                        p.grad = None
+                        p.data = torch.empty(shape, dtype=p.dtype, device=p.device)
+                self.grad_full = None
+            else:
+                error_msgs.append(f"{prefix}: inconsistent Tucker checkpoint (core {ranks})")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # ------------------------------------------------------------------ forward selection
+    def _check_mode(self, mode: str) -> str:
+        if mode not in ("auto", "dense", "factorized"):
+            raise ValueError(f"forward_mode must be 'auto', 'dense' or 'factorized'; got {mode!r}")
+        return mode
+
+    def _choose(self, x: torch.Tensor) -> str:
+        if self.forward_mode != "auto":
+            return self.forward_mode
+        dense, fact = self.flops(tuple(x.shape[1:]))
+        return "factorized" if fact < FACTORIZED_FLOP_RATIO * dense else "dense"
+
+    def parameter_bytes(self) -> int:
+        """Bytes actually allocated by core, factors and bias."""
+        ps = [self.core, *self.factors] + ([self.bias] if self.bias is not None else [])
+        return sum(p.untyped_storage().nbytes() for p in ps)
+
+
+class _TuckerConvNd(_TuckerLayer):
+    r"""N-d convolution whose kernel is a Tucker tensor (paper Section 2.1, Eq. (3)).
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+    padding_mode :
+        As ``torch.nn.ConvNd`` (padding ``'same'``/``'valid'``/int/tuple; padding_mode
+        ``'zeros'``, ``'reflect'``, ``'replicate'``, ``'circular'``).  With groups the
+        kernel still has shape (out, in/groups, k_1, ..., k_N) and one Tucker factor per
+        mode (the in/groups factor is shared by all groups).
+    rank : None, int, float in (0, 1] or tuple of d = N + 2 ints
+        Initial Tucker rank (see :func:`resolve_rank`); ``None`` is the full rank.
+    max_rank, min_rank : int or tuple, optional
+        Bounds the optimizer's rank adaptation respects.
+    init : {"kaiming", "spectral"}
+        See :meth:`reset_parameters`.
+    forward_mode : {"auto", "dense", "factorized"}
+        ``"dense"``: rebuild :math:`W` and run one ``F.convNd``, cost
+        :math:`B\,n_0 (n_1) \prod k \prod L_{out}`.  ``"factorized"``: 1x1 convolution with
+        :math:`U_1^\top` (in -> r_1 channels per group), spatial convolution with the small
+        kernel :math:`C \times_{2..} U_{2..}` (r_1 -> r_0 per group), 1x1 convolution with
+        :math:`U_0`; multiply-adds per sample
+        :math:`n_{in} r_1 \prod L_{in} + g\, r_0 r_1 \prod k \prod L_{out}
+        + n_{out} r_0 \prod L_{out}`.
+        ``"auto"`` takes the factorized path when its count is below
+        :data:`FACTORIZED_FLOP_RATIO` times the dense one (see :meth:`flops`).
+    device, dtype : as for torch modules.
+
+    Notes
+    -----
+    Both paths compute the same function (checked against ``F.convNd`` with the rebuilt
+    kernel).  The kernel gradient capture for the optimizer is described in the module
+    docstring.
+    """
+
+    _N = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dilation: int | Sequence[int] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", rank: RankArg = None, max_rank: Any = None,
+                 min_rank: Any = None, init: str = "kaiming", forward_mode: str = "auto",
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        n = self._N
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must "
+                             f"be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = self._tuple(kernel_size, "kernel_size", 1)
+        self.stride = self._tuple(stride, "stride", 1)
+        self.dilation = self._tuple(dilation, "dilation", 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid', an int or a tuple of {n} ints; "
+                                 f"got {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding: str | tuple[int, ...] = padding
+        else:
+            self.padding = self._tuple(padding, "padding", 0)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError("padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular'; "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.forward_mode = self._check_mode(forward_mode)
+        kshape = (out_channels, in_channels // groups, *self.kernel_size)
+        self._init_tucker(kshape, rank, max_rank, min_rank, init,
+                          (in_channels // groups) * math.prod(self.kernel_size), device, dtype)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, device=self.core.device,
+                                                 dtype=self.core.dtype))
+        else:
+            self.register_parameter("bias", None)
+        # (left, right) padding per spatial dim, as nn.ConvNd resolves it
+        if self.padding == "valid":
+            pads = [(0, 0)] * n
+        elif self.padding == "same":
+            pads = []
+            for k, dl in zip(self.kernel_size, self.dilation, strict=True):
+                total = dl * (k - 1)
+                pads.append((total // 2, total - total // 2))
+        else:
+            pads = [(p, p) for p in self.padding]
+        self._pads = pads
+        self.reset_parameters()
+
+    def _tuple(self, v: Any, name: str, low: int) -> tuple[int, ...]:
+        n = self._N
+        vals = [v] * n if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+        try:
+            vals = list(vals)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a tuple of {n} ints; got {v!r}") from None
+        if len(vals) != n or any(isinstance(a, bool) or not isinstance(a, numbers.Integral)
+                                 or a < low for a in vals):
+            raise ValueError(f"{name} must be an int >= {low} or a tuple of {n} such ints; "
+                             f"got {v!r}")
+        return tuple(int(a) for a in vals)
+
+    # ------------------------------------------------------------------ helpers
+    def _conv(self) -> Any:
+        return (F.conv1d, F.conv2d, F.conv3d)[self._N - 1]
+
+    def _conv_weight_grad(self) -> Any:
+        return (torch.nn.grad.conv1d_weight, torch.nn.grad.conv2d_weight,
+                torch.nn.grad.conv3d_weight)[self._N - 1]
+
+    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Apply explicit padding (non-zero modes, asymmetric 'same'); return conv padding."""
+        if x.dim() not in (self._N + 1, self._N + 2):
+            raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
+                             f"input; got shape {tuple(x.shape)}")
+        sym = all(a == b for a, b in self._pads)
+        if self.padding_mode == "zeros" and sym:
+            return x, tuple(a for a, _ in self._pads)
+        flat = []
+        for a, b in reversed(self._pads):
+            flat += [a, b]
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, flat, mode=mode), (0,) * self._N
+
+    def _out_size(self, spatial: Sequence[int]) -> list[int]:
+        out = []
+        for L, (a, b), k, s, dl in zip(spatial, self._pads, self.kernel_size, self.stride,
+                                       self.dilation, strict=True):
+            out.append(max((L + a + b - dl * (k - 1) - 1) // s + 1, 0))
+        return out
+
+    def flops(self, input_shape: Sequence[int]) -> tuple[int, int]:
+        """Multiply-adds per sample (dense, factorized) for an input of shape (C, L_1..L_N)."""
+        spatial = list(input_shape)[-self._N:]
+        lin = math.prod(L + a + b for L, (a, b) in zip(spatial, self._pads, strict=True))
+        lout = math.prod(self._out_size(spatial))
+        k = math.prod(self.kernel_size)
+        r0, r1 = self.ranks[0], self.ranks[1]
+        dense = self.out_channels * (self.in_channels // self.groups) * k * lout
+        fact = (self.in_channels * r1 * lin + self.groups * r0 * r1 * k * lout
+                + self.out_channels * r0 * lout)
+        return dense, fact
+
+    def _factorized(self, x: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
+        conv = self._conv()
+        g, n = self.groups, self._N
+        ones = (1,) * n
+        u0, u1 = self.factors[0], self.factors[1]
+        r0, r1 = u0.shape[1], u1.shape[1]
+        small = multi_mode_product(self.core, list(self.factors)[2:], modes=range(2, n + 2))
+        w1 = u1.t().repeat(g, 1).reshape(g * r1, u1.shape[0], *ones)
+        z = conv(x, w1, None, 1, 0, 1, g)
+        w2 = small  # (r0, r1, k...)
+        if g > 1:
+            w2 = w2.repeat(g, *([1] * (n + 1)))
+        t = conv(z, w2, None, self.stride, pad, self.dilation, g)
+        w3 = u0.reshape(self.out_channels, r0, *ones)
+        return conv(t, w3, None, 1, 0, 1, g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: FLOP model)."""
+        _LAYERS.add(self)
+        path = self._choose(x)
+        xin, pad = self._prepare(x)
+        capture = self._capturing()
+        if path == "dense":
+            w = self.weight_full()
+            if capture and w.requires_grad:
+                w.register_hook(self._kernel_hook)
+            y = self._conv()(xin, w, None, self.stride, pad, self.dilation, self.groups)
+        else:
+            y = self._factorized(xin, pad)
+            if capture and y.requires_grad:
+                xd = xin.detach()
+                wgrad = self._conv_weight_grad()
+                shape = self.kernel_shape
+                unbatched = xd.dim() == self._N + 1
+
+                def hook(gy: torch.Tensor, xd=xd) -> None:
+                    xx, gg = (xd.unsqueeze(0), gy.unsqueeze(0)) if unbatched else (xd, gy)
+                    self._store_grad(wgrad(xx, shape, gg, self.stride, pad, self.dilation,
+                                           self.groups))
+
+                y.register_hook(hook)
+        if self.bias is not None:
+            b = self.bias.reshape(-1, *([1] * self._N))
+            y = y + b
+        return y
+
+    # ------------------------------------------------------------------ conversion
+    def _dense_cls(self) -> type:
+        return (nn.Conv1d, nn.Conv2d, nn.Conv3d)[self._N - 1]
+
+    @torch.no_grad()
+    def to_dense(self) -> nn.Module:
+        """A plain ``nn.ConvNd`` computing the same function (kernel :math:`C\\times_i U_i`)."""
+        conv = self._dense_cls()(
+            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+            padding=self.padding, dilation=self.dilation, groups=self.groups,
+            bias=self.bias is not None, padding_mode=self.padding_mode,
+            device=self.core.device, dtype=self.core.dtype)
+        conv.weight.copy_(self.weight_full())
+        if self.bias is not None:
+            conv.bias.copy_(self.bias)
+        return conv
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, rank: RankArg = None, rtol: float | None = None,
+                  max_rank: Any = None, min_rank: Any = None, init: str = "kaiming",
+                  forward_mode: str = "auto", rule: str = "per_mode") -> _TuckerConvNd:
+        """Tucker layer from a trained ``nn.ConvNd`` by truncated HOSVD of its weight.
+
+        ``rank`` (spec as in :func:`resolve_rank`) or ``rtol`` (relative tolerance, per
+        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, NUMERICS.md
+        section 5); neither: exact (full rank).  Cost: one HOSVD of the kernel.
+        """
+        dense_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[cls._N - 1]
+        if not isinstance(conv, dense_cls):
+            raise TypeError(f"conv must be a torch.nn.{dense_cls.__name__}; got "
+                            f"{type(conv).__name__}")
+        if rank is not None and rtol is not None:
+            raise ValueError("give at most one of rank and rtol")
+        w = conv.weight.detach()
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                    conv.padding_mode, rank=None, max_rank=max_rank, min_rank=min_rank,
+                    init=init, forward_mode=forward_mode, device=w.device, dtype=w.dtype)
+        _from_dense(layer, w, conv.bias, rank, rtol, rule)
+        return layer
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, ranks={self.ranks}")
+        if self.padding != (0,) * self._N:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self._N:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        return s + f", forward_mode={self.forward_mode!r}"
+
+
+def _from_dense(layer: _TuckerLayer, w: torch.Tensor, bias: torch.Tensor | None, rank: RankArg,
+                rtol: float | None, rule: str) -> None:
+    if rtol is not None:
+        t = hosvd(w, rtol=rtol, rule=rule, max_rank=list(layer.max_rank),
+                  min_rank=list(layer.min_rank))
+    else:
+        r = resolve_rank(rank, layer.kernel_shape, "rank", layer.max_rank)
+        t = hosvd(w, rank=list(r))
+    layer.set_tucker(t)
+    if bias is not None and layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.copy_(bias.detach())
+
+
+class TuckerConv1d(_TuckerConvNd):
+    """1-d Tucker convolution (kernel of order 3); interface of ``nn.Conv1d``, see the base."""
+
+    _N = 1
+
+
+class TuckerConv2d(_TuckerConvNd):
+    """2-d Tucker convolution (kernel of order 4, the paper's case); see :class:`_TuckerConvNd`."""
+
+    _N = 2
+
+
+class TuckerConv3d(_TuckerConvNd):
+    """3-d Tucker convolution (kernel of order 5); interface of ``nn.Conv3d``, see the base."""
+
+    _N = 3
+
+
+class LowRankLinear(_TuckerLayer):
+    r"""Linear layer with weight :math:`W = U_0 C U_1^\top` (matrix DLRT, the d = 2 case).
+
+    Parameters
+    ----------
+    in_features, out_features, bias : as ``nn.Linear``.
+    rank, max_rank, min_rank, init, device, dtype : as :class:`TuckerConv2d`
+        (``rank`` is an int, a pair, a fraction or None).
+    forward_mode : {"auto", "dense", "factorized"}
+        ``"factorized"`` computes :math:`((x U_1) C^\top) U_0^\top`, cost
+        :math:`n_{in} r_1 + r_0 r_1 + n_{out} r_0` per sample instead of
+        :math:`n_{in} n_{out}`.
+
+    Notes
+    -----
+    ``core`` is a general (not diagonal) :math:`r_0\times r_1` matrix; training with
+    :class:`TDLRT` is the rank-adaptive matrix DLRT step.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 rank: RankArg = None, max_rank: Any = None, min_rank: Any = None,
+                 init: str = "kaiming", forward_mode: str = "auto", device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.forward_mode = self._check_mode(forward_mode)
+        self._init_tucker((out_features, in_features), rank, max_rank, min_rank, init,
+                          in_features, device, dtype)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, device=self.core.device,
+                                                 dtype=self.core.dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def flops(self, input_shape: Sequence[int] = ()) -> tuple[int, int]:
+        """Multiply-adds per sample (dense, factorized)."""
+        r0, r1 = self.ranks
+        return (self.in_features * self.out_features,
+                self.in_features * r1 + r0 * r1 + self.out_features * r0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: FLOP model)."""
+        _LAYERS.add(self)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "
+                             f"got shape {tuple(x.shape)}")
+        path = self._choose(x)
+        capture = self._capturing()
+        if path == "dense":
+            w = self.weight_full()
+            if capture and w.requires_grad:
+                w.register_hook(self._kernel_hook)
+            y = F.linear(x, w)
+        else:
+            u0, u1 = self.factors[0], self.factors[1]
+            y = ((x @ u1) @ self.core.t()) @ u0.t()
+            if capture and y.requires_grad:
+                xd = x.detach()
+
+                def hook(gy: torch.Tensor, xd=xd) -> None:
+                    self._store_grad(gy.reshape(-1, self.out_features).t()
+                                     @ xd.reshape(-1, self.in_features))
+
+                y.register_hook(hook)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    @torch.no_grad()
+    def to_dense(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with weight :math:`U_0 C U_1^\\top`."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.core.device, dtype=self.core.dtype)
+        lin.weight.copy_(self.weight_full())
+        if self.bias is not None:
+            lin.bias.copy_(self.bias)
+        return lin
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: RankArg = None, rtol: float | None = None,
+                    max_rank: Any = None, min_rank: Any = None, init: str = "kaiming",
+                    forward_mode: str = "auto", rule: str = "per_mode") -> LowRankLinear:
+        """Low-rank layer from a trained ``nn.Linear`` by truncated SVD (HOSVD, d = 2)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear; got {type(linear).__name__}")
+        if rank is not None and rtol is not None:
+            raise ValueError("give at most one of rank and rtol")
+        w = linear.weight.detach()
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, rank=None,
+                    max_rank=max_rank, min_rank=min_rank, init=init, forward_mode=forward_mode,
+                    device=w.device, dtype=w.dtype)
+        _from_dense(layer, w, linear.bias, rank, rtol, rule)
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"ranks={self.ranks}, bias={self.bias is not None}, "
+                f"forward_mode={self.forward_mode!r}")
