@@ -5,6 +5,18 @@ arrays and PyTorch tensors alike and keeps their dtype and device.  It never
 imports torch at import time; the PyTorch adapter is :mod:`tucker_dlra.nn`.
 """
 
+from .integrators import (
+    IntegrationError,
+    IntegrationResult,
+    StepInfo,
+    bug,
+    direct,
+    integrate,
+    midpoint_bug,
+    parallel_bug,
+    projector_splitting,
+    ra_bug,
+)
 from .manifold import tangent_components, tangent_project
 from .steps import (
     augment_basis,
@@ -30,6 +42,16 @@ from .tucker import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "IntegrationError",
+    "IntegrationResult",
+    "StepInfo",
+    "bug",
+    "direct",
+    "integrate",
+    "midpoint_bug",
+    "parallel_bug",
+    "projector_splitting",
+    "ra_bug",
     "RULES",
     "TruncationInfo",
     "TuckerTensor",

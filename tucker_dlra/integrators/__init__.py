@@ -1,1 +1,47 @@
-"""DLRA time integrators for Tucker tensors (filled in by the integrators issue)."""
+r"""DLRA time integrators for Tucker tensors (issue 3).
+
+One step signature for all of them, ``y1, info = method(F, t0, y0, h, *, substep="rk4",
+substeps=1, structured=False, ...)``, and one driver, :func:`integrate`:
+
+* :func:`bug` -- fixed-rank BUG (Ceruti & Lubich 2022);
+* :func:`ra_bug` -- rank-adaptive BUG (Ceruti, Kusch & Lubich 2022) = the paper's Algorithm 1;
+* :func:`parallel_bug` -- parallel rank-adaptive BUG with step rejection
+  (Ceruti, Kusch, Lubich & Sulz);
+* :func:`projector_splitting` -- Tucker projector splitting (Lubich, Vandereycken & Walach 2018);
+* :func:`midpoint_bug` -- second-order midpoint BUG (Ceruti, Einkemmer, Kusch & Lubich 2024);
+* :func:`direct` -- explicit integration of the factor equations (8) (the unstable baseline).
+"""
+
+from ._common import (
+    SUBSTEPS,
+    IntegrationError,
+    StepInfo,
+    euler_substep,
+    exact_substep,
+    rk4_substep,
+)
+from .bug import bug, ra_bug
+from .direct import direct
+from .driver import ADAPTIVE, METHODS, IntegrationResult, integrate
+from .midpoint import midpoint_bug
+from .parallel import parallel_bug
+from .splitting import projector_splitting
+
+__all__ = [
+    "ADAPTIVE",
+    "METHODS",
+    "SUBSTEPS",
+    "IntegrationError",
+    "IntegrationResult",
+    "StepInfo",
+    "bug",
+    "direct",
+    "euler_substep",
+    "exact_substep",
+    "integrate",
+    "midpoint_bug",
+    "parallel_bug",
+    "projector_splitting",
+    "ra_bug",
+    "rk4_substep",
+]
