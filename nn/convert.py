@@ -24,9 +24,7 @@ from .vanilla import (
     VanillaLowRankLinear,
     VanillaMatrixConv,
     VanillaTuckerConv,
-    _tucker_upper,
     _VanillaConv,
-    resolve_ranks,
 )
 
 __all__ = ["tuckerize", "to_dense", "KINDS"]
@@ -95,38 +93,36 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return model
 
 
-def _fraction_to_ranks(rank: Any, shape: tuple[int, ...]) -> Any:
-    """A fraction kappa becomes the per-mode Tucker rank ceil(kappa r_max_i)."""
-    if isinstance(rank, float):
-        return resolve_ranks(rank, _tucker_upper(shape))
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        return resolve_ranks(rank, _tucker_upper(shape))  # an int is clipped per mode
-    return rank
-
-
 def _convert_one(module: nn.Module, kind: str, rank: Any, rtol: float | None,
-                 max_rank: Any, min_rank: Any) -> nn.Module:
+                 max_rank: Any, min_rank: Any, rule: str) -> nn.Module:
     is_linear = isinstance(module, nn.Linear)
     shape = tuple(module.weight.shape)
     if kind == "tdlrt":
         layers = _layers_module()
-        r = _fraction_to_ranks(rank, shape)
-        kwargs: dict[str, Any] = {"rank": r, "rtol": rtol, "max_rank": max_rank}
+        kwargs: dict[str, Any] = {"rank": rank, "rtol": rtol, "max_rank": max_rank}
         if is_linear:
             build = layers.LowRankLinear.from_linear
         else:
             build = {1: layers.TuckerConv1d, 2: layers.TuckerConv2d,
                      3: layers.TuckerConv3d}[module.weight.dim() - 2].from_conv
-        takes_min = "min_rank" in inspect.signature(build).parameters
+        sig = inspect.signature(build).parameters
+        takes_min = "min_rank" in sig
+        if "rule" in sig:
+            kwargs["rule"] = rule
         if min_rank is not None and takes_min:
             kwargs["min_rank"] = min_rank
         new = build(module, **kwargs)
         if min_rank is not None and not takes_min:
             new.min_rank = _expand_bound(min_rank, len(shape), "min_rank")
-        return new
+        return new.train(module.training)
+    if max_rank is not None or min_rank is not None:
+        raise ValueError(f"max_rank/min_rank apply to kind 'tdlrt' only (the vanilla "
+                         f"baselines have fixed ranks); got kind {kind!r}")
     if rtol is not None and kind == "vanilla-cp":
         raise ValueError("rtol is not supported for kind 'vanilla-cp' (no tolerance-driven CP "
                          "rank); give rank as an int or a fraction")
+    if kind == "vanilla-tucker" and rule != "split":
+        raise ValueError("kind 'vanilla-tucker' truncates with rule='split' only")
     if is_linear:
         if isinstance(rank, (tuple, list)):
             raise TypeError(f"Linear layers take one rank (int or fraction), not {rank!r}; "
@@ -160,6 +156,7 @@ def tuckerize(
     max_rank: Any = None,
     min_rank: Any = None,
     inplace: bool = False,
+    rule: str = "split",
 ) -> nn.Module:
     r"""Replace the conv / linear layers of ``model`` by Tucker / low-rank layers.
 
@@ -177,7 +174,7 @@ def tuckerize(
     rank : None, int, float in (0, 1] or tuple of int
         Ranks of every converted layer: an int is clipped per mode to the mode's largest
         rank :math:`\min(n_i, \prod_{j \ne i} n_j)`; a fraction :math:`\kappa` gives
-        :math:`\lceil \kappa\, r_{\max,i} \rceil` (paper Section 4.1,
+        :math:`\lceil \kappa\, n_i \rceil` (clipped likewise; paper Section 4.1,
         :math:`\hat r = \kappa r_{\max}`); a tuple is used as is (all selected layers must
         then have that many modes).  For ``"vanilla-cp"`` / ``"vanilla-matrix"`` convs it
         is the single CP / matrix rank (see :mod:`tucker_dlra.nn.vanilla`).
@@ -200,6 +197,11 @@ def tuckerize(
         Rank bounds given to the TDLRT layers (``max_rank`` also caps the initial rank).
     inplace : bool, default False
         Modify ``model`` itself instead of a deep copy.
+    rule : {"split", "per_mode"}, default "split"
+        Truncation rule of the HOSVD under ``rtol`` (:data:`tucker_dlra.RULES`): ``"split"``
+        guarantees :math:`\|W - \hat W\| \le \mathrm{rtol}\|W\|`; ``"per_mode"`` (the
+        rule of the paper's training runs) bounds each mode's tail by
+        :math:`\mathrm{rtol}\|W\|`, the total by :math:`\sqrt d\,\mathrm{rtol}\|W\|`.
 
     Returns
     -------
@@ -238,6 +240,10 @@ def tuckerize(
             raise ValueError(f"rtol must be a finite real number >= 0; got {rtol!r}")
     if isinstance(rank, bool):
         raise TypeError(f"rank must be None, an int, a float in (0, 1] or a tuple; got {rank!r}")
+    from tucker_dlra import RULES
+
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
     inc = _check_selector(include, "include")
     exc = _check_selector(exclude, "exclude")
     if not inplace:
@@ -256,7 +262,7 @@ def tuckerize(
     for name, mod in targets:
         new = done.get(id(mod))
         if new is None:
-            new = _convert_one(mod, kind, rank, rtol, max_rank, min_rank)
+            new = _convert_one(mod, kind, rank, rtol, max_rank, min_rank, rule)
             done[id(mod)] = new
         model = _replace(model, name, new)
     return model
@@ -296,6 +302,7 @@ def to_dense(model: nn.Module, inplace: bool = False) -> nn.Module:
         new = done.get(id(mod))
         if new is None:
             new = mod.to_dense()
+            new.train(mod.training)
             done[id(mod)] = new
         model = _replace(model, name, new)
     return model

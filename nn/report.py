@@ -112,8 +112,8 @@ class LayerReport:
     ``kind``: ``"tdlrt"``, ``"vanilla-tucker"``, ``"vanilla-cp"``, ``"vanilla-matrix"`` or
     ``"dense"``; ``layer``: ``"conv"`` or ``"linear"``; compression rates in percent;
     FLOPs (= 2 multiply-accumulates, per sample, bias excluded) are None without an input
-    size; bytes are ``numel * element_size`` of the layer's parameters (bias included) and
-    of its optimizer state.
+    size; bytes are the storage actually allocated for the layer's parameters (bias
+    included) and for its optimizer state.
     """
 
     name: str
@@ -148,7 +148,7 @@ class CompressionReport:
     flops_dense, flops_factorized : int or None
         Sums over the layers, per sample.
     bytes_params : int
-        Bytes of all parameters of the model (``numel * element_size``).
+        Bytes of the storage of all parameters of the model.
     bytes_optimizer : int
         Bytes of all tensors in the optimizer state (0 without an optimizer).
     """
@@ -229,14 +229,32 @@ def _classify(m: nn.Module) -> str | None:
     return None
 
 
-def _tensor_bytes(obj: Any) -> int:
+def _tensors(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
+        return [obj]
     if isinstance(obj, dict):
-        return sum(_tensor_bytes(v) for v in obj.values())
+        return [t for v in obj.values() for t in _tensors(v)]
     if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the storages behind the tensors in ``obj`` (each storage counted once).
+
+    ``untyped_storage().nbytes()`` is what is really allocated: a tensor that is a slice
+    of a larger buffer (e.g. factors kept at a maximum rank) counts with the whole buffer.
+    """
+    seen: set[tuple[Any, int]] = set()
+    total = 0
+    for t in _tensors(obj):
+        st = t.untyped_storage()
+        key = (t.device, st.data_ptr())
+        if key in seen and st.data_ptr() != 0:
+            continue
+        seen.add(key)
+        total += st.nbytes()
+    return total
 
 
 def _record_shapes(model: nn.Module, mods: dict[str, nn.Module],
@@ -297,9 +315,11 @@ def compression_report(
     Notes
     -----
     Formulas: module docstring (paper Section 4.1 and Section 2.1's 82.8 % AlexNet
-    example).  FLOPs: :func:`tucker_dlra.nn.vanilla.conv_macs` times two -- dense
-    convolution (Eq. (1)) versus the factorized path of Section 2.1 (1x1 conv, core conv,
-    1x1 conv; CP: 1x1, depthwise, 1x1; matrix: r filters then 1x1).  Cost: one forward
+    example).  FLOPs: two per multiply-accumulate -- dense convolution (Eq. (1)) versus
+    the factorized path of Section 2.1 (1x1 conv, core conv, 1x1 conv; for TDLRT layers the
+    layer's own ``flops`` model, which includes padding of the 1x1 input; vanilla layers:
+    :func:`tucker_dlra.nn.vanilla.conv_macs`; CP: 1x1, depthwise, 1x1; matrix: r filters
+    then 1x1).  Cost: one forward
     pass when ``input_shape``/``example_input`` is given, otherwise :math:`O(\#\text{layers})`.
     """
     if not isinstance(model, nn.Module):
@@ -367,9 +387,13 @@ def compression_report(
             out_sp = oshape[len(oshape) - nsp:] if nsp else ()
             groups = int(getattr(m, "groups", 1))
             batch_rest = math.prod(ishape[1:-1]) if layer == "linear" and len(ishape) > 2 else 1
-            fd = 2 * batch_rest * conv_macs("dense", shape, None, in_sp, out_sp, groups)
-            ff = fd if fkind == "dense" else 2 * batch_rest * conv_macs(
-                fkind, shape, ranks, in_sp, out_sp, groups)
+            if kind == "tdlrt" and hasattr(m, "flops"):
+                d_macs, f_macs = m.flops(tuple(ishape[1:]))  # the layer's own path model
+                fd, ff = 2 * batch_rest * int(d_macs), 2 * batch_rest * int(f_macs)
+            else:
+                fd = 2 * batch_rest * conv_macs("dense", shape, None, in_sp, out_sp, groups)
+                ff = fd if fkind == "dense" else 2 * batch_rest * conv_macs(
+                    fkind, shape, ranks, in_sp, out_sp, groups)
         params = list(m.parameters())
         rows.append(LayerReport(
             name=name, kind=kind, layer=layer, shape=shape, ranks=ranks,
@@ -378,8 +402,8 @@ def compression_report(
             eval_compression=100.0 * (1.0 - counts["eval"] / counts["dense"]),
             train_compression=100.0 * (1.0 - counts["train"] / counts["dense"]),
             flops_dense=fd, flops_factorized=ff,
-            bytes_params=sum(_tensor_bytes(p) for p in params),
-            bytes_optimizer=sum(_tensor_bytes(state[p]) for p in params if p in state),
+            bytes_params=_tensor_bytes(params),
+            bytes_optimizer=_tensor_bytes([state[p] for p in params if p in state]),
         ))
     rep = CompressionReport(layers=rows)
     for suffix, sel in (("", rows), ("_conv", [r for r in rows if r.layer == "conv"])):
@@ -391,6 +415,6 @@ def compression_report(
     if shapes:
         rep.flops_dense = sum(r.flops_dense or 0 for r in rows)
         rep.flops_factorized = sum(r.flops_factorized or 0 for r in rows)
-    rep.bytes_params = sum(_tensor_bytes(p) for p in model.parameters())
+    rep.bytes_params = _tensor_bytes(list(model.parameters()))
     rep.bytes_optimizer = _tensor_bytes(dict(state)) if optimizer is not None else 0
     return rep

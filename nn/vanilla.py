@@ -56,7 +56,8 @@ _FORWARD_MODES = ("auto", "dense", "factorized")
 
 
 # ---------------------------------------------------------------------------- helpers
-def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank") -> tuple[int, ...]:
+def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
+                  sizes: Sequence[int] | None = None) -> tuple[int, ...]:
     r"""Turn a rank specification into one int per mode, each in ``[1, upper[i]]``.
 
     Parameters
@@ -64,11 +65,15 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank") -> tuple[
     rank : None, int, float in (0, 1], or sequence of int
         ``None``: full rank ``upper``.  An int applies to every mode and is clipped to
         ``upper[i]`` (so ``rank=16`` keeps a 3x3 spatial mode at 3).  A float
-        :math:`\kappa \in (0, 1]` gives :math:`\lceil \kappa\,r_{\max,i}\rceil` (paper
-        Section 4.1, :math:`\hat r = \kappa r_{\max}`).  A sequence must have one int per
-        mode in ``[1, upper[i]]``.
+        :math:`\kappa \in (0, 1]` gives :math:`\lceil \kappa\,s_i\rceil` clipped to
+        ``upper[i]``, where :math:`s_i` is ``sizes[i]`` (default ``upper[i]``) (paper Section
+        4.1, :math:`\hat r = \kappa r_{\max}`).  A sequence must have one int per mode in
+        ``[1, upper[i]]``.
     upper : sequence of int
         Largest rank of each mode, :math:`r_{\max,i}`.
+    sizes : sequence of int, optional
+        What a fraction refers to (for Tucker ranks: the mode sizes :math:`n_i`, as the
+        TDLRT layers do).
 
     Returns
     -------
@@ -93,7 +98,9 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank") -> tuple[
         k = float(rank)
         if not (0.0 < k <= 1.0):
             raise ValueError(f"a fractional {name} (kappa) must lie in (0, 1]; got {rank!r}")
-        return tuple(max(1, min(u, math.ceil(k * u - 1e-9))) for u in upper)
+        base = upper if sizes is None else [int(x) for x in sizes]
+        return tuple(max(1, min(u, math.ceil(k * b - 1e-9))) for u, b in zip(upper, base,
+                                                                              strict=True))
     try:
         vals = list(rank)
     except TypeError:
@@ -346,7 +353,9 @@ class VanillaTuckerConv(_VanillaConv):
         As for ``nn.ConvNd``.
     rank : None, int, float in (0, 1] or tuple of d ints
         Tucker rank of the kernel (d = dim + 2 modes: out, in/groups, spatial...), see
-        :func:`resolve_ranks`; :math:`r_{\max,i} = \min(n_i, \prod_{j\ne i} n_j)`.
+        :func:`resolve_ranks`; :math:`r_{\max,i} = \min(n_i, \prod_{j\ne i} n_j)`, and a
+        fraction :math:`\kappa` means :math:`\lceil\kappa n_i\rceil` (as for the TDLRT
+        layers).
     dim : {1, 2, 3}
     forward_mode : {"auto", "dense", "factorized"}
         ``"factorized"`` is Section 2.1's
@@ -370,7 +379,7 @@ class VanillaTuckerConv(_VanillaConv):
                  forward_mode: str = "auto", device: Any = None, dtype: Any = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, dim, forward_mode, device, dtype)
-        ranks = resolve_ranks(rank, _tucker_upper(self.kernel_shape))
+        ranks = resolve_ranks(rank, _tucker_upper(self.kernel_shape), sizes=self.kernel_shape)
         factory = {"device": device, "dtype": dtype}
         self.core = nn.Parameter(torch.empty(ranks, **factory))
         self.factors = nn.ParameterList(
@@ -424,7 +433,7 @@ class VanillaTuckerConv(_VanillaConv):
         cfg = cls._config_from(conv)
         w = conv.weight.detach()
         fixed = None if rank is None and rtol is not None else resolve_ranks(
-            rank, _tucker_upper(w.shape))
+            rank, _tucker_upper(w.shape), sizes=w.shape)
         t = hosvd(w, rank=fixed, rtol=rtol if fixed is None else None)
         layer = cls(**cfg, rank=t.rank, forward_mode=forward_mode)
         with torch.no_grad():
@@ -633,19 +642,34 @@ class VanillaMatrixConv(_VanillaConv):
         return conv_macs("matrix", self.kernel_shape, self.ranks, in_spatial, out_sp)
 
     @classmethod
-    def from_conv(cls, conv: nn.Module, rank: Any = None,
+    def from_conv(cls, conv: nn.Module, rank: Any = None, rtol: float | None = None,
                   forward_mode: str = "auto") -> VanillaMatrixConv:
         r"""Truncated SVD of :math:`\mathrm{Mat}_0(W)` (Eckart-Young best rank-r).
 
         ``U`` gets the left singular vectors, ``V`` the right ones times the singular
-        values.  Cost: one SVD of an :math:`n_0 \times n_1 k` matrix.
+        values.  ``rtol`` (where ``rank`` is None) keeps the smallest r with
+        :math:`\|W - \hat W\| \le \mathrm{rtol}\,\|W\|`.
+        Cost: one SVD of an :math:`n_0 \times n_1 k` matrix.
         """
         cfg = cls._config_from(conv)
+        mat = unfold(conv.weight.detach(), 0)
+        if rank is None and rtol is not None:
+            rank = _svd_rank(mat, rtol)
         layer = cls(**cfg, rank=rank, forward_mode=forward_mode)
-        _svd_init(layer.u, layer.v, unfold(conv.weight.detach(), 0))
+        _svd_init(layer.u, layer.v, mat)
         layer._copy_bias(conv)
         layer.train(conv.training)
         return layer
+
+
+def _svd_rank(mat: torch.Tensor, rtol: float) -> int:
+    """Smallest r with ||mat - best rank-r|| <= rtol ||mat|| (Eckart-Young)."""
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < math.inf:
+        raise ValueError(f"rtol must be a finite real number >= 0; got {rtol!r}")
+    s = torch.linalg.svdvals(mat.detach())
+    tail2 = torch.flip(torch.cumsum(torch.flip(s * s, [0]), 0), [0])  # tail2[r] = sum_{j>=r}
+    thr2 = (rtol * float(torch.linalg.vector_norm(s))) ** 2
+    return max(1, int((tail2 > thr2).sum()))
 
 
 def _svd_init(u_param: nn.Parameter, v_param: nn.Parameter, mat: torch.Tensor) -> None:
@@ -739,11 +763,18 @@ class VanillaLowRankLinear(nn.Module):
                 f"rank={self.ranks}, bias={self.bias is not None}")
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: Any = None) -> VanillaLowRankLinear:
-        """Truncated SVD of a trained ``nn.Linear`` weight (best rank-r).  Cost: one SVD."""
+    def from_linear(cls, linear: nn.Linear, rank: Any = None,
+                    rtol: float | None = None) -> VanillaLowRankLinear:
+        """Truncated SVD of a trained ``nn.Linear`` weight (best rank-r).
+
+        ``rtol`` (where ``rank`` is None) keeps the smallest r with
+        ``||W - W_r|| <= rtol ||W||``.  Cost: one SVD.
+        """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear; got {type(linear).__name__}")
         w = linear.weight.detach()
+        if rank is None and rtol is not None:
+            rank = _svd_rank(w, rtol)
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
                     rank=rank, device=w.device, dtype=w.dtype)
         _svd_init(layer.u, layer.v, w)
