@@ -14,7 +14,7 @@ def check_tolerance(value: Any, name: str) -> float | None:
     """Return ``value`` as a float in ``[0, inf)`` (``None`` passes through)."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):
         raise TypeError(f"{name} must be a real number >= 0; got {value!r}")
     try:
         v = float(value)
@@ -32,8 +32,8 @@ def check_int(value: Any, name: str, low: int = 0, high: int | None = None) -> i
         raise TypeError(f"{name} must be an int {rng}; got {value!r}")
     v = int(value)
     if v < low or (high is not None and v > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {rng}; got {v}")
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {rng}; got {v}")
     return v
 
 
@@ -65,7 +65,11 @@ def per_mode(spec: RankSpec, ndim: int, name: str, upper: Sequence[int],
         if v is None:
             out.append(None)
             continue
-        v = check_int(v, f"{name}[{i}]" if not broadcast else name, low)
+        vname = f"{name}[{i}]" if not broadcast else name
+        if not broadcast and isinstance(v, numbers.Integral) and not isinstance(v, bool) \
+                and v < low:
+            raise ValueError(f"{vname} must be in [{low}, {upper[i]}]; got {int(v)}")
+        v = check_int(v, vname, low)
         if broadcast and clamp:
             v = min(v, upper[i])
         elif v > upper[i]:

@@ -389,6 +389,14 @@ def _choose_ranks(
     return bases, info
 
 
+def _finite_norm(xp: Any, x: Array, name: str) -> float:
+    """Frobenius norm of ``x`` as a float (one scalar transfer); NaN/inf entries are an error."""
+    norm = float(xp.linalg.vector_norm(xp.reshape(x, (-1,))))
+    if not math.isfinite(norm):
+        raise ValueError(f"{name} must have finite entries (no NaN or inf); its norm is {norm}")
+    return norm
+
+
 def _tolerance(rtol: Any, atol: Any, norm: Array | None) -> float | None:
     rtol = check_tolerance(rtol, "rtol")
     atol = check_tolerance(atol, "atol")
@@ -463,7 +471,7 @@ def hosvd(
     if x.ndim < 1:
         raise ValueError("x must have at least one mode")
     xp = namespace(x)
-    norm = xp.linalg.vector_norm(xp.reshape(x, (-1,)))
+    norm = _finite_norm(xp, x, "x")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(x, rank, tol, rule, max_rank, min_rank, method)
     core = multi_mode_product(x, bases, transpose=True)
@@ -533,7 +541,7 @@ def truncate(
     else:
         qs, rs = zip(*(qr(xp, u) for u in t.factors), strict=True)
         qs, core = list(qs), multi_mode_product(t.core, list(rs))
-    norm = xp.linalg.vector_norm(xp.reshape(core, (-1,)))
+    norm = _finite_norm(xp, core, "t")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(core, rank, tol, rule, max_rank, min_rank, method)
     new_core = multi_mode_product(core, bases, transpose=True)
