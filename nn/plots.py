@@ -1,0 +1,182 @@
+"""PNG figures of a training run (matplotlib, Agg backend; no display needed).
+
+Every function takes the run record that :func:`tucker_dlra.nn.train.train` returns and writes
+to ``metrics.json``, so the figures of a finished run can be redrawn with
+``tucker-dlra plot RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_compression", "plot_curves", "plot_ranks", "plot_run", "plot_summary"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(record: dict[str, Any]) -> str:
+    c = record["config"]
+    tau = f", tau = {c['tau']:g}" if c["method"].startswith("tdlrt") else ""
+    return f"{c['model']} on {c['dataset']}, {c['method']}{tau}"
+
+
+def _finite(values: list[float]) -> bool:
+    return any(v is not None and math.isfinite(v) for v in values)
+
+
+def _draw_curves(ax_loss, ax_acc, record: dict[str, Any]) -> None:
+    rows = record["epochs"]
+    ep = [r["epoch"] for r in rows]
+    for key, label, style in (("train", "train", "-o"), ("val", "validation", "-s"),
+                              ("test", "test", "-^")):
+        loss = [r[f"{key}_loss"] for r in rows]
+        acc = [100 * r[f"{key}_acc"] for r in rows]
+        if _finite(loss):
+            ax_loss.plot(ep, loss, style, ms=3, label=label)
+            ax_acc.plot(ep, acc, style, ms=3, label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.set_yscale("log")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy [%]")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def _rank_series(record: dict[str, Any]) -> dict[str, tuple[list[int], list[list[int]]]]:
+    series: dict[str, tuple[list[int], list[list[int]]]] = {}
+    for entry in record["ranks"]:
+        for name, r in entry["ranks"].items():
+            steps, ranks = series.setdefault(name, ([], []))
+            steps.append(entry["step"])
+            ranks.append(r)
+    return series
+
+
+def _draw_ranks(ax, record: dict[str, Any]) -> bool:
+    series = _rank_series(record)
+    if not series:
+        ax.text(0.5, 0.5, "no low-rank layers", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return False
+    colors = _plt().rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    last_step = record["epochs"][-1]["step"] if record["epochs"] else 0
+    for li, (name, (steps, ranks)) in enumerate(series.items()):
+        xs = steps + ([last_step] if steps[-1] < last_step else [])
+        for mode in range(len(ranks[0])):
+            ys = [r[mode] for r in ranks] + ([ranks[-1][mode]] if steps[-1] < last_step else [])
+            if len(series) > 6 and mode > 1:
+                continue  # many layers: the two channel modes only, to keep it readable
+            ax.step(xs, ys, where="post", color=colors[li % len(colors)],
+                    ls=styles[mode % len(styles)], label=f"{name} mode {mode + 1}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("Tucker rank")
+    ax.set_yscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2 if len(series) > 2 else 1)
+    return True
+
+
+def _draw_compression(ax, record: dict[str, Any]) -> None:
+    rows = record["epochs"]
+    init = record.get("initial", {})
+    steps = [0] + [r["step"] for r in rows]
+    for key, label, style in (("eval_compression", "eval (convs)", "-o"),
+                              ("train_compression", "train (convs)", "-s"),
+                              ("eval_compression_all", "eval (all layers)", ":o"),
+                              ("train_compression_all", "train (all layers)", ":s")):
+        vals = [init.get(key, rows[0][key] if rows else 0.0)] + [r[key] for r in rows]
+        if _finite(vals):
+            ax.plot(steps, vals, style, ms=3, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("compression [%]")
+    ax.set_ylim(min(-5, ax.get_ylim()[0]), 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _plt().close(fig)
+    return path
+
+
+def plot_curves(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Loss (log scale) and accuracy per epoch for the training, validation and test sets."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    _draw_curves(a, b, record)
+    fig.suptitle(_title(record))
+    return _save(fig, Path(path))
+
+
+def plot_ranks(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Tucker rank of every mode of every low-rank layer over the optimizer steps."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _draw_ranks(ax, record)
+    ax.set_title(_title(record))
+    return _save(fig, Path(path))
+
+
+def plot_compression(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Eval and train compression (paper Section 4.1) at the start and after every epoch."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _draw_compression(ax, record)
+    ax.set_title(_title(record))
+    return _save(fig, Path(path))
+
+
+def plot_summary(record: dict[str, Any], path: str | os.PathLike) -> Path:
+    """One 2x2 figure: loss, accuracy, ranks and compression, with the final numbers as title."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    _draw_curves(axes[0, 0], axes[0, 1], record)
+    _draw_ranks(axes[1, 0], record)
+    _draw_compression(axes[1, 1], record)
+    s = record.get("summary", {})
+    extra = ""
+    if s:
+        extra = f"\ntest accuracy {100 * s['test_acc']:.2f} %"
+        if record["config"]["method"] != "baseline":
+            extra += (f", conv compression eval {s['eval_compression']:.1f} % / train "
+                      f"{s['train_compression']:.1f} %")
+        extra += f", {s['time']:.0f} s"
+    fig.suptitle(_title(record) + extra)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_run(record: dict[str, Any] | str | os.PathLike, folder: str | os.PathLike) -> list[Path]:
+    """Write ``curves.png``, ``ranks.png``, ``compression.png`` and ``summary.png`` to ``folder``.
+
+    ``record`` is a run record or the path of a run folder / its ``metrics.json``.
+    """
+    if not isinstance(record, dict):
+        p = Path(record)
+        record = json.loads((p / "metrics.json" if p.is_dir() else p).read_text())
+    folder = Path(folder)
+    return [
+        plot_curves(record, folder / "curves.png"),
+        plot_ranks(record, folder / "ranks.png"),
+        plot_compression(record, folder / "compression.png"),
+        plot_summary(record, folder / "summary.png"),
+    ]

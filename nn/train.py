@@ -1,0 +1,651 @@
+"""Training loop of the ``tucker-dlra`` application (paper Section 4 and Appendix A).
+
+One function, :func:`train`, trains a model of :mod:`tucker_dlra.nn.models` on a dataset of
+:mod:`tucker_dlra.nn.datasets` with one of the methods of the paper's Section 4:
+
+``baseline``
+    the dense network, SGD with momentum;
+``tdlrt`` / ``tdlrt-parallel``
+    convolutions (and optionally linear layers) in Tucker format trained by Algorithm 1 through the
+    :class:`tucker_dlra.nn.TDLRT` optimizer (rank-adaptive BUG, or the parallel BUG), ranks
+    truncated with tolerance ``tau`` after every step;
+``vanilla-tucker`` / ``vanilla-cp`` / ``vanilla-matrix``
+    fixed-rank factorised layers trained by SGD on their factors (the paper's "vanilla" baselines),
+    ranks set by ``rank`` or ``rank_fraction`` (the paper's kappa).
+
+Defaults follow Appendix A: SGD, learning rate 5e-2 divided by 10 when the validation loss
+plateaus, Polyak momentum 0.1 (0.9 for batch-norm parameters), batch size 128.
+
+Every epoch writes, into ``out``: ``metrics.csv`` and ``metrics.json`` (per-epoch losses,
+accuracies, learning rate, compression, ranks; per-step rank history) and ``checkpoint.pt``
+(model, optimizer, scheduler, RNG states, epoch, step, metrics), each atomically (temporary file
+in the same folder, then ``os.replace``).  ``resume=True`` continues from ``checkpoint.pt``
+exactly: the data order of every epoch is drawn from a generator seeded by ``(seed, epoch)`` and the
+global RNG states are restored, so on CPU a resumed run ends with the same numbers as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .datasets import DATASETS, ArrayDataset, load_dataset
+from .models import MODELS, build_model
+
+__all__ = [
+    "METHODS",
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainingError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "build_training_model",
+    "evaluate",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "train",
+    "tucker_layers",
+]
+
+METHODS = ("baseline", "tdlrt", "tdlrt-parallel", "vanilla-tucker", "vanilla-cp", "vanilla-matrix")
+SCHEDULES = ("plateau", "cosine", "none")
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint).
+
+    See ``tucker-dlra train --help`` for the meaning of each field.
+    """
+
+    model: str = "lenet5"
+    dataset: str = "mnist-subset"
+    method: str = "tdlrt"
+    tau: float = 0.2
+    rule: str = "per_mode"
+    epochs: int = 10
+    lr: float = 0.05
+    schedule: str = "plateau"
+    patience: int = 2
+    momentum: float = 0.1
+    bn_momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    rank: int | None = None
+    rank_fraction: float | None = None
+    max_rank: int | None = None
+    compress: str = "convs"
+    val_fraction: float = 0.1
+    train_limit: int | None = None
+    test_limit: int | None = None
+    max_steps: int | None = None
+    threads: int | None = None
+    out: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    mirror: str | None = None
+    quiet: bool = False
+    progress: bool | None = None
+    plots: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and its accepted range."""
+        checks = [
+            (self.model in MODELS, f"model must be one of {sorted(MODELS)}; got {self.model!r}"),
+            (self.dataset in DATASETS,
+             f"dataset must be one of {sorted(DATASETS)}; got {self.dataset!r}"),
+            (self.method in METHODS, f"method must be one of {list(METHODS)}; got {self.method!r}"),
+            (self.schedule in SCHEDULES,
+             f"schedule must be one of {list(SCHEDULES)}; got {self.schedule!r}"),
+            (self.rule in ("per_mode", "split"),
+             f"rule must be 'per_mode' or 'split'; got {self.rule!r}"),
+            (self.compress in ("convs", "all"),
+             f"compress must be 'convs' or 'all'; got {self.compress!r}"),
+            (math.isfinite(self.tau) and 0 <= self.tau < 1,
+             f"tau must be in [0, 1); got {self.tau}"),
+            (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0; got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}"),
+            (0 <= self.bn_momentum < 1, f"bn-momentum must be in [0, 1); got {self.bn_momentum}"),
+            (self.weight_decay >= 0, f"weight-decay must be >= 0; got {self.weight_decay}"),
+            (self.batch_size >= 1, f"batch-size must be >= 1; got {self.batch_size}"),
+            (self.patience >= 0, f"patience must be >= 0; got {self.patience}"),
+            (self.rank is None or self.rank >= 1, f"rank must be >= 1; got {self.rank}"),
+            (self.rank_fraction is None or 0 < self.rank_fraction <= 1,
+             f"rank-fraction must be in (0, 1]; got {self.rank_fraction}"),
+            (self.rank is None or self.rank_fraction is None,
+             "give either rank or rank-fraction, not both"),
+            (self.max_rank is None or self.max_rank >= 1,
+             f"max-rank must be >= 1; got {self.max_rank}"),
+            (0 <= self.val_fraction < 1,
+             f"val-fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.train_limit is None or self.train_limit >= 1,
+             f"train-limit must be >= 1; got {self.train_limit}"),
+            (self.test_limit is None or self.test_limit >= 1,
+             f"test-limit must be >= 1; got {self.test_limit}"),
+            (self.max_steps is None or self.max_steps >= 1,
+             f"max-steps must be >= 1; got {self.max_steps}"),
+            (self.threads is None or self.threads >= 1,
+             f"threads must be >= 1; got {self.threads}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def default_out(self) -> str:
+        """``runs/<model>-<dataset>-<method>[-tau<tau>]-seed<seed>``."""
+        tau = f"-tau{self.tau:g}" if self.method.startswith("tdlrt") else ""
+        return f"runs/{self.model}-{self.dataset}-{self.method}{tau}-seed{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files
+# ---------------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically (a crash never leaves a torn checkpoint)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train` or ``tucker-dlra export`` onto the CPU.
+
+    Raises
+    ------
+    FileNotFoundError, TrainingError
+        Missing file; not a tucker-dlra checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise TrainingError(f"{path} is not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise TrainingError(f"{path} is not a tucker-dlra checkpoint")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+def tucker_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers of ``model`` trained on the Tucker manifold (those with ``core`` and ``factors``
+    and a ``ranks`` attribute), with their qualified names."""
+    return [(name, m) for name, m in model.named_modules()
+            if hasattr(m, "core") and hasattr(m, "factors") and hasattr(m, "ranks")]
+
+
+def _conv_types() -> list[type]:
+    return [nn.Conv1d, nn.Conv2d, nn.Conv3d]
+
+
+def build_training_model(cfg: TrainConfig, shape: tuple[int, int, int],
+                         num_classes: int) -> nn.Module:
+    """Dense model of ``cfg.model`` converted for ``cfg.method`` with ``tuckerize``.
+
+    ``baseline`` keeps the dense model.  The other methods replace the convolutions (and with
+    ``compress="all"`` also the linear layers; the paper compresses convolutions only, Section
+    4.3) by :func:`tucker_dlra.nn.tuckerize`; TDLRT layers start at full rank unless ``rank`` or
+    ``rank_fraction`` is given and are then truncated by the optimizer.
+    """
+    model = build_model(cfg.model, shape[0], num_classes, shape[1:])
+    if cfg.method == "baseline":
+        return model
+    from .convert import tuckerize
+
+    kind = "tdlrt" if cfg.method.startswith("tdlrt") else cfg.method
+    include = None if cfg.compress == "all" else _conv_types()
+    rank: int | float | None = cfg.rank if cfg.rank is not None else cfg.rank_fraction
+    if rank is None and kind != "tdlrt":
+        rank = 0.5  # vanilla baselines need a fixed rank; the paper's kappa
+    return tuckerize(model, rank=rank, include=include, kind=kind, max_rank=cfg.max_rank)
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Batch-norm parameters get ``bn_momentum`` (paper Appendix A), the others ``momentum``."""
+    bn_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters()}
+    bn = [p for p in model.parameters() if id(p) in bn_ids]
+    other = [p for p in model.parameters() if id(p) not in bn_ids]
+    groups = [{"params": other, "momentum": cfg.momentum}]
+    if bn:
+        groups.append({"params": bn, "momentum": cfg.bn_momentum})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``TDLRT`` (Algorithm 1) for the ``tdlrt*`` methods, ``torch.optim.SGD`` otherwise."""
+    groups = _param_groups(model, cfg)
+    if cfg.method.startswith("tdlrt"):
+        from .optim import TDLRT
+
+        integrator = "parallel" if cfg.method == "tdlrt-parallel" else "bug"
+        return TDLRT(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                     tau=cfg.tau, integrator=integrator, rule=cfg.rule, max_rank=cfg.max_rank)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    """ReduceLROnPlateau (factor 10, paper Appendix A), cosine annealing over the epochs or None."""
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1,
+                                                          patience=cfg.patience)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return None
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+    """Rebuild the model stored in a checkpoint (training or exported) on the CPU, in eval mode."""
+    cfg = TrainConfig(**{k: v for k, v in state["config"].items()
+                         if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    shape = tuple(state["shape"])
+    if state.get("format") == "dense":
+        model = build_model(cfg.model, shape[0], state["num_classes"], shape[1:])
+    else:
+        torch.manual_seed(cfg.seed)
+        model = build_training_model(cfg, shape, state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 512,
+             device: torch.device | str = "cpu") -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (in [0, 1]) of ``model`` on ``data`` (eval mode).
+
+    Cost: one forward pass over ``data``.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for x, y in data.batches(batch_size, device=device):
+        out = model(x)
+        total_loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    model.train(was_training)
+    n = max(len(data), 1)
+    return total_loss / n, correct / n
+
+
+def current_ranks(model: nn.Module) -> dict[str, list[int]]:
+    """Current Tucker ranks of every Tucker layer, by layer name."""
+    return {name: [int(r) for r in m.ranks] for name, m in tucker_layers(model)}
+
+
+def compression(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, Any]:
+    """Eval/train compression of ``model`` (in %) from :func:`tucker_dlra.nn.compression_report`.
+
+    Returns ``{"eval", "train", "eval_all", "train_all", "report"}`` (percent; the first two over
+    the convolutions as in the paper's tables, the ``*_all`` ones over all layers; ``report`` is
+    the printed table).
+    """
+    from .report import compression_report
+
+    rep = compression_report(model, input_shape=shape)
+    return {
+        "eval": float(rep.eval_compression_conv),
+        "train": float(rep.train_compression_conv),
+        "eval_all": float(rep.eval_compression),
+        "train_all": float(rep.train_compression),
+        "report": str(rep),
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _split(train: ArrayDataset, cfg: TrainConfig) -> tuple[ArrayDataset, ArrayDataset | None]:
+    n = len(train)
+    if cfg.train_limit is not None:
+        n = min(n, cfg.train_limit)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + 7919))
+    n_val = int(round(cfg.val_fraction * n))
+    if cfg.val_fraction > 0 and n_val == 0:
+        n_val = 1
+    val = train.subset(order[:n_val]) if n_val else None
+    return train.subset(order[n_val:n]), val
+
+
+def _ranks_text(ranks: dict[str, list[int]]) -> str:
+    if not ranks:
+        return ""
+    if len(ranks) <= 3:
+        return " ".join(f"{k}:{','.join(map(str, v))}" for k, v in ranks.items())
+    return f"{len(ranks)} layers"
+
+
+def _write_metrics(out: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1))
+    rows = record["epochs"]
+    if not rows:
+        return
+    cols = [k for k in rows[0] if k != "ranks"] + ["ranks"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([json.dumps(r[c]) if c == "ranks" else r[c] for c in cols])
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.dataset`` by ``cfg.method``; write metrics, checkpoints, plots.
+
+    One step is one forward/backward pass on a batch and one ``optimizer.step()``; for TDLRT that
+    step is Algorithm 1 (K-steps, augmentation, C-step, truncation with ``tau``) for every Tucker
+    layer.  Cost per step: the model's forward/backward pass plus, for TDLRT, the optimizer's
+    rank-dependent work.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    resume : bool
+        Continue from ``<out>/checkpoint.pt`` (its configuration wins; ``epochs`` and
+        ``max_steps`` may be raised to train longer).
+    log : callable, optional
+        Receives the text lines (default: print to stdout unless ``cfg.quiet``).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``: ``config``, ``epochs`` (one row per epoch), ``ranks``
+        (per-step rank history), ``summary`` (final test accuracy, compression, ranks, time).
+    """
+    if log is None:
+        log = (lambda s: None) if cfg.quiet else (lambda s: print(s, flush=True))
+    out = Path(cfg.out or cfg.default_out())
+    state = None
+    if resume:
+        path = out / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        state = load_checkpoint(path)
+        saved = dict(state["config"])
+        for keep in ("quiet", "progress", "plots", "device", "download"):
+            saved[keep] = getattr(cfg, keep)
+        for keep in ("epochs", "max_steps", "threads", "data_dir", "mirror"):
+            if getattr(cfg, keep) is not None:
+                saved[keep] = getattr(cfg, keep)
+        saved["out"] = str(out)
+        cfg = TrainConfig(**saved)
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".write-test").write_text("ok")
+    (out / ".write-test").unlink()
+
+    train_full, test = load_dataset(cfg.dataset, cfg.data_dir, cfg.download,
+                                    mirrors=[cfg.mirror] if cfg.mirror else None,
+                                    progress=not cfg.quiet)
+    train_set, val_set = _split(train_full, cfg)
+    if cfg.test_limit is not None:
+        test = test.subset(slice(0, cfg.test_limit))
+    shape, num_classes = train_set.shape, train_set.num_classes
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - for user code using the global RNG
+    random.seed(cfg.seed)
+    model = build_training_model(cfg, shape, num_classes)
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "shape": list(shape),
+                              "epochs": [], "ranks": [], "summary": {}}
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model.to(device)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        record["epochs"], record["ranks"] = state["metrics"]["epochs"], state["metrics"]["ranks"]
+        record["initial"] = state["metrics"].get("initial", {})
+        start_epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
+        _set_rng_state(state["rng"])
+        log(f"resumed {out / CHECKPOINT} at epoch {start_epoch}, step {step}")
+    else:
+        record["ranks"].append({"step": 0, "ranks": current_ranks(model)})
+        comp0 = compression(model, shape) if cfg.method != "baseline" else None
+        record["initial"] = {"eval_compression": comp0["eval"] if comp0 else 0.0,
+                             "train_compression": comp0["train"] if comp0 else 0.0}
+
+    steps_per_epoch = train_set.num_batches(cfg.batch_size)
+    log_every = max(1, steps_per_epoch // 20)
+    show_bar = (not cfg.quiet) and (cfg.progress if cfg.progress is not None
+                                    else sys.stderr.isatty())
+    log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
+        f"{len(val_set) if val_set else 0} val / {len(test)} test images) with {cfg.method}"
+        + (f" (tau={cfg.tau:g}, {cfg.rule} rule)" if cfg.method.startswith("tdlrt") else "")
+        + f" on {device}; output in {out}")
+    done = cfg.max_steps is not None and step >= cfg.max_steps
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if done:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not show_bar, leave=True, dynamic_ncols=True, file=sys.stderr)
+        for x, y in train_set.batches(cfg.batch_size, shuffle=True,
+                                      generator=_epoch_generator(cfg.seed, epoch), device=device):
+            out_logits = model(x)
+            loss = F.cross_entropy(out_logits, y)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingError(f"the loss became {float(loss)} at step {step + 1} (epoch "
+                                    f"{epoch + 1}); lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((out_logits.argmax(1) == y).sum())
+            seen += len(y)
+            ranks = current_ranks(model)
+            if step % log_every == 0 and ranks != record["ranks"][-1]["ranks"]:
+                record["ranks"].append({"step": step, "ranks": ranks})
+            bar.set_postfix_str(f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
+                                + _ranks_text(ranks), refresh=False)
+            bar.update(1)
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                done = True
+                break
+        bar.close()
+        ranks = current_ranks(model)
+        if record["ranks"][-1]["step"] != step:
+            record["ranks"].append({"step": step, "ranks": ranks})
+        val_loss, val_acc = evaluate(model, val_set, device=device) if val_set else (math.nan,) * 2
+        test_loss, test_acc = evaluate(model, test, device=device)
+        comp = compression(model, shape) if cfg.method != "baseline" else None
+        lr_now = opt.param_groups[0]["lr"]
+        train_loss = loss_sum / max(seen, 1)
+        if sched is not None:
+            if cfg.schedule == "plateau":
+                sched.step(val_loss if val_set else train_loss)
+            else:
+                sched.step()
+        elapsed += time.perf_counter() - t0
+        row = {
+            "epoch": epoch + 1, "step": step, "lr": lr_now,
+            "train_loss": train_loss, "train_acc": correct / max(seen, 1),
+            "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+            "eval_compression": comp["eval"] if comp else 0.0,
+            "train_compression": comp["train"] if comp else 0.0,
+            "eval_compression_all": comp["eval_all"] if comp else 0.0,
+            "train_compression_all": comp["train_all"] if comp else 0.0,
+            "time": elapsed, "ranks": ranks,
+        }
+        record["epochs"].append(row)
+        log(f"epoch {epoch + 1}/{cfg.epochs}  step {step}  lr {lr_now:.3g}  train loss "
+            f"{train_loss:.4f} acc {100 * row['train_acc']:.2f}%  test loss {test_loss:.4f} acc "
+            f"{100 * test_acc:.2f}%"
+            + (f"  conv compression eval {row['eval_compression']:.1f}% train "
+               f"{row['train_compression']:.1f}%" if comp else "")
+            + (f"  {_ranks_text(ranks)}" if ranks and len(ranks) <= 3 else "")
+            + f"  ({elapsed:.1f} s)")
+        record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
+        _write_metrics(out, record)
+        save_checkpoint(out / CHECKPOINT, {
+            "version": CHECKPOINT_VERSION, "format": "train", "config": dataclasses.asdict(cfg),
+            "shape": list(shape), "num_classes": num_classes, "epoch": epoch + 1, "step": step,
+            "elapsed": elapsed, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None, "rng": _rng_state(),
+            "metrics": {"epochs": record["epochs"], "ranks": record["ranks"],
+                        "initial": record.get("initial", {})},
+        })
+    if cfg.plots and record["epochs"]:
+        from .plots import plot_run
+
+        record["summary"]["plots"] = [str(p) for p in plot_run(record, out / "plots")]
+        _write_metrics(out, record)
+    record["summary"]["out"] = str(out)
+    if comp := (record["summary"].get("report")):
+        atomic_write_text(out / "report.txt", comp + "\n")
+    return record
+
+
+def _summary(cfg: TrainConfig, record: dict[str, Any], model: nn.Module,
+             comp: dict[str, Any] | None, elapsed: float, step: int, n_train: int) -> dict:
+    last = record["epochs"][-1]
+    kernel_shapes = {name: list(m.kernel_shape) for name, m in tucker_layers(model)
+                     if hasattr(m, "kernel_shape")}
+    return {
+        "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        "eval_compression": last["eval_compression"],
+        "train_compression": last["train_compression"],
+        "eval_compression_all": last["eval_compression_all"],
+        "train_compression_all": last["train_compression_all"],
+        "ranks": last["ranks"], "kernel_shapes": kernel_shapes,
+        "time": elapsed, "steps": step, "epochs": last["epoch"], "train_images": n_train,
+        "report": comp["report"] if comp else None,
+    }
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    """Human-readable end-of-run summary: accuracy, compression, ranks per layer, time."""
+    cfg, s = record["config"], record["summary"]
+    lines = [f"== {cfg['model']} on {cfg['dataset']}, method {cfg['method']}"
+             + (f" (tau = {cfg['tau']:g})" if cfg["method"].startswith("tdlrt") else "") + " =="]
+    lines.append(f"test accuracy       {100 * s['test_acc']:.2f} %  (loss {s['test_loss']:.4f})")
+    if cfg["method"] != "baseline":
+        lines.append(f"conv compression    eval {s['eval_compression']:.2f} %   train "
+                     f"{s['train_compression']:.2f} %")
+        lines.append(f"all layers          eval {s['eval_compression_all']:.2f} %   train "
+                     f"{s['train_compression_all']:.2f} %")
+    if s["ranks"]:
+        lines.append("ranks per layer")
+        width = max(len(k) for k in s["ranks"])
+        for name, r in s["ranks"].items():
+            full = s["kernel_shapes"].get(name)
+            lines.append(f"  {name:<{width}}  ({', '.join(map(str, r))})"
+                         + (f"  of ({', '.join(map(str, full))})" if full else ""))
+    ms = 1000 * s["time"] / max(s["steps"], 1)
+    lines.append(f"time                {s['time']:.1f} s  ({s['epochs']} epochs, {s['steps']} "
+                 f"steps of batch {cfg['batch_size']}, {ms:.0f} ms/step incl. evaluation)")
+    if "out" in s:
+        lines.append(f"outputs             {s['out']}/ (metrics.csv, metrics.json, "
+                     "checkpoint.pt" + (", plots/" if s.get("plots") else "") + ")")
+    return "\n".join(lines)
