@@ -76,6 +76,20 @@ def tucker_layers() -> list[_TuckerLayer]:
     return list(_LAYERS)
 
 
+def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
+    """``p.data = new`` for a new shape, dropping autograd's cached gradient accumulator.
+
+    Autograd caches one ``AccumulateGrad`` node per leaf with the leaf's shape, and
+    ``set_data`` only renews it when dtype or device change; while an old graph (e.g. the
+    previous ``loss``) is alive, the next backward would otherwise fail with a shape
+    mismatch.  Passing through a placeholder of another dtype resets the cache.
+    """
+    p.grad = None
+    other = torch.float32 if p.dtype != torch.float32 else torch.float64
+    p.data = torch.empty(0, dtype=other, device=p.device)
+    p.data = new
+
+
 def _upper_ranks(shape: Sequence[int]) -> list[int]:
     total = math.prod(shape)
     return [min(n, total // n) if n else 0 for n in shape]
@@ -260,7 +274,7 @@ class _TuckerLayer(nn.Module):
             if new.shape == p.shape:
                 p.data.copy_(new)
             else:
-                p.data = new.detach().clone(memory_format=torch.contiguous_format)
+                _replace_data(p, new.detach().clone(memory_format=torch.contiguous_format))
         self.grad_full = None
 
     # ------------------------------------------------------------------ gradient capture
@@ -304,8 +318,7 @@ class _TuckerLayer(nn.Module):
             if ok:
                 for p, shape in zip([self.core, *self.factors], [ranks, *fac], strict=True):
                     if tuple(p.shape) != shape:
-                        p.grad = None
-                        p.data = torch.empty(shape, dtype=p.dtype, device=p.device)
+                        _replace_data(p, torch.empty(shape, dtype=p.dtype, device=p.device))
                 self.grad_full = None
             else:
                 error_msgs.append(f"{prefix}: inconsistent Tucker checkpoint (core {ranks})")
