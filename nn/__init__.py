@@ -1,15 +1,27 @@
 """tucker_dlra.nn: the PyTorch adapter (Tucker convolutions trained by Algorithm 1)."""
 
-from .convert import KINDS, to_dense, tuckerize  # noqa: E402  (C2: conversion)
-from .report import (  # noqa: E402  (C2: compression reports)
-    CompressionReport,
-    LayerReport,
-    compression_report,
-    parameter_counts,
-)
-from .vanilla import (  # noqa: E402  (C2: the paper's vanilla baselines, Sec. 4)
-    VanillaCPConv,
-    VanillaLowRankLinear,
-    VanillaMatrixConv,
-    VanillaTuckerConv,
-)
+# C1: Tucker layers (layers); C2: conversion, compression reports and the paper's vanilla
+# baselines of Sec. 4 (convert, report, vanilla).  Keep one sorted import block + __all__.
+from .convert import KINDS, to_dense, tuckerize
+from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_tucker_layer
+from .report import CompressionReport, LayerReport, compression_report, parameter_counts
+from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
+
+__all__ = [
+    "KINDS",
+    "CompressionReport",
+    "LayerReport",
+    "LowRankLinear",
+    "TuckerConv1d",
+    "TuckerConv2d",
+    "TuckerConv3d",
+    "VanillaCPConv",
+    "VanillaLowRankLinear",
+    "VanillaMatrixConv",
+    "VanillaTuckerConv",
+    "compression_report",
+    "is_tucker_layer",
+    "parameter_counts",
+    "to_dense",
+    "tuckerize",
+]
