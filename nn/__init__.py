@@ -4,6 +4,7 @@
 # baselines of Sec. 4 (convert, report, vanilla).  Keep one sorted import block + __all__.
 from .convert import KINDS, to_dense, tuckerize
 from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_tucker_layer
+from .optim import TDLRT
 from .report import CompressionReport, LayerReport, compression_report, parameter_counts
 from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
 
@@ -12,6 +13,7 @@ __all__ = [
     "CompressionReport",
     "LayerReport",
     "LowRankLinear",
+    "TDLRT",
     "TuckerConv1d",
     "TuckerConv2d",
     "TuckerConv3d",
