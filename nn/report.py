@@ -315,11 +315,11 @@ def compression_report(
     Notes
     -----
     Formulas: module docstring (paper Section 4.1 and Section 2.1's 82.8 % AlexNet
-    example).  FLOPs: two per multiply-accumulate -- dense convolution (Eq. (1)) versus
-    the factorized path of Section 2.1 (1x1 conv, core conv, 1x1 conv; for TDLRT layers the
-    layer's own ``flops`` model, which includes padding of the 1x1 input; vanilla layers:
-    :func:`tucker_dlra.nn.vanilla.conv_macs`; CP: 1x1, depthwise, 1x1; matrix: r filters
-    then 1x1).  Cost: one forward
+    example).  FLOPs: two per multiply-accumulate (as ``torch.utils.flop_counter``
+    counts them) -- dense convolution (Eq. (1)) versus the factorized path of Section 2.1
+    (1x1 conv on the unpadded input, core conv, 1x1 conv; CP: 1x1, depthwise, 1x1;
+    matrix: r filters then 1x1), by :func:`tucker_dlra.nn.vanilla.conv_macs`.  These are
+    the counts of each path whichever path a layer's ``forward_mode`` picks.  Cost: one forward
     pass when ``input_shape``/``example_input`` is given, otherwise :math:`O(\#\text{layers})`.
     """
     if not isinstance(model, nn.Module):
@@ -387,13 +387,9 @@ def compression_report(
             out_sp = oshape[len(oshape) - nsp:] if nsp else ()
             groups = int(getattr(m, "groups", 1))
             batch_rest = math.prod(ishape[1:-1]) if layer == "linear" and len(ishape) > 2 else 1
-            if kind == "tdlrt" and hasattr(m, "flops"):
-                d_macs, f_macs = m.flops(tuple(ishape[1:]))  # the layer's own path model
-                fd, ff = 2 * batch_rest * int(d_macs), 2 * batch_rest * int(f_macs)
-            else:
-                fd = 2 * batch_rest * conv_macs("dense", shape, None, in_sp, out_sp, groups)
-                ff = fd if fkind == "dense" else 2 * batch_rest * conv_macs(
-                    fkind, shape, ranks, in_sp, out_sp, groups)
+            fd = 2 * batch_rest * conv_macs("dense", shape, None, in_sp, out_sp, groups)
+            ff = fd if fkind == "dense" else 2 * batch_rest * conv_macs(
+                fkind, shape, ranks, in_sp, out_sp, groups)
         params = list(m.parameters())
         rows.append(LayerReport(
             name=name, kind=kind, layer=layer, shape=shape, ranks=ranks,

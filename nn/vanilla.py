@@ -160,8 +160,10 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
 
     * dense: :math:`P_\text{out}\, n_0 n_1 k` (Eq. (1));
     * Tucker, the factorized path of Section 2.1 (1x1 conv with :math:`U_1^\top`,
-      core conv with :math:`C \times_{j \ge 2} U_j`, 1x1 conv with :math:`U_0`):
-      :math:`P_\text{in} n_1 r_1 + P_\text{out} r_0 r_1 k + P_\text{out} r_0 n_0`;
+      core conv with :math:`C \times_{j \ge 2} U_j`, 1x1 conv with :math:`U_0`; with g
+      groups each group runs its own copy of the small convolutions):
+      :math:`g P_\text{in} n_1 r_1 + g P_\text{out} r_0 r_1 k + P_\text{out} r_0 n_0`
+      (:math:`n_1` = input channels per group);
       for a linear layer :math:`n_1 r_1 + r_1 r_0 + r_0 n_0`;
     * CP (1x1 in, depthwise spatial, 1x1 out):
       :math:`P_\text{in} n_1 R + P_\text{out} R k + P_\text{out} R n_0`;
@@ -181,7 +183,8 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
         r = [int(x) for x in ranks]
         if len(n) == 2:
             return n[1] * r[1] + r[1] * r[0] + r[0] * n[0]
-        return p_in * n[1] * groups * r[1] + p_out * r[0] * r[1] * k + p_out * r[0] * n[0]
+        return (p_in * n[1] * groups * r[1] + p_out * groups * r[0] * r[1] * k
+                + p_out * r[0] * n[0])
     if kind == "cp":
         rr = int(ranks)
         return p_in * n[1] * groups * rr + p_out * rr * k + p_out * rr * n[0]
