@@ -458,9 +458,6 @@ class _TuckerConvNd(_TuckerLayer):
 
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Apply explicit padding (non-zero modes, asymmetric 'same'); return conv padding."""
-        if x.dim() not in (self._N + 1, self._N + 2):
-            raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
-                             f"input; got shape {tuple(x.shape)}")
         sym = all(a == b for a, b in self._pads)
         if self.padding_mode == "zeros" and sym:
             return x, tuple(a for a, _ in self._pads)
@@ -508,6 +505,9 @@ class _TuckerConvNd(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: FLOP model)."""
         _LAYERS.add(self)
+        if x.dim() not in (self._N + 1, self._N + 2):
+            raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
+                             f"input; got shape {tuple(x.shape)}")
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
