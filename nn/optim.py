@@ -99,6 +99,14 @@ def _check_group(group: dict) -> None:
                 raise ValueError(f"{name} must be None, an int >= 1 or a tuple of them; got {v!r}")
 
 
+def _fit(bounds: list[int], shape: Any) -> list[int]:
+    """Clip per-mode rank bounds to the largest ranks of a core of ``shape`` (the augmented
+    core has min(2 r_i, n_i) <= n_i rows per mode, so a layer bound n_i may exceed it)."""
+    total = math.prod(int(s) for s in shape)
+    return [min(int(b), int(s), total // max(int(s), 1)) for b, s in zip(bounds, shape,
+                                                                         strict=True)]
+
+
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     flags = [torch.isfinite(t).all() for t in tensors if t.numel()]
     if not flags:
@@ -366,8 +374,9 @@ class TDLRT(Optimizer):
             c1 = c0 - lr * dc
             cstate = {**cstate, **st}
             if cgroup["adaptive"]:  # lines 10-12
-                t, info = truncate(TuckerTensor(c1, basis), rtol=tau, rule=rule, max_rank=mx,
-                                   min_rank=mn, full_output=True)
+                t, info = truncate(TuckerTensor(c1, basis), rtol=tau, rule=rule,
+                                   max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
+                                   full_output=True)
             else:
                 t = TuckerTensor(c1, basis, orthonormal=True)
             cbasis = basis
@@ -379,8 +388,9 @@ class TDLRT(Optimizer):
             new_dirs = [a[:, u.shape[1]:] for a, u in zip(aug, us, strict=True)]
             chat = parallel_core(cbar, gs, ks, new_dirs)
             if cgroup["adaptive"]:
-                t, info = truncate(TuckerTensor(chat, aug), rtol=tau, rule=rule, max_rank=mx,
-                                   min_rank=mn, full_output=True)
+                t, info = truncate(TuckerTensor(chat, aug), rtol=tau, rule=rule,
+                                   max_rank=_fit(mx, chat.shape), min_rank=_fit(mn, chat.shape),
+                                   full_output=True)
             else:
                 t, info = truncate(TuckerTensor(chat, aug), rank=list(c.shape), rule=rule,
                                    full_output=True)
