@@ -59,6 +59,7 @@ __all__ = [
     "apply_linear_tucker",
     "expm_multiply_taylor",
     "pad_rank",
+    "quadrature_substep",
 ]
 
 Array = Any
@@ -169,6 +170,10 @@ class Problem:
     terms : list of LinearTerm or None
         For linear problems :math:`F(Y) = \sum_k c_k\, Y \times_{i\in S_k} M_{k,i}`
         (host NumPy matrices), so a substep solver may use exponentials.
+    substep : callable or None
+        A substep solver (``substep=`` argument of the integrators) that is exact to
+        rounding for this problem, where one exists: :func:`quadrature_substep` for the
+        data-mode problems whose F does not depend on Y.
     meta : dict
         Parameters of the instance (JSON-serialisable numbers and strings).
     """
@@ -187,6 +192,7 @@ class Problem:
     grad_tucker: Callable[[TuckerTensor], TuckerTensor | Array] | None = None
     energy: Callable[[Array | TuckerTensor], float] | None = None
     terms: list[LinearTerm] | None = None
+    substep: Callable | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def error(self, y: TuckerTensor | Array, t: float) -> float:
@@ -387,6 +393,34 @@ def expm_multiply_taylor(apply: Callable[[np.ndarray], np.ndarray], y: np.ndarra
     return y
 
 
+_GAUSS = np.polynomial.legendre.leggauss(8)
+
+
+def quadrature_substep(f: Callable[[float, Any], Any], t0: float, y0: Any, h: float) -> Any:
+    r"""Substep solver for right-hand sides that do not depend on the state: Gauss quadrature.
+
+    For the data-mode problems :math:`F(t, Y) = \dot A(t)` (:func:`low_rank_trajectory`)
+    every substep ODE of the BUG integrators is :math:`\dot y = f(t)`, so
+    :math:`y_1 = y_0 + \int_{t_0}^{t_0+h} f`; an 8-point Gauss-Legendre rule (order 16)
+    computes it to rounding for smooth :math:`A` -- the "exact substeps" of
+    NUMERICS.md section 1.1, item 4.  Pass it as ``substep=`` to any integrator.
+    Wrong (silently) for an F that depends on Y.  Cost: 8 evaluations of ``f``.
+    """
+    nodes, weights = _GAUSS
+    acc = None
+    for x, w in zip(nodes, weights, strict=True):
+        v = f(t0 + 0.5 * h * (1.0 + float(x)), y0)
+        if isinstance(v, tuple):
+            v = tuple(vi * (0.5 * h * float(w)) for vi in v)
+            acc = v if acc is None else tuple(a + b for a, b in zip(acc, v, strict=True))
+        else:
+            v = v * (0.5 * h * float(w))
+            acc = v if acc is None else acc + v
+    if isinstance(y0, tuple):
+        return tuple(a + b for a, b in zip(y0, acc, strict=True))
+    return y0 + acc
+
+
 # ----------------------------------------------------------------------------- (a), (b)
 def low_rank_trajectory(
     shape: Sequence[int] = (10, 10, 10),
@@ -394,6 +428,8 @@ def low_rank_trajectory(
     *,
     sigma_min: float | None = None,
     eps: float = 0.0,
+    initial_rank: int | None = None,
+    relax: float = 0.0,
     omega: float = 1.0,
     seed: int = 0,
     backend: str = "numpy",
@@ -419,6 +455,13 @@ def low_rank_trajectory(
       :math:`C_1 = 0` (all ranks equal), the Koch-Lubich / Lubich-Vandereycken-Walach
       robustness setting.  ``eps > 0`` adds the perturbation :math:`\varepsilon R`
       (NUMERICS T3, Tucker form).
+    * ``initial_rank=k`` -- :math:`C_0` has multilinear rank (k, ..., k) and ``y0`` is
+      :math:`A(0)` at rank k, while :math:`A(t)` has rank ``rank`` for t > 0: the rank
+      of a rank-adaptive integrator must grow (issue 3, rank adaptivity).
+    * ``relax=k > 0`` -- :math:`F(t, Y) = \dot A(t) + k\,(A(t) - Y)`: the same exact
+      solution from :math:`Y_0 = A(0)`, but errors are damped at rate k instead of being
+      carried along forever (useful when ``y0`` cannot follow :math:`A` at first, as with
+      ``initial_rank``).  F then depends on Y: use ``rk4`` substeps (``substep`` is None).
 
     Parameters
     ----------
@@ -448,7 +491,15 @@ def low_rank_trajectory(
     d = len(shape)
     us = [_orth(rng, n, r) for n, r in zip(shape, rank, strict=True)]
     ws = [_skew(rng, n, omega) for n in shape]
-    if sigma_min is None:
+    if initial_rank is not None:
+        initial_rank = check_int(initial_rank, "initial_rank", 1, min(rank))
+        if sigma_min is not None or eps:
+            raise ValueError("initial_rank cannot be combined with sigma_min or eps")
+        c0 = np.zeros(rank)
+        c0[(slice(0, initial_rank),) * d] = _random_core(rng, (initial_rank,) * d)
+        c0 = multi_mode_product(c0, [_orth(rng, r, r) for r in rank])
+        c1 = _random_core(rng, rank)
+    elif sigma_min is None:
         c0 = _random_core(rng, rank)
         c1 = _random_core(rng, rank)
     else:
@@ -488,12 +539,17 @@ def low_rank_trajectory(
             cache[t] = dense_at(t)
         return cache[t]
 
+    relax = check_tolerance(relax, "relax")
+
     def F(t: float, y: Array) -> Array:
+        if relax:
+            a, adot = at(t)
+            return tgt(adot + relax * a) - relax * y
         return tgt(at(t)[1])
 
     def F_tucker(t: float, y: TuckerTensor) -> TuckerTensor | Array:
-        if eps:
-            return tgt(at(t)[1])
+        if eps or relax:
+            return F(t, y.full())
         qs = [_expm_skew(w, t) for w in ws]
         c, cd = core_at(t)
         fs = [q @ u for q, u in zip(qs, us, strict=True)]
@@ -519,17 +575,21 @@ def low_rank_trajectory(
         bases = [np.linalg.svd(unfold(a0, i), full_matrices=False)[0][:, :r]
                  for i, r in enumerate(rank)]
         y0 = tgt.tucker(multi_mode_product(a0, bases, transpose=True), bases)
+    elif initial_rank is not None:
+        core0, bases = _hosvd_np(multi_mode_product(c_init, us), (initial_rank,) * d)
+        y0 = tgt.tucker(core0, bases)
     else:
         y0 = tgt.tucker(c_init, us)
     kind = "a" if sigma_min is None and not eps else "b"
     return Problem(
         name=f"low_rank_trajectory({kind})",
         y0=y0, F=F, F_tucker=F_tucker, solution=solution, t_span=(0.0, 1.0), rank=rank,
-        best_error=best_error,
+        best_error=best_error, substep=None if relax else quadrature_substep,
         source=("issue 3 (a)/(b); Ceruti & Lubich 2022 exactness; Koch & Lubich 2010 / "
                 "Lubich, Vandereycken & Walach 2018 robustness; NUMERICS.md T3/T4(b)"),
         meta=dict(shape=list(shape), rank=list(rank), sigma_min=sigma_min, eps=eps,
-                  omega=omega, seed=seed if isinstance(seed, int) else None),
+                  initial_rank=initial_rank, relax=relax, omega=omega,
+                  seed=seed if isinstance(seed, int) else None),
     )
 
 
