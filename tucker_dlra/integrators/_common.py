@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._validate import RankSpec, check_int, check_tolerance
+from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
 from ..steps import c_gradient, k_core, k_gradient, k_tensor
 from ..tucker import TruncationInfo, TuckerTensor, truncate
@@ -444,6 +444,15 @@ def check_rank_args(rtol: Any, atol: Any, rule: str) -> None:
         raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
 
 
+def _clip_bounds(spec: RankSpec, upper: list[int], name: str) -> RankSpec:
+    """Validate a rank bound and clip it to what the augmented core can hold this step."""
+    if spec is None:
+        return None
+    big = [2**62] * len(upper)
+    vals = per_mode(spec, len(upper), name, big, low=1)
+    return [None if v is None else min(v, u) for v, u in zip(vals, upper, strict=True)]
+
+
 def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | None,
                 atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
                 method: str = "auto") -> tuple[TuckerTensor, TruncationInfo]:
@@ -458,6 +467,8 @@ def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | Non
     ra = y_aug.rank
     total = math.prod(ra)
     upper = [min(r, total // r) if r else 0 for r in ra]
+    max_rank = _clip_bounds(max_rank, upper, "max_rank")
+    min_rank = _clip_bounds(min_rank, upper, "min_rank")
     if rtol is None and atol is None:
         rank = [min(int(r), u) for r, u in zip(base_rank, upper, strict=True)]
         y1, info = truncate(y_aug, rank=rank, max_rank=max_rank, min_rank=min_rank, rule=rule,
