@@ -16,7 +16,8 @@ The optimizer needs :math:`G = \nabla_W \mathcal L` of the last backward pass (A
 1 only ever evaluates gradients at the current point :math:`W_0`).  In training mode
 (``layer.training``, grad mode on, ``layer.capture_grad``) the forward registers a hook
 that stores it in ``layer.grad_full`` (accumulated over several backward passes, like
-``.grad``; cleared by ``TDLRT.step``/``TDLRT.zero_grad``):
+``.grad``; cleared by ``TDLRT.step``/``TDLRT.zero_grad``, and at the next forward
+whenever the core's ``.grad`` was zeroed or replaced, e.g. by ``model.zero_grad()``):
 
 * dense path: a hook on the rebuilt kernel ``W`` receives :math:`G` directly;
 * factorized path: a hook on the convolution output receives :math:`\partial\mathcal L /
@@ -190,6 +191,8 @@ class _TuckerLayer(nn.Module):
         )
         self.grad_full: torch.Tensor | None = None
         self.capture_grad = True
+        self._grad_stamp: tuple[int, int] | None = None
+        self._hooked_id: int | None = None
         _LAYERS.add(self)
 
     # ------------------------------------------------------------------ properties
@@ -281,6 +284,30 @@ class _TuckerLayer(nn.Module):
     def _capturing(self) -> bool:
         return (self.capture_grad and self.training and torch.is_grad_enabled()
                 and self.core.requires_grad)
+
+    def _sync_grad_full(self) -> None:
+        """Drop a captured ``grad_full`` whose backward pass was zeroed since (forward time).
+
+        ``grad_full`` accumulates like ``.grad``; it is valid while the core's ``.grad`` is
+        the tensor autograd last accumulated into (identity and version recorded by a
+        post-accumulate hook).  So ``model.zero_grad()`` (either ``set_to_none``) or any
+        other reset of the core's gradient also resets ``grad_full`` at the next forward.
+        """
+        core = self.core
+        if self._hooked_id != id(core):
+            ref = weakref.ref(self)
+
+            def stamp(p: torch.Tensor, ref=ref) -> None:
+                layer = ref()
+                if layer is not None and p.grad is not None:
+                    layer._grad_stamp = (id(p.grad), p.grad._version)
+
+            core.register_post_accumulate_grad_hook(stamp)
+            self._hooked_id = id(core)
+        if self.grad_full is not None:
+            g = core.grad
+            if g is None or (id(g), g._version) != self._grad_stamp:
+                self.grad_full = None
 
     def _store_grad(self, g: torch.Tensor) -> None:
         g = g.detach()
@@ -505,6 +532,7 @@ class _TuckerConvNd(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: FLOP model)."""
         _LAYERS.add(self)
+        self._sync_grad_full()
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
                              f"input; got shape {tuple(x.shape)}")
@@ -671,6 +699,7 @@ class LowRankLinear(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: FLOP model)."""
         _LAYERS.add(self)
+        self._sync_grad_full()
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "
                              f"got shape {tuple(x.shape)}")

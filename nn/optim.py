@@ -107,6 +107,23 @@ def _fit(bounds: list[int], shape: Any) -> list[int]:
                                                                          strict=True)]
 
 
+class _NonFiniteUpdate(Exception):
+    """Internal: an intermediate of the step is not finite (nothing has been written)."""
+
+
+def _tucker_rank(ranks: tuple[int, ...]) -> tuple[int, ...]:
+    """Largest ranks <= ``ranks`` with :math:`r_i \\le \\prod_{j\\ne i} r_j` (valid Tucker rank)."""
+    r = list(ranks)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(r)):
+            others = math.prod(r[:i] + r[i + 1:])
+            if r[i] > others:
+                r[i], changed = others, True
+    return tuple(r)
+
+
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     flags = [torch.isfinite(t).all() for t in tensors if t.numel()]
     if not flags:
@@ -363,6 +380,8 @@ class TDLRT(Optimizer):
         mx, mn = self._bounds(layer, cgroup)
         cstate = self.state[core_p]
         info = None
+        if not _all_finite(ks):
+            raise _NonFiniteUpdate
         if cgroup["integrator"] == "bug":
             if cgroup["adaptive"]:  # lines 5-7: augmentation, U kept first
                 basis = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
@@ -373,6 +392,8 @@ class TDLRT(Optimizer):
             dc, st = self._direction(c_gradient(grad, basis), c0, cstate, cgroup)  # line 9
             c1 = c0 - lr * dc
             cstate = {**cstate, **st}
+            if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
+                raise _NonFiniteUpdate
             if cgroup["adaptive"]:  # lines 10-12
                 t, info = truncate(TuckerTensor(c1, basis), rtol=tau, rule=rule,
                                    max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
@@ -387,6 +408,8 @@ class TDLRT(Optimizer):
             aug = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
             new_dirs = [a[:, u.shape[1]:] for a, u in zip(aug, us, strict=True)]
             chat = parallel_core(cbar, gs, ks, new_dirs)
+            if not _all_finite([chat, torch.linalg.vector_norm(chat)]):
+                raise _NonFiniteUpdate
             if cgroup["adaptive"]:
                 t, info = truncate(TuckerTensor(chat, aug), rtol=tau, rule=rule,
                                    max_rank=_fit(mx, chat.shape), min_rank=_fit(mn, chat.shape),
@@ -395,6 +418,9 @@ class TDLRT(Optimizer):
                 t, info = truncate(TuckerTensor(chat, aug), rank=list(c.shape), rule=rule,
                                    full_output=True)
             cbasis = us
+        valid = _tucker_rank(t.rank)
+        if valid != t.rank:  # tolerance rules may disagree across modes on rounding-level
+            t = truncate(t, rank=list(valid))  # values; lossless re-rounding (as ra_bug)
         # vector transport of the state into the coordinates of the new point
         new_f = list(t.factors)
         for i in range(d):
@@ -468,7 +494,14 @@ class TDLRT(Optimizer):
                             "loss); the model and the optimizer state were left untouched.")
             return loss
         # compute every Tucker update first, then commit (atomic step)
-        results = [self._layer_update(layer, index) for layer in active]
+        try:
+            results = [self._layer_update(layer, index) for layer in active]
+        except _NonFiniteUpdate:
+            results = None
+        if results is None:
+            self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
+                            "the model and the optimizer state were left untouched.")
+            return loss
         new_tensors = []
         for r in results:
             new_tensors += [r["tucker"].core, *r["tucker"].factors]

@@ -356,3 +356,22 @@ def test_tucker_view_is_orthonormal_tucker_tensor():
     assert isinstance(t, TuckerTensor) and t.shape == layer.kernel_shape == (4, 2, 3, 2, 2)
     check_orthonormal(t.factors)
     torch.testing.assert_close(t.full(), layer.weight_full().detach())
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_grad_full_follows_zeroing_of_core_grad(set_to_none):
+    """model.zero_grad() (not only TDLRT.zero_grad) resets the captured kernel gradient;
+    gradient accumulation over two backward passes accumulates it like .grad."""
+    torch.manual_seed(0)
+    layer = TuckerConv2d(3, 4, 3, padding=1, rank=2, dtype=D64)
+    x1, x2 = torch.randn(2, 3, 6, 6, dtype=D64), torch.randn(2, 3, 6, 6, dtype=D64)
+    layer(x1).square().sum().backward()
+    g1 = layer.grad_full.clone()
+    layer.zero_grad(set_to_none=set_to_none)
+    layer(x2).square().sum().backward()
+    g2 = layer.grad_full.clone()
+    w = layer.weight_full().detach().requires_grad_(True)
+    F.conv2d(x2, w, layer.bias.detach(), 1, 1).square().sum().backward()
+    torch.testing.assert_close(g2, w.grad)  # not g1 + g2
+    layer(x1).square().sum().backward()  # accumulation without zeroing
+    torch.testing.assert_close(layer.grad_full, g1 + g2)
