@@ -20,6 +20,7 @@ from tucker_dlra import (
     direct,
     hosvd,
     integrate,
+    midpoint_bug,
     pad_core,
     parallel_bug,
     ra_bug,
@@ -89,6 +90,14 @@ class Trajectory:
         return hosvd(a, rank=rank if rank is not None else self.c0.shape)
 
 
+class _NumpyBackend:
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+
+_NP = _NumpyBackend()
+
+
 def rel_err(backend, y, a):
     return float(np.linalg.norm(backend.to_numpy(y.full()) - a) / np.linalg.norm(a))
 
@@ -152,6 +161,27 @@ def test_ra_bug_with_tolerance_exact_and_invariants(backend):
         assert orth_dev(backend, y) < 1e-12
     assert res.ranks[-1] == (3, 4, 2)
     assert res.truncation_errors == [i.truncation.error_bound for i in res.infos]
+
+
+def test_rule_per_mode_and_midpoint_tolerance():
+    """rule="per_mode": every mode's tail <= tol (total <= sqrt(d) tol); "split" discards
+    less.  midpoint_bug with a tolerance obeys the same bounds."""
+    rng = np.random.default_rng(22)
+    y0 = hosvd(rng.standard_normal((6, 7, 8)), rank=3)
+    z = rng.standard_normal((6, 7, 8))
+    F = lambda t, y: z - y  # noqa: E731
+    tol = 0.05
+    y_pm, i_pm = ra_bug(F, 0.0, y0, 0.2, atol=tol, rule="per_mode")
+    y_sp, i_sp = ra_bug(F, 0.0, y0, 0.2, atol=tol, rule="split")
+    assert all(t <= tol for t in i_pm.truncation.tails)
+    assert i_pm.truncation.error_bound <= math.sqrt(3) * tol
+    assert i_sp.truncation.error_bound <= tol
+    assert all(a <= b for a, b in zip(y_pm.rank, y_sp.rank, strict=True))
+    y_m, i_m = midpoint_bug(F, 0.0, y0, 0.2, atol=tol)
+    assert i_m.truncation.error_bound <= tol
+    y_c, i_c = midpoint_bug(F, 0.0, y0, 0.2, atol=tol, max_rank=2)  # the cap wins over tol
+    assert y_c.rank == (2, 2, 2) and i_c.truncation.error_bound > tol
+    assert orth_dev(_NP, y_m) < 1e-12
 
 
 def test_parallel_bug_rejection_exact(backend):
@@ -434,16 +464,17 @@ def test_structured_matches_dense_all_methods():
 # --------------------------------------------------------------------------- convergence
 
 
-def test_bug_first_order_on_tiny_singular_values():
-    """Linear F(Y) = Y + sum_i Y x_i W_i (NUMERICS T4a) from Y0 = D_r, D superdiagonal with
-    entries 2^-j, sigma_r = 2^-6: the exact solution e^t Y0 x_i exp(t W_i) stays of rank r,
-    the fixed-rank BUG with exact substeps converges with order 1 (its Galerkin step is
-    not exact for a linear F), undisturbed by the small singular values."""
+def test_orders_on_linear_problem_with_tiny_singular_values():
+    """Linear F(Y) = Y + sum_i Y x_i W_i (NUMERICS T4a) from Y0 with superdiagonal core
+    (1, 1e-4, 1e-8): the exact solution e^t Y0 x_i exp(t W_i) stays of rank 3, but the
+    Galerkin steps are not exact for a linear F.  With exact substeps the fixed-rank BUG
+    converges with order 1 and the midpoint BUG with order 2, undisturbed by
+    sigma_min = 1e-8, while the direct integration of (8) blows up (pseudoinverse)."""
     rng = np.random.default_rng(17)
-    n, d, r = 10, 3, 6
-    core = np.zeros((n,) * d)
-    for j in range(n):
-        core[j, j, j] = 2.0 ** -(j + 1)
+    n, d, r = 24, 3, 3
+    core = np.zeros((r,) * d)
+    for j in range(r):
+        core[j, j, j] = 1e-4 ** j
     ws = []
     for _ in range(d):
         a = rng.standard_normal((n, n))
@@ -455,18 +486,26 @@ def test_bug_first_order_on_tiny_singular_values():
             out = out + np.moveaxis(np.tensordot(w, y, axes=([1], [i])), 0, i)
         return out
 
-    y0 = hosvd(core, rank=r)
-    exact = math.exp(0.5) * TuckerTensor(y0.core, [sla.expm(0.5 * w) @ u for w, u in
-                                                   zip(ws, y0.factors, strict=True)]).full()
-    errs = []
-    for h in (0.05, 0.025, 0.0125):
-        y = integrate(F, y0, (0.0, 0.5), h, method="bug", substep="exact").y[-1]
-        errs.append(np.linalg.norm(y.full() - exact) / np.linalg.norm(exact))
-    slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
-    assert np.all((slopes > 0.85) & (slopes < 1.2)), (errs, slopes)
+    y0 = TuckerTensor(core, [np.eye(n)[:, :r] for _ in range(d)], orthonormal=True)
+    exact = math.exp(0.5) * TuckerTensor(core, [sla.expm(0.5 * w) @ u for w, u in
+                                                zip(ws, y0.factors, strict=True)]).full()
+
+    def errors(method):
+        out = []
+        for h in (0.05, 0.025, 0.0125):
+            y = integrate(F, y0, (0.0, 0.5), h, method=method, substep="exact").y[-1]
+            out.append(np.linalg.norm(y.full() - exact) / np.linalg.norm(exact))
+        return np.array(out)
+
+    e_bug, e_mid = errors("bug"), errors("midpoint_bug")
+    s_bug, s_mid = np.log2(e_bug[:-1] / e_bug[1:]), np.log2(e_mid[:-1] / e_mid[1:])
+    assert np.all((s_bug > 0.8) & (s_bug < 1.2)), (e_bug, s_bug)
+    assert np.all((s_mid > 1.8) & (s_mid < 2.3)), (e_mid, s_mid)
     # the rank-adaptive BUG truncated to r is far more accurate on the same problem
     y = integrate(F, y0, (0.0, 0.5), 0.05, method="ra_bug", substep="exact").y[-1]
-    assert np.linalg.norm(y.full() - exact) / np.linalg.norm(exact) < errs[0] / 5
+    assert np.linalg.norm(y.full() - exact) / np.linalg.norm(exact) < e_bug[0] / 5
+    with pytest.raises(IntegrationError, match="non-finite"), np.errstate(all="ignore"):
+        integrate(F, y0, (0.0, 0.5), 0.05, method="direct", substep="rk4")
 
 
 # --------------------------------------------------------------------------- backends/dtypes
