@@ -34,7 +34,7 @@ from tucker_dlra import (
     parallel_core,
     truncate,
 )
-from tucker_dlra._validate import check_tolerance, per_mode
+from tucker_dlra._validate import check_tolerance
 from tucker_dlra.backend import namespace, orth_columns
 
 from .layers import _TuckerLayer, tucker_layers
@@ -171,7 +171,9 @@ class TDLRT(Optimizer):
         :math:`\le\tau\|\hat C\|` in each mode, ``"split"`` guarantees
         :math:`\|\hat C - C'\| \le \tau\|\hat C\|`.
     max_rank, min_rank : int or tuple, optional
-        Rank bounds, combined with each layer's own ``max_rank``/``min_rank``.
+        Rank bounds, combined with each layer's own ``max_rank``/``min_rank`` (the
+        tighter wins).  An int applies to every mode (clipped to the mode's size); a
+        tuple applies to the layers whose kernel order equals its length.
     descent : {"sgd", "adam"}
         The descent rule of every substep and of the other parameters.
     betas, eps : Adam's coefficients.
@@ -344,11 +346,25 @@ class TDLRT(Optimizer):
         return out
 
     # ------------------------------------------------------------------ Algorithm 1
+    @staticmethod
+    def _group_bound(spec: Any, d: int, upper: list[int]) -> list[int | None]:
+        """An optimizer-wide rank bound for a layer of order d, clipped to its mode sizes.
+
+        An int applies to every mode of every layer; a tuple only to the layers whose
+        kernel order equals its length (use param groups for per-layer bounds).
+        """
+        if spec is None:
+            return [None] * d
+        vals = [int(spec)] * d if isinstance(spec, numbers.Integral) else list(spec)
+        if len(vals) != d:
+            return [None] * d
+        return [None if v is None else min(int(v), u) for v, u in zip(vals, upper, strict=True)]
+
     def _bounds(self, layer: _TuckerLayer, group: dict) -> tuple[list[int], list[int]]:
         d, shape = layer.order, layer.kernel_shape
         upper = [min(n, math.prod(shape) // n) for n in shape]
-        gmax = per_mode(group["max_rank"], d, "max_rank", upper, clamp=True)
-        gmin = per_mode(group["min_rank"], d, "min_rank", upper, clamp=True)
+        gmax = self._group_bound(group["max_rank"], d, upper)
+        gmin = self._group_bound(group["min_rank"], d, upper)
         mx = [a if b is None else min(a, b) for a, b in zip(layer.max_rank, gmax, strict=True)]
         mn = [a if b is None else max(a, b) for a, b in zip(layer.min_rank, gmin, strict=True)]
         return mx, [min(a, b) for a, b in zip(mn, mx, strict=True)]
@@ -424,6 +440,8 @@ class TDLRT(Optimizer):
         # vector transport of the state into the coordinates of the new point
         new_f = list(t.factors)
         for i in range(d):
+            if not any(k in kstates[i] for k in _MOMENT_KEYS + _SQ_KEYS):
+                continue  # no state to move (momentum 0, SGD)
             g_new, _ = k_core(t.core, i)
             eye = torch.eye(us[i].shape[1], dtype=c.dtype, device=c.device)
             embed = TuckerTensor(gs[i], [eye if j == i else us[j] for j in range(d)])
@@ -530,8 +548,35 @@ class TDLRT(Optimizer):
         return loss
 
     def _plain_update(self, p: torch.Tensor, group: dict) -> None:
-        """The same descent rule (SGD with momentum or Adam) on an ordinary parameter."""
+        """The same descent rule (SGD with momentum or Adam) on an ordinary parameter.
+
+        In place, with the formulas of ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2
+        weight decay added to the gradient).
+        """
         state = self.state[p]
-        d, new = self._direction(p.grad, p, state, group)
-        state.update(new)
-        p.add_(d, alpha=-group["lr"])
+        g = p.grad
+        if group["weight_decay"]:
+            g = g.add(p, alpha=group["weight_decay"])
+        if group["descent"] == "adam":
+            b1, b2 = group["betas"]
+            if "exp_avg" not in state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] = int(state["step"]) + 1
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            bc1, bc2 = 1 - b1 ** state["step"], 1 - b2 ** state["step"]
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
+            p.addcdiv_(m, denom, value=-group["lr"] / bc1)
+            return
+        mu = group["momentum"]
+        if mu:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.clone(g).detach()
+            else:
+                buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
+            g = g.add(buf, alpha=mu) if group["nesterov"] else buf
+        p.add_(g, alpha=-group["lr"])

@@ -375,3 +375,15 @@ def test_grad_full_follows_zeroing_of_core_grad(set_to_none):
     torch.testing.assert_close(g2, w.grad)  # not g1 + g2
     layer(x1).square().sum().backward()  # accumulation without zeroing
     torch.testing.assert_close(layer.grad_full, g1 + g2)
+
+
+@pytest.mark.parametrize("fold_in, fold_out", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_every_factorized_variant_equals_dense(monkeypatch, fold_in, fold_out, groups):
+    torch.manual_seed(0)
+    layer = TuckerConv2d(4, 6, 3, stride=2, padding=1, dilation=1, groups=groups,
+                         rank=(2, 2, 2, 3), forward_mode="factorized", dtype=D64)
+    x = torch.randn(2, 4, 7, 7, dtype=D64)
+    dense, fact, _, _ = layer._plan(x.shape[1:])
+    monkeypatch.setattr(layer, "_plan", lambda shape: (dense, fact, fold_in, fold_out))
+    torch.testing.assert_close(layer(x), torch_reference(layer, x), rtol=1e-12, atol=1e-12)
