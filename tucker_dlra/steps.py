@@ -160,12 +160,16 @@ def parallel_core(c_bar: Array, gs: Sequence[Array], k_new: Sequence[Array],
 
     Returns
     -------
-    array of shape :math:`(r_0 + m_0, \dots, r_{d-1} + m_{d-1})`: the (old, ..., old)
-    block is :math:`\bar C`, the block new only in mode i is
-    :math:`\mathrm{Ten}_i(\tilde U_i^H K_i(t_1) Q_i^H) = G_i \times_i (\tilde U_i^H K_i(t_1))`,
-    blocks new in two or more modes are zero (Ceruti, Kusch, Lubich & Sulz).
-    In the basis :math:`[U_i^0, \tilde U_i]`.  Cost :math:`O(\sum_i n_i m_i r_i +
-    \sum_i m_i \prod_j r_j)`.
+    array
+        Of shape :math:`(r_0 + m_0, \dots, r_{d-1} + m_{d-1})`.  The (old, ..., old)
+        block is :math:`\bar C`, the block new only in mode i is
+        :math:`\mathrm{Ten}_i(\tilde U_i^H K_i(t_1) Q_i^H) = G_i \times_i (\tilde U_i^H
+        K_i(t_1))`, blocks new in two or more modes are zero (Ceruti, Kusch, Lubich &
+        Sulz), in the basis :math:`[U_i^0, \tilde U_i]`.
+
+    Notes
+    -----
+    Cost :math:`O(\sum_i n_i m_i r_i + \sum_i m_i \prod_j r_j)`.
     """
     xp = namespace(c_bar)
     r = [int(s) for s in c_bar.shape]
