@@ -230,6 +230,12 @@ class TDLRT(Optimizer):
     >>> opt.step()
     >>> len(layer.ranks)
     4
+    >>> sorted(opt.last_step_info[0])
+    ['error_bound', 'ranks', 'tails']
+
+    ``opt.last_step_info`` maps each Tucker layer (its name when the optimizer was built
+    from ``model.named_parameters()``, else its index in parameter order) to its new
+    ``ranks``, the truncation's per-mode ``tails`` and ``error_bound``.
     """
 
     def __init__(self, params: Any, lr: float, momentum: float = 0.0, dampening: float = 0.0,
@@ -529,6 +535,11 @@ class TDLRT(Optimizer):
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
+        names = {}  # layer names when the optimizer was given model.named_parameters()
+        for g in self.param_groups:
+            for p, name in zip(g["params"], g.get("param_names") or [], strict=False):
+                if name.endswith("core"):
+                    names[id(p)] = name[: -len("core")].rstrip(".") or "core"
         info_all = {}
         for k, r in enumerate(results):
             layer = r["layer"]
@@ -537,7 +548,7 @@ class TDLRT(Optimizer):
                 self.state[p] = st
             self.state[layer.core] = r["cstate"]
             info = r["info"]
-            info_all[getattr(layer, "_tdlrt_name", None) or k] = {
+            info_all[names.get(id(layer.core), k)] = {
                 "ranks": layer.ranks,
                 "error_bound": 0.0 if info is None else info.error_bound,
                 "tails": () if info is None else info.tails,

@@ -379,3 +379,13 @@ def test_nonfinite_skip_mode_warns_and_skips():
         opt.step()
     assert opt.skipped_steps == 1
     _assert_same(snap, model, opt)
+
+
+def test_named_parameters_name_the_step_info():
+    model = small_model()
+    opt = TDLRT(model.named_parameters(), lr=0.1, tau=0.2)
+    train(model, opt, 1)
+    assert set(opt.last_step_info) == {"0", "3"}
+    for name, info in opt.last_step_info.items():
+        assert info["ranks"] == model.get_submodule(name).ranks
+        assert info["error_bound"] >= 0.0
