@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg as sla
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tucker_dlra import (
     IntegrationError,
@@ -96,6 +98,11 @@ class _NumpyBackend:
 
 
 _NP = _NumpyBackend()
+
+
+class _NumpyAsarray(_NumpyBackend):
+    def asarray(self, x):
+        return np.asarray(x)
 
 
 def rel_err(backend, y, a):
@@ -283,27 +290,65 @@ def _proj(q):
     return q @ q.conj().T
 
 
-def test_ra_bug_euler_step_matches_algorithm_1():
+@settings(max_examples=15)
+@given(d=st.integers(2, 4), data=st.data(), seed=st.integers(0, 2**16),
+       cplx=st.booleans())
+def test_ra_bug_euler_step_matches_algorithm_1(d, data, seed, cplx):
     """One Euler (SGD) step of Algorithm 1 equals the dense formula
     Y1 = P_hat (Y0 + h F(Y0)), P_hat = x_i U^_i U^_i^H,
-    U^_i = orth[U_i | Mat_i(F(Y0)) V_i] -- and costs one evaluation of F."""
-    rng = np.random.default_rng(10)
-    n, r = (6, 7, 8), (2, 3, 2)
-    y0 = hosvd(rng.standard_normal(n), rank=r)
-    z = rng.standard_normal(n)
-    y1, info = ra_bug(lambda t, y: z, 0.0, y0, 0.1, substep="euler", atol=0.0)
+    U^_i = orth[U_i | Mat_i(F(Y0)) V_i] -- and costs one evaluation of F
+    (random orders, shapes, ranks, real and complex)."""
+    n = [data.draw(st.integers(2, 7)) for _ in range(d)]
+    r = [data.draw(st.integers(1, ni)) for ni in n]
+    for i in range(d):  # a point of M_r: r_i <= prod_{j != i} r_j
+        r[i] = min(r[i], math.prod(r[:i] + r[i + 1:]))
+    rng = np.random.default_rng(seed)
+    dt = np.complex128 if cplx else np.float64
+
+    def rnd(shape):
+        x = rng.standard_normal(shape)
+        return (x + 1j * rng.standard_normal(shape) if cplx else x).astype(dt)
+
+    y0 = TuckerTensor(rnd(r), [np.linalg.qr(rnd((ni, ri)))[0] for ni, ri in zip(n, r,
+                                                                              strict=True)],
+                      orthonormal=True)
+    z = rnd(n)
+    h = 0.1
+    y1, info = ra_bug(lambda t, y: z, 0.0, y0, h, substep="euler", atol=0.0)
     assert info.nfev == 1
-    y0d = y0.full()
-    expected = y0d + 0.1 * z
-    for i in range(3):
+    expected = y0.full() + h * z
+    for i in range(d):
         u = y0.factors[i]
-        others = [y0.factors[j] for j in range(3) if j != i]
-        v = np.kron(others[0], others[1])
-        q, s = np.linalg.qr(np.moveaxis(y0.core, i, 0).reshape(r[i], -1).T)
-        kdir = np.moveaxis(z, i, 0).reshape(n[i], -1) @ v @ q
+        others = [y0.factors[j] for j in range(d) if j != i]
+        kron = others[0]
+        for o in others[1:]:
+            kron = np.kron(kron, o)
+        q, _ = np.linalg.qr(np.moveaxis(y0.core, i, 0).reshape(r[i], -1).conj().T)
+        kdir = np.moveaxis(z, i, 0).reshape(n[i], -1) @ kron.conj() @ q
         uhat = np.linalg.qr(np.concatenate([u, kdir], axis=1))[0]
         expected = np.moveaxis(np.tensordot(_proj(uhat), expected, axes=([1], [i])), 0, i)
-    assert np.linalg.norm(y1.full() - expected) < 1e-12 * np.linalg.norm(expected)
+    assert np.linalg.norm(y1.full() - expected) < 1e-12 * max(np.linalg.norm(expected), 1)
+    assert orth_dev(_NP, y1) < 1e-12
+    for i, ri in enumerate(y1.rank):
+        assert ri <= min(n[i], 2 * r[i]) and ri <= math.prod(y1.rank[:i] + y1.rank[i + 1:])
+
+
+@settings(max_examples=10)
+@given(d=st.integers(2, 4), data=st.data(), seed=st.integers(0, 2**16))
+def test_bug_exact_random_shapes(d, data, seed):
+    """Exactness of bug and ra_bug (data mode, exact substeps) for random shapes/ranks."""
+    n = [data.draw(st.integers(3, 7)) for _ in range(d)]
+    r = [data.draw(st.integers(1, ni - 1)) for ni in n]
+    for i in range(d):
+        r[i] = min(r[i], math.prod(r[:i] + r[i + 1:]))
+    tr = Trajectory(tuple(n), tuple(r), seed=seed)
+    be = _NP
+    a1 = tr.dense(0.3)
+    for step in (bug, ra_bug):
+        y = tr.y0(_NumpyAsarray())
+        for k in range(3):
+            y, _ = step(tr.F(_NumpyAsarray()), 0.1 * k, y, 0.1, substep=gauss_substep)
+        assert rel_err(be, y, a1) < 1e-11
 
 
 def test_bug_euler_step_formula():
@@ -522,6 +567,16 @@ def test_float32_torch_or_numpy(backend):
         assert y.dtype == y0.dtype and type(y.core) is type(y0.core)
         assert rel_err(backend, y, tr.dense(0.1)) < 2e-2, method
         assert orth_dev(backend, y) < 1e-5
+
+
+def test_array_api_strict_namespace(strict_backend):
+    """Nothing backend-specific: all methods run on the array_api_strict namespace."""
+    tr = Trajectory((6, 7, 5), (2, 3, 2), seed=23)
+    for method in METHODS:
+        kw = {"atol": 1e-9} if method in ("ra_bug", "parallel_bug", "midpoint_bug") else {}
+        res = integrate(tr.F(strict_backend), tr.y0(strict_backend), (0.0, 0.1), 0.05,
+                        method=method, substep="rk4", **kw)
+        assert rel_err(strict_backend, res.y[-1], tr.dense(0.1)) < 1e-5, method
 
 
 def test_non_orthonormal_y0_is_orthonormalized():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._validate import RankSpec, check_int, check_tolerance, per_mode
@@ -96,7 +96,6 @@ class StepInfo:
     h: float = 0.0
     augmented_rank: tuple[int, ...] | None = None
     eta: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def error_bound(self) -> float:
