@@ -45,7 +45,7 @@ _COMMON_PARAMS = r"""
     substep : {"euler", "rk4", "exact"} or callable, default "rk4"
         Solver of the small substep ODEs: explicit Euler (what SGD is), classical RK4,
         the exponential of the (linear, autonomous) substep operator (see
-        :func:`~tucker_dlra.integrators._common.exact_substep`), or a callable
+        :func:`~tucker_dlra.integrators.exact_substep`), or a callable
         ``substep(f, t0, y0, h) -> y1`` for ``y' = f(t, y)``.
     substeps : int, default 1
         Number of substep-solver steps per substep ODE.
@@ -78,6 +78,9 @@ def bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "r
        and :math:`M_i = U_i^{1H} U_i^0`.
     2. Galerkin C-step :math:`\dot C = F(t, C \times_i U_i^1) \times_i U_i^{1H}` from
        :math:`C^0 \times_i M_i` (:func:`~tucker_dlra.steps.galerkin_core`).
+
+    This is the paper's Algorithm 1 with ``adaptive = False`` (lines 1-4, the
+    non-augmented basis of lines 6/13, line 8 with :math:`U^{new}_i = U_i^1`, line 9).
 
     Parameters
     ----------%s
