@@ -157,10 +157,13 @@ class TDLRT(Optimizer):
     adaptive : bool
         ``True``: Algorithm 1 with augmentation and truncation.  ``False``: the
         fixed-rank BUG (:math:`U_i \leftarrow \mathrm{orth}(K_i(\lambda))`, Galerkin core
-        :math:`C \times_i U_i^{new\top}U_i`); its C-gradient is :math:`G \times_i
-        U_i^{new\top}` from the same single backward pass, i.e. evaluated at :math:`W_0`
-        rather than at :math:`\tilde C \times_i U^{new}_i` (a difference of
-        :math:`O(\lambda)` in the gradient, :math:`O(\lambda^2)` in the step).
+        :math:`\tilde C = C \times_i U_i^{new\top}U_i`).  Its C-step needs
+        :math:`\nabla_W\mathcal L` at :math:`\tilde C \times_i U^{new}_i \ne W_0`: with
+        ``step(closure)`` the closure is called a second time at that point (exact
+        fixed-rank BUG, Algorithm 1 line 9); without a closure the C-gradient is
+        :math:`G \times_i U_i^{new\top}` from the single backward pass, i.e. evaluated at
+        :math:`W_0` (a difference of :math:`O(\lambda)` in the gradient,
+        :math:`O(\lambda^2)` in the step).
     integrator : {"bug", "parallel"}
         ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (NUMERICS.md 1.3): the
         C-step runs in the old bases with the same :math:`G`, the augmented core is
@@ -375,22 +378,21 @@ class TDLRT(Optimizer):
         mn = [a if b is None else max(a, b) for a, b in zip(layer.min_rank, gmin, strict=True)]
         return mx, [min(a, b) for a, b in zip(mn, mx, strict=True)]
 
-    def _layer_update(self, layer: _TuckerLayer, index: dict) -> dict:
-        """Algorithm 1 for one layer, functionally: returns new Tucker tensor and states."""
+    def _k_phase(self, layer: _TuckerLayer, index: dict) -> dict:
+        """Algorithm 1 lines 1-8 for one layer (functional): K-steps, new bases, C~."""
         core_p, fac_p = layer.core, list(layer.factors)
         cgroup = index[id(core_p)][1]
         fgroups = [index[id(p)][1] for p in fac_p]
         c = core_p.detach()
         us = [p.detach() for p in fac_p]
         grad = layer.grad_full.to(dtype=c.dtype, device=c.device)
-        d = len(us)
         xp = namespace(c)
         for p in fac_p:
             self._check_state(self.state[p], p, "a Tucker factor")
         self._check_state(self.state[core_p], core_p, "a Tucker core")
         # lines 1-4: K-steps for all modes from the same point (Theorem 1)
         gs, ks, kstates = [], [], []
-        for i in range(d):
+        for i in range(len(us)):
             g_i, s_i = k_core(c, i)
             k0 = us[i] @ s_i
             dk, st = self._direction(k_gradient(grad, g_i, us, i), k0, self.state[fac_p[i]],
@@ -398,63 +400,104 @@ class TDLRT(Optimizer):
             gs.append(g_i)
             ks.append(k0 - fgroups[i]["lr"] * dk)
             kstates.append({**self.state[fac_p[i]], **st})
-        lr, tau, rule = cgroup["lr"], float(cgroup["tau"]), cgroup["rule"]
-        mx, mn = self._bounds(layer, cgroup)
-        cstate = self.state[core_p]
-        info = None
         if not _all_finite(ks):
             raise _NonFiniteUpdate
+        ctx = {"layer": layer, "c": c, "us": us, "grad": grad, "gs": gs, "ks": ks,
+               "kstates": kstates, "group": cgroup, "cstate": self.state[core_p]}
         if cgroup["integrator"] == "bug":
             if cgroup["adaptive"]:  # lines 5-7: augmentation, U kept first
                 basis = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
             else:  # fixed-rank BUG
                 basis = [orth_columns(xp, k) for k in ks]
-            c0 = galerkin_core(c, us, basis)  # line 8 (zero-padded core when adaptive)
-            cstate = self._transport_core(cstate, us, basis)
-            dc, st = self._direction(c_gradient(grad, basis), c0, cstate, cgroup)  # line 9
-            c1 = c0 - lr * dc
-            cstate = {**cstate, **st}
-            if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
-                raise _NonFiniteUpdate
-            if cgroup["adaptive"]:  # lines 10-12
-                t, info = truncate(TuckerTensor(c1, basis), rtol=tau, rule=rule,
-                                   max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
-                                   full_output=True)
-            else:
-                t = TuckerTensor(c1, basis, orthonormal=True)
-            cbasis = basis
-        else:  # parallel BUG: C-step in the old bases with the same G
-            dc, st = self._direction(c_gradient(grad, us), c, cstate, cgroup)
-            cbar = c - lr * dc
-            cstate = {**cstate, **st}
-            aug = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
+            ctx["basis"] = basis
+            ctx["c0"] = galerkin_core(c, us, basis)  # line 8 (zero-padded core if adaptive)
+        else:  # parallel BUG: the C-step runs in the old bases
+            ctx["basis"], ctx["c0"] = us, c
+        return ctx
+
+    def _c_phase(self, ctx: dict, grad: torch.Tensor) -> dict:
+        """Algorithm 1 lines 9-12 for one layer from the C-step gradient's dense ``grad``."""
+        layer, c, us, group = ctx["layer"], ctx["c"], ctx["us"], ctx["group"]
+        basis, c0 = ctx["basis"], ctx["c0"]
+        lr, tau, rule = group["lr"], float(group["tau"]), group["rule"]
+        mx, mn = self._bounds(layer, group)
+        kstates = ctx["kstates"]
+        cstate = self._transport_core(ctx["cstate"], us, basis)
+        dc, st = self._direction(c_gradient(grad, basis), c0, cstate, group)  # line 9
+        c1 = c0 - lr * dc
+        cstate = {**cstate, **st}
+        info = None
+        if group["integrator"] == "parallel":  # assemble the augmented core (NUMERICS 1.3)
+            aug = [augment_basis(u, k) for u, k in zip(us, ctx["ks"], strict=True)]
             new_dirs = [a[:, u.shape[1]:] for a, u in zip(aug, us, strict=True)]
-            chat = parallel_core(cbar, gs, ks, new_dirs)
-            if not _all_finite([chat, torch.linalg.vector_norm(chat)]):
-                raise _NonFiniteUpdate
-            if cgroup["adaptive"]:
-                t, info = truncate(TuckerTensor(chat, aug), rtol=tau, rule=rule,
-                                   max_rank=_fit(mx, chat.shape), min_rank=_fit(mn, chat.shape),
-                                   full_output=True)
-            else:
-                t, info = truncate(TuckerTensor(chat, aug), rank=list(c.shape), rule=rule,
-                                   full_output=True)
-            cbasis = us
+            c1, basis_t = parallel_core(c1, ctx["gs"], ctx["ks"], new_dirs), aug
+        else:
+            basis_t = basis
+        if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
+            raise _NonFiniteUpdate
+        if group["adaptive"]:  # lines 10-12
+            t, info = truncate(TuckerTensor(c1, basis_t), rtol=tau, rule=rule,
+                               max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
+                               full_output=True)
+        elif group["integrator"] == "parallel":  # truncated back to the current ranks
+            t, info = truncate(TuckerTensor(c1, basis_t), rank=list(c.shape), rule=rule,
+                               full_output=True)
+        else:
+            t = TuckerTensor(c1, basis_t, orthonormal=True)
         valid = _tucker_rank(t.rank)
         if valid != t.rank:  # tolerance rules may disagree across modes on rounding-level
             t = truncate(t, rank=list(valid))  # values; lossless re-rounding (as ra_bug)
         # vector transport of the state into the coordinates of the new point
         new_f = list(t.factors)
+        d = len(us)
         for i in range(d):
             if not any(k in kstates[i] for k in _MOMENT_KEYS + _SQ_KEYS):
                 continue  # no state to move (momentum 0, SGD)
             g_new, _ = k_core(t.core, i)
             eye = torch.eye(us[i].shape[1], dtype=c.dtype, device=c.device)
-            embed = TuckerTensor(gs[i], [eye if j == i else us[j] for j in range(d)])
+            embed = TuckerTensor(ctx["gs"][i], [eye if j == i else us[j] for j in range(d)])
             kstates[i] = self._transport_k(kstates[i], k_gradient(embed, g_new, new_f, i))
-        cstate = self._transport_core(cstate, cbasis, new_f)
+        cstate = self._transport_core(cstate, basis, new_f)
         return {"layer": layer, "tucker": t, "kstates": kstates, "cstate": cstate,
                 "info": info}
+
+    def _second_pass(self, closure: Callable[[], Any], ctxs: list[dict],
+                     layers: list[_TuckerLayer], index: dict) -> dict[int, torch.Tensor]:
+        r"""Fixed-rank BUG with a closure: :math:`\nabla_W\mathcal L` at the Galerkin point.
+
+        Temporarily sets each such layer to :math:`C \times_i (U^{new\top}_i U_i) \times_i
+        U^{new}_i`, re-evaluates ``closure`` and reads the layers' new ``grad_full``; then
+        restores every parameter, gradient and captured ``grad_full`` (nothing else moves).
+        """
+        originals = [(ctx["layer"], TuckerTensor(ctx["c"].clone(),
+                                                 [u.clone() for u in ctx["us"]]))
+                     for ctx in ctxs]
+        grads = {id(p): p.grad for p, _ in index.values()}
+        fulls = {id(layer): layer.grad_full for layer in layers}
+        try:
+            for ctx in ctxs:
+                ctx["layer"].set_tucker(TuckerTensor(ctx["c0"], ctx["basis"]))
+            with torch.enable_grad():
+                loss = closure()
+            out = {}
+            for ctx in ctxs:
+                g = ctx["layer"].grad_full
+                if g is None:
+                    raise RuntimeError("TDLRT.step(closure): the closure must run forward and "
+                                       "backward (its second call gave no kernel gradient)")
+                out[id(ctx["layer"])] = g.to(dtype=ctx["c"].dtype)
+            if (loss is not None and not _all_finite([torch.as_tensor(loss)])) \
+                    or not _all_finite(list(out.values())):
+                raise _NonFiniteUpdate
+            return out
+        finally:
+            for layer, t in originals:
+                layer.set_tucker(t)
+            for p, _ in index.values():
+                p.grad = grads[id(p)]
+            for layer in layers:
+                layer.grad_full = fulls[id(layer)]
+
 
     # ------------------------------------------------------------------ the step
     def _nonfinite(self, msg: str) -> None:
@@ -519,7 +562,11 @@ class TDLRT(Optimizer):
             return loss
         # compute every Tucker update first, then commit (atomic step)
         try:
-            results = [self._layer_update(layer, index) for layer in active]
+            ctxs = [self._k_phase(layer, index) for layer in active]
+            two_pass = [ctx for ctx in ctxs if closure is not None
+                        and ctx["group"]["integrator"] == "bug" and not ctx["group"]["adaptive"]]
+            g2 = self._second_pass(closure, two_pass, layers, index) if two_pass else {}
+            results = [self._c_phase(ctx, g2.get(id(ctx["layer"]), ctx["grad"])) for ctx in ctxs]
         except _NonFiniteUpdate:
             results = None
         if results is None:

@@ -389,3 +389,46 @@ def test_named_parameters_name_the_step_info():
     for name, info in opt.last_step_info.items():
         assert info["ranks"] == model.get_submodule(name).ranks
         assert info["error_bound"] >= 0.0
+
+
+def test_fixed_rank_step_with_closure_equals_core_bug_euler():
+    """adaptive=False with a closure: the exact fixed-rank BUG (C-step gradient at the
+    Galerkin point, second evaluation) = the core's bug with one Euler substep; other
+    parameters use the first pass's gradients."""
+    from tucker_dlra.integrators import bug
+
+    layer, x, target, loss_w = _conv_problem(11)
+    layer.bias = nn.Parameter(torch.randn(5, dtype=D64))
+    b0 = layer.bias.detach().clone()
+    lr = 0.4
+
+    def rhs(t, w):
+        w = w.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(((F.conv2d(x, w, b0, 1, 1) - target) ** 2).mean(), w)
+        return -g
+
+    y1, _ = bug(rhs, 0.0, layer.tucker(), lr, substep="euler")
+    opt = TDLRT(layer.parameters(), lr=lr, adaptive=False)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((layer(x) - target) ** 2).mean()
+        loss.backward()
+        return loss
+
+    b = layer.bias.detach().clone().requires_grad_(True)
+    w0 = layer.weight_full().detach()
+    (gb,) = torch.autograd.grad(((F.conv2d(x, w0, b, 1, 1) - target) ** 2).mean(), b)
+    opt.step(closure)
+    assert layer.ranks == (3, 2, 2, 2)
+    torch.testing.assert_close(layer.weight_full(), y1.full(), rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(layer.bias, b - lr * gb, rtol=1e-12, atol=1e-13)
+    # without a closure the one-pass variant differs from it at O(lr^2) only
+    layer2, *_ = _conv_problem(11)
+    layer2.bias = nn.Parameter(b0.clone())
+    opt2 = TDLRT(layer2.parameters(), lr=lr, adaptive=False)
+    ((layer2(x) - target) ** 2).mean().backward()
+    opt2.step()
+    diff = float(torch.linalg.vector_norm(layer2.weight_full() - y1.full()))
+    step = float(torch.linalg.vector_norm(y1.full() - w0))
+    assert 0 < diff < 0.2 * step
