@@ -11,22 +11,21 @@ All random data are drawn on the host with NumPy (``numpy.random.default_rng(see
 float64/complex128) and then moved to the requested array library, dtype and device,
 so the same seed gives the same problem on every backend.
 
-=====================================  ==============================================
-constructor                            problem
-=====================================  ==============================================
-:func:`low_rank_trajectory`            (a) :math:`A(t) = C(t)\times_i e^{tW_i}U_i`, F = Ȧ;
-                                       (b) with ``sigma_min`` / ``eps``: a core whose
-                                       singular values span many decades plus an
-                                       :math:`\varepsilon` perturbation (Koch & Lubich
-                                       2010; NUMERICS T3)
-:func:`gradient_flow`                  (c) :math:`\dot W = -\nabla L(W)`,
-                                       :math:`L(W) = \tfrac12\|\mathcal A(W)-B\|^2`
-                                       (the paper's Eq. (5)), exact solution
-:func:`schrodinger`                    (d) discrete Schrödinger equation (NUMERICS T2)
-:func:`heat`                           (d) heat equation, exact solution
-:func:`matrix_tiny_singular_values`    (e) T1: singular values :math:`2^{-j}`
-:func:`tucker_tiny_singular_values`    (e) T4a: its Tucker analogue
-=====================================  ==============================================
+Constructors:
+
+* :func:`low_rank_trajectory` -- problem (a), :math:`A(t) = C(t)\times_i e^{tW_i}U_i` with
+  F = dA/dt; with ``sigma_min``/``eps`` problem (b): a core whose singular values span
+  many decades plus an :math:`\varepsilon` perturbation (Koch & Lubich 2010; NUMERICS T3);
+* :func:`gradient_flow` -- problem (c), :math:`\dot W = -\nabla L(W)` with
+  :math:`L(W) = \tfrac12\|\mathcal A(W)-B\|^2` (the paper's Eq. (5)), exact solution;
+* :func:`schrodinger` -- problem (d), discrete Schrödinger equation (NUMERICS T2);
+* :func:`heat` -- problem (d), heat equation, exact solution;
+* :func:`matrix_tiny_singular_values` -- problem (e), T1: singular values :math:`2^{-j}`;
+* :func:`tucker_tiny_singular_values` -- problem (e), T4a: its Tucker analogue.
+
+Helpers: :func:`descent_bound` (the constants of Theorem 2), :func:`pad_rank`,
+:func:`quadrature_substep`, :func:`apply_linear`, :func:`apply_linear_tucker`,
+:func:`expm_multiply_taylor`.
 
 The core never imports torch at module level; ``backend="torch"`` imports it lazily.
 """
