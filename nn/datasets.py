@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -350,25 +351,29 @@ def download_file(urls: Sequence[str], dest: str | os.PathLike, md5: str, retrie
             tmp = Path(tmp_name)
             try:
                 h = hashlib.md5()
+                received = 0
                 with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
                     total = int(r.headers.get("Content-Length") or 0)
                     bar = _progress_bar(total, dest.name) if progress else None
                     for block in iter(lambda r=r: r.read(1 << 16), b""):
                         out.write(block)
                         h.update(block)
+                        received += len(block)
                         if bar is not None:
                             bar.update(len(block))
                     if bar is not None:
                         bar.close()
                     out.flush()
                     os.fsync(out.fileno())
+                if total and received != total:
+                    raise OSError(f"transfer interrupted after {received} of {total} bytes")
                 got = h.hexdigest()
                 if got != md5:
                     errors.append(f"{url}: MD5 {got} != expected {md5}")
                     break  # corrupt content: retrying the same URL will not help
                 os.replace(tmp, dest)
                 return dest
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 errors.append(f"{url} (attempt {attempt + 1}): {exc}")
                 if attempt + 1 < retries:
                     time.sleep(backoff * 2**attempt)

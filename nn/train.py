@@ -54,6 +54,7 @@ __all__ = [
     "METHODS",
     "SCHEDULES",
     "TrainConfig",
+    "CheckpointError",
     "TrainingError",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -73,7 +74,11 @@ CHECKPOINT_VERSION = 1
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
+    """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable tucker-dlra checkpoint."""
 
 
 @dataclass
@@ -203,7 +208,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError, TrainingError
+    FileNotFoundError, CheckpointError
         Missing file; not a tucker-dlra checkpoint.
     """
     path = Path(path)
@@ -212,9 +217,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise TrainingError(f"{path} is not a readable checkpoint ({exc})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise TrainingError(f"{path} is not a tucker-dlra checkpoint")
+        raise CheckpointError(f"{path} is not a tucker-dlra checkpoint")
     return state
 
 

@@ -1,0 +1,155 @@
+"""The ``tucker-dlra`` command line: tiny runs of every method, evaluate/report/export/plot,
+verify, and bad arguments (one-line message, exit status 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tucker_dlra.nn import cli  # noqa: E402
+from tucker_dlra.nn.train import METHODS  # noqa: E402
+
+TINY = ["--train-limit", "400", "--test-limit", "200", "--batch-size", "64", "--threads", "1",
+        "--no-progress"]
+
+
+def run_cli(args, capsys):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_train_every_method_tiny(method, tmp_path, capsys):
+    out = tmp_path / method
+    code, stdout, err = run_cli(["train", "--method", method, "--max-steps", "3", "--out", out,
+                                 "--epochs", "2", "--no-plots", "--tau", "0.3", *TINY], capsys)
+    assert code == 0, err
+    record = json.loads((out / "metrics.json").read_text())
+    rows = record["epochs"]
+    assert len(rows) == 1 and rows[0]["step"] == 3  # --max-steps stops inside the first epoch
+    assert math.isfinite(rows[0]["train_loss"]) and 0 <= rows[0]["test_acc"] <= 1
+    assert (out / "checkpoint.pt").is_file() and (out / "metrics.csv").is_file()
+    assert "test accuracy" in stdout and "time" in stdout
+    s = record["summary"]
+    if method == "baseline":
+        assert s["eval_compression"] == 0.0 and s["ranks"] == {}
+    else:
+        assert "conv compression" in stdout
+        assert s["eval_compression"] > 0  # low-rank convolutions hold fewer parameters
+        assert (out / "report.txt").read_text().count("conv") >= 2
+    if method.startswith("tdlrt"):
+        # started at full rank, truncated with tau = 0.3 after every step: ranks fell
+        assert set(s["ranks"]) == {"conv1", "conv2"}
+        assert sum(s["ranks"]["conv2"]) < 50 + 20 + 5 + 5
+
+
+def test_evaluate_report_export_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--max-steps", "6", "--out", run, "--epochs", "1",
+                            "--tau", "0.3", *TINY], capsys)
+    assert code == 0, err
+    for name in ("curves", "ranks", "compression", "summary"):
+        png = run / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    ckpt = run / "checkpoint.pt"
+    code, out, _ = run_cli(["evaluate", ckpt, "--json"], capsys)
+    assert code == 0
+    ev = json.loads(out)
+    assert ev["images"] == 2000  # the full embedded test set
+    code, out, _ = run_cli(["report", ckpt], capsys)
+    assert code == 0 and "conv1" in out and "conv2" in out and "eval compression" in out
+    # the dense export computes the same function: same accuracy, same loss
+    dense = tmp_path / "dense.pt"
+    code, out, _ = run_cli(["export", ckpt, dense], capsys)
+    assert code == 0 and dense.is_file()
+    code, out, _ = run_cli(["evaluate", dense, "--json"], capsys)
+    ev_dense = json.loads(out)
+    assert ev_dense["accuracy"] == ev["accuracy"]
+    assert abs(ev_dense["loss"] - ev["loss"]) <= 1e-4 * max(1.0, ev["loss"])
+    state = torch.load(dense, weights_only=False)
+    assert not any("core" in k or "factors" in k for k in state["model"])
+    ts = tmp_path / "dense.ts"
+    code, _, _ = run_cli(["export", ckpt, ts, "--torchscript"], capsys)
+    assert code == 0 and torch.jit.load(str(ts))(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    code, out, _ = run_cli(["plot", run, "--out", tmp_path / "figs"], capsys)
+    assert code == 0 and len(list((tmp_path / "figs").glob("*.png"))) == 4
+
+
+def test_verify_quick(tmp_path, capsys):
+    code, out, err = run_cli(["verify", "--quick", "--out", tmp_path], capsys)
+    assert code == 0, out + err
+    record = json.loads((tmp_path / "verify.json").read_text())
+    names = {c["name"]: c for c in record["checks"]}
+    assert set(names) == {"exactness", "robustness", "descent", "error-order",
+                          "rank-adaptivity"}
+    assert all(c["passed"] for c in names.values())
+    assert 0.75 <= names["error-order"]["slope"] <= 1.4
+    assert (tmp_path / "verify.png").stat().st_size > 10_000
+    assert out.count("PASS") == 5
+
+
+BAD = [
+    (["train", "--model", "resnet50"], "invalid choice: 'resnet50'"),
+    (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    (["train", "--tau", "-0.1"], "tau must be a finite number >= 0"),
+    (["train", "--tau", "nan"], "tau must be a finite number >= 0"),
+    (["train", "--lr", "0"], "lr must be > 0"),
+    (["train", "--epochs", "0"], "epochs must be >= 1"),
+    (["train", "--rank", "4", "--rank-fraction", "0.5"], "not allowed with argument"),
+    (["train", "--dataset", "mnist", "--data-dir", "{tmp}/missing"], "does not exist"),
+    (["train", "--dataset", "cifar10"], "needs --data-dir"),
+    (["train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}"], "--download"),
+    (["train", "--out", "{tmp}/file/run"], "cannot write to output folder"),
+    (["train", "--device", "cuda:7"] if not torch.cuda.is_available() else
+     ["train", "--device", "tpu"], "device"),
+    (["evaluate", "{tmp}/none.pt"], "does not exist"),
+    (["report", "{tmp}/file"], "not a readable checkpoint"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
+def test_bad_arguments_one_line_exit_2(args, message, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "train":
+        args += ["--max-steps", "1", "--no-plots", "--quiet", "--out", str(tmp_path / "run")] \
+            if "--out" not in args else ["--max-steps", "1"]
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+    assert lines[0].startswith("tucker-dlra")
+
+
+def test_entry_point_subprocess_bad_model_and_help():
+    """The real entry point (python -m tucker_dlra): status 2, one line, no traceback."""
+    bad = subprocess.run([sys.executable, "-m", "tucker_dlra", "train", "--model", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "invalid choice: 'nope'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "tucker_dlra", "train", "--help"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--tau" in ok.stdout and "--resume" in ok.stdout
+
+
+def test_core_import_does_not_import_nn_or_torch():
+    code = ("import sys, tucker_dlra, tucker_dlra.__main__; "
+            "print('torch' in sys.modules, 'tucker_dlra.nn' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).parent)
+    assert res.stdout.split() == ["False", "False"], res.stderr
