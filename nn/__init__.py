@@ -3,12 +3,26 @@
 # C1: Tucker layers (layers); C2: conversion, compression reports and the paper's vanilla
 # baselines of Sec. 4 (convert, report, vanilla).  Keep one sorted import block + __all__.
 from .convert import KINDS, to_dense, tuckerize
+from .datasets import DATASETS, ArrayDataset, DatasetError, load_dataset
 from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_tucker_layer
+from .models import MODELS, LeNet5, build_model
 from .optim import TDLRT
 from .report import CompressionReport, LayerReport, compression_report, parameter_counts
+from .train import TrainConfig, evaluate, train
 from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
 
 __all__ = [
+    # D: the training application (datasets, models, train)
+    "DATASETS",
+    "MODELS",
+    "ArrayDataset",
+    "DatasetError",
+    "LeNet5",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "load_dataset",
+    "train",
     "KINDS",
     "CompressionReport",
     "LayerReport",
