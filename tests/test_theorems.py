@@ -342,3 +342,23 @@ def test_tutorial_theorem2_code_runs(capsys):
     exec(compile("\n".join(blocks), str(path), "exec"), namespace)  # noqa: S102
     out = capsys.readouterr().out
     assert "holds=True" in out and "holds=False" not in out
+
+
+def test_convergence_orders_on_heat_equation():
+    """Order 1 for bug, order 2 for midpoint_bug (Ceruti, Einkemmer, Kusch & Lubich 2024).
+
+    Heat equation with a smooth rank-3 start; exponential ("exact") substeps so that only
+    the integrators' own errors remain.
+    """
+    p = P.heat((16, 16, 16), 3, seed=1)  # 4r = 12 < 16: midpoint is not trivially exact
+    hs = [0.1, 0.05, 0.025]
+    errs = {}
+    for method in ("bug", "midpoint_bug"):
+        errs[method] = []
+        for h in hs:
+            res = integrate(p.F_tucker, p.y0, (0.0, 1.0), h, method=method, substep="exact",
+                            structured=True, keep=False)
+            errs[method].append(p.error(res.y[-1], 1.0))
+    assert 0.85 <= _slope(hs, errs["bug"]) <= 1.2, errs
+    assert 1.8 <= _slope(hs, errs["midpoint_bug"]) <= 2.4, errs
+    assert errs["midpoint_bug"][-1] < 0.05 * errs["bug"][-1]

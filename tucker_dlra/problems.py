@@ -870,8 +870,9 @@ def heat(
 ) -> Problem:
     r"""(d) Heat equation :math:`\dot Y = \kappa \sum_i Y \times_i \Delta_i` on :math:`(0,1)^d`.
 
-    :math:`\Delta_i = (n_i+1)^2\,\mathrm{tridiag}(1, -2, 1)` (Dirichlet, 3-point), random
-    rank-``rank`` Tucker initial value with :math:`\|Y_0\| = 1`.  Because the operator is
+    :math:`\Delta_i = (n_i+1)^2\,\mathrm{tridiag}(1, -2, 1)` (Dirichlet, 3-point), a smooth
+    rank-``rank`` Tucker initial value with :math:`\|Y_0\| = 1` (factors: orthonormalised
+    Gaussian bumps of width 0.15 at random centres, random core).  Because the operator is
     a Kronecker sum, :math:`Y(t) = Y_0 \times_i e^{t\kappa\Delta_i}` exactly, and the
     solution keeps the Tucker rank of :math:`Y_0` (``best_error`` is 0).  One of the
     midpoint-BUG paper's test problems (NUMERICS.md T5).  Stiffness:
@@ -883,7 +884,11 @@ def heat(
     rng = _rng(seed)
     laps = [kappa * (n + 1) ** 2 * (np.eye(n, k=1) + np.eye(n, k=-1) - 2 * np.eye(n))
             for n in shape]
-    us = [_orth(rng, n, r) for n, r in zip(shape, rank, strict=True)]
+    us = []
+    for n, r in zip(shape, rank, strict=True):  # smooth: Gaussian bumps at random centres
+        x = np.arange(1, n + 1) / (n + 1)
+        centres = rng.uniform(0.25, 0.75, r)
+        us.append(np.linalg.qr(np.exp(-((x[:, None] - centres) ** 2) / (2 * 0.15**2)))[0])
     core = _random_core(rng, rank)
     terms: list[LinearTerm] = [(1.0, {i: a}) for i, a in enumerate(laps)]
 
