@@ -284,9 +284,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     train_set, test_set = load_dataset(name, data_dir, args.download,
                                        mirrors=[args.mirror] if args.mirror else None)
     data = test_set if args.split == "test" else train_set
-    if tuple(data.shape) != tuple(state["shape"]):
-        raise CommandError(f"dataset {name!r} has images of shape {data.shape}, the checkpoint "
-                           f"expects {tuple(state['shape'])}")
+    if tuple(data.image_shape) != tuple(state["shape"]):
+        raise CommandError(f"dataset {name!r} has images of shape {data.image_shape}, the "
+                           f"checkpoint expects {tuple(state['shape'])}")
     device = resolve_device(args.device)
     loss, acc = evaluate(model.to(device), data, args.batch_size, device)
     result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,

@@ -192,7 +192,7 @@ class ArrayDataset:
         return int(self.images.shape[0])
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, int, int]:
         """Shape ``(C, H, W)`` of one image."""
         return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
 

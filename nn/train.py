@@ -485,7 +485,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     train_set, val_set = _split(train_full, cfg)
     if cfg.test_limit is not None:
         test = test.subset(slice(0, cfg.test_limit))
-    shape, num_classes = train_set.shape, train_set.num_classes
+    shape, num_classes = train_set.image_shape, train_set.num_classes
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - for user code using the global RNG

@@ -99,7 +99,7 @@ def server(idx_files):
 def test_embedded_subset_is_balanced_real_mnist(subset):
     train, test = D.load_dataset("mnist-subset")
     assert (len(train), len(test)) == (10_000, 2_000)
-    assert train.images.dtype == torch.uint8 and train.shape == (1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.image_shape == (1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [1000] * 10
     assert torch.bincount(test.labels).tolist() == [200] * 10
     # real digits: ink on ~19 % of the pixels, mean intensity close to MNIST's 0.1307
@@ -170,7 +170,7 @@ def test_read_cifar10_tarball(tmp_path, monkeypatch):
                                files={"cifar-10-python.tar.gz": _md5(path.read_bytes())})
     monkeypatch.setitem(D.DATASETS, "cifar10", spec)
     train, test = D.load_dataset("cifar10", tmp_path)
-    assert train.shape == (3, 32, 32) and len(train) == 20 and len(test) == 4
+    assert train.image_shape == (3, 32, 32) and len(train) == 20 and len(test) == 4
     x, _ = next(train.batches(5))
     assert x.shape == (5, 3, 32, 32)
 
