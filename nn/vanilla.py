@@ -43,6 +43,7 @@ __all__ = [
     "VanillaMatrixConv",
     "VanillaLowRankLinear",
     "conv_macs",
+    "pointwise",
     "resolve_ranks",
     "VANILLA_KINDS",
 ]
@@ -196,6 +197,30 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
     raise ValueError(f"kind must be 'dense', 'tucker', 'cp' or 'matrix'; got {kind!r}")
 
 
+def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    r"""1x1 convolution :math:`y_{n,:,\ell} = W x_{n,:,\ell} + b` as one batched GEMM.
+
+    Parameters
+    ----------
+    x : tensor (N, c_in, *spatial) (batched) -- any number of spatial dims
+    w : tensor (c_out, c_in)
+    bias : tensor (c_out,), optional
+
+    Returns
+    -------
+    tensor (N, c_out, *spatial); the same values as ``F.convNd(x, w[..., None...], bias)``.
+    Cost :math:`N c_\text{out} c_\text{in} L` multiply-adds, :math:`L = \prod` spatial.
+    """
+    n, c = x.shape[0], x.shape[1]
+    flat = x.reshape(n, c, -1)
+    if bias is None:
+        y = torch.matmul(w, flat)
+    else:
+        y = torch.baddbmm(bias.reshape(1, -1, 1), w.expand(n, -1, -1), flat)
+    return y.reshape((n, w.shape[0]) + tuple(x.shape[2:]))
+
+
 def _check_forward_mode(mode: str) -> str:
     if mode not in _FORWARD_MODES:
         raise ValueError(f"forward_mode must be one of {_FORWARD_MODES}; got {mode!r}")
@@ -268,8 +293,13 @@ class _VanillaConv(nn.Module):
 
     def _pointwise(self, x: torch.Tensor, w: torch.Tensor,
                    bias: torch.Tensor | None = None) -> torch.Tensor:
-        """1x1 convolution with the matrix ``w`` of shape (c_out, c_in)."""
-        return _CONV_FN[self.dim](x, w.reshape(w.shape + (1,) * self.dim), bias)
+        """1x1 convolution with the matrix ``w`` of shape (c_out, c_in), as a batched GEMM.
+
+        ``w @ x.reshape(N, c_in, L)`` (bias fused by ``baddbmm``): on CPU this is several
+        times faster than ``F.convNd`` with a 1x1 kernel, whose oneDNN path is slow for few
+        channels (``validation/bench_factorized_conv.py``).
+        """
+        return pointwise(x, w, bias)
 
     def path(self, in_spatial: Sequence[int]) -> str:
         """``"dense"`` or ``"factorized"``: the path ``forward`` takes for this input size."""
@@ -284,11 +314,14 @@ class _VanillaConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolution with the factorized kernel (result equals ``F.convNd`` with
-        :meth:`weight_full`); path chosen by :meth:`path`."""
+        :meth:`weight_full`); path chosen by :meth:`path`.  Unbatched inputs are accepted
+        as by ``nn.ConvNd``."""
         mode = self.path(tuple(x.shape[-self.dim:]))
         if mode == "factorized":
             if self.groups != 1:
                 raise ValueError("forward_mode='factorized' needs groups=1; use 'dense' or 'auto'")
+            if x.dim() == self.dim + 1:
+                return self._factorized(x.unsqueeze(0)).squeeze(0)
             return self._factorized(x)
         return self._spatial_conv(x, self.weight_full(), self.bias, self.groups)
 

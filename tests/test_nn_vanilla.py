@@ -17,6 +17,7 @@ from tucker_dlra.nn.vanilla import (
     VanillaMatrixConv,
     VanillaTuckerConv,
     conv_macs,
+    pointwise,
     resolve_ranks,
 )
 
@@ -200,7 +201,7 @@ def test_plain_sgd_on_the_factors_reduces_the_loss(cls):
         opt.zero_grad()
         loss = F.mse_loss(layer(x), y)
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if len(losses) == 1:
             for name, p in layer.named_parameters():
                 assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
@@ -248,3 +249,18 @@ def test_bad_input_is_refused_with_clear_errors():
         VanillaLowRankLinear.from_linear(nn.Linear(3, 4), rtol=float("nan"))
     with pytest.raises(ValueError, match="in_features"):
         VanillaLowRankLinear(0, 3)
+
+
+def test_pointwise_gemm_equals_1x1_conv_and_unbatched_input():
+    torch.manual_seed(9)
+    for dim in (1, 2, 3):
+        x = torch.randn((3, 5) + (4,) * dim, dtype=DT)
+        w, b = torch.randn(7, 5, dtype=DT), torch.randn(7, dtype=DT)
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dim]
+        ref = conv(x, w.reshape((7, 5) + (1,) * dim), b)
+        torch.testing.assert_close(pointwise(x, w, b), ref)
+        torch.testing.assert_close(pointwise(x, w), ref - b.reshape((7,) + (1,) * dim))
+    layer = VanillaTuckerConv(5, 7, 3, padding=1, rank=3, forward_mode="factorized", dtype=DT)
+    x = torch.randn(5, 6, 6, dtype=DT)
+    torch.testing.assert_close(layer(x), layer(x.unsqueeze(0)).squeeze(0))
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight_full(), layer.bias, padding=1))
