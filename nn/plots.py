@@ -86,6 +86,10 @@ def _draw_ranks(ax, record: dict[str, Any]) -> bool:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("Tucker rank")
     ax.set_yscale("log", base=2)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.yaxis.set_major_locator(LogLocator(base=2))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2 if len(series) > 2 else 1)
     return True
