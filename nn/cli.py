@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 0.5; TDLRT default: full rank)")
     g.add_argument("--max-rank", type=_pos_int("max-rank"), help="upper bound on every rank")
     g = t.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=_pos_int("epochs"), default=None, help="[10]")
+    g.add_argument("--epochs", type=_pos_int("epochs"), default=None, help="[15]")
     g.add_argument("--lr", type=_pos_float("lr"), default=0.05, help="learning rate [0.05]")
     g.add_argument("--schedule", choices=list(SCHEDULES), default="plateau",
                    help="plateau: divide lr by 10 when the validation loss stalls; cosine: "
@@ -244,7 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "it); the shipped dataset is mnist-subset")
     cfg = TrainConfig(
         model=args.model, dataset=args.dataset, method=args.method, tau=args.tau, rule=args.rule,
-        epochs=args.epochs if args.epochs is not None else 10, lr=args.lr,
+        epochs=args.epochs if args.epochs is not None else 15, lr=args.lr,
         schedule=args.schedule, patience=args.patience, momentum=args.momentum,
         bn_momentum=args.bn_momentum, weight_decay=args.weight_decay,
         batch_size=args.batch_size, seed=args.seed, device=args.device, rank=args.rank,

@@ -104,7 +104,15 @@ def _draw_compression(ax, record: dict[str, Any]) -> None:
                               ("eval_compression_all", "eval (all layers)", ":o"),
                               ("train_compression_all", "train (all layers)", ":s")):
         vals = [init.get(key, rows[0][key] if rows else 0.0)] + [r[key] for r in rows]
-        if _finite(vals):
+        hist = [(e["step"], e[key]) for e in record.get("ranks", []) if key in e]
+        if hist:  # step-resolved from the rank history, epoch ends marked
+            last = steps[-1]
+            xs = [h[0] for h in hist] + ([last] if hist[-1][0] < last else [])
+            ys = [h[1] for h in hist] + ([hist[-1][1]] if hist[-1][0] < last else [])
+            line = ax.step(xs, ys, where="post", ls=style[0] if style[0] == ":" else "-",
+                           label=label)[0]
+            ax.plot(steps[1:], vals[1:], style[-1], ms=3, color=line.get_color())
+        elif _finite(vals):
             ax.plot(steps, vals, style, ms=3, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("compression [%]")

@@ -93,7 +93,7 @@ class TrainConfig:
     method: str = "tdlrt"
     tau: float = 0.2
     rule: str = "per_mode"
-    epochs: int = 10
+    epochs: int = 15
     lr: float = 0.05
     schedule: str = "plateau"
     patience: int = 2
@@ -358,6 +358,23 @@ def compression(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, Any]
     }
 
 
+def _rank_entry(model: nn.Module, step: int, cfg: TrainConfig,
+                ranks: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """One point of the rank history: ranks per layer and the compression rates at ``step``
+    (parameter counts only, no forward pass)."""
+    entry: dict[str, Any] = {"step": step, "ranks": current_ranks(model) if ranks is None
+                             else ranks}
+    if cfg.method != "baseline":
+        from .report import compression_report
+
+        rep = compression_report(model)
+        entry.update(eval_compression=float(rep.eval_compression_conv),
+                     train_compression=float(rep.train_compression_conv),
+                     eval_compression_all=float(rep.eval_compression),
+                     train_compression_all=float(rep.train_compression))
+    return entry
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
              "python": random.getstate()}
@@ -509,7 +526,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         _set_rng_state(state["rng"])
         log(f"resumed {out / CHECKPOINT} at epoch {start_epoch}, step {step}")
     else:
-        record["ranks"].append({"step": 0, "ranks": current_ranks(model)})
+        record["ranks"].append(_rank_entry(model, 0, cfg))
         comp0 = compression(model, shape) if cfg.method != "baseline" else None
         record["initial"] = {"eval_compression": comp0["eval"] if comp0 else 0.0,
                              "train_compression": comp0["train"] if comp0 else 0.0}
@@ -551,7 +568,7 @@ def train(cfg: TrainConfig, resume: bool = False,
             seen += len(y)
             ranks = current_ranks(model)
             if step % log_every == 0 and ranks != record["ranks"][-1]["ranks"]:
-                record["ranks"].append({"step": step, "ranks": ranks})
+                record["ranks"].append(_rank_entry(model, step, cfg, ranks))
             bar.set_postfix_str(f"loss {loss_sum / seen:.4f} acc {100 * correct / seen:.2f}% "
                                 + _ranks_text(ranks), refresh=False)
             bar.update(1)
@@ -561,7 +578,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         bar.close()
         ranks = current_ranks(model)
         if record["ranks"][-1]["step"] != step:
-            record["ranks"].append({"step": step, "ranks": ranks})
+            record["ranks"].append(_rank_entry(model, step, cfg, ranks))
         val_loss, val_acc = evaluate(model, val_set, device=device) if val_set else (math.nan,) * 2
         test_loss, test_acc = evaluate(model, test, device=device)
         comp = compression(model, shape) if cfg.method != "baseline" else None
