@@ -8,7 +8,7 @@ Problems (``tucker_dlra.problems``; NUMERICS.md section 3):
 * ``b``     -- the same with singular values down to 1e-10 and a perturbation eps = 1e-6:
               error ~ eps for every h (robust), while the direct integration of (8) fails;
 * ``T1``    -- matrix, singular values 2^-j, n = 100, r = 16 (NUMERICS T1);
-* ``T4a``   -- Tucker analogue, n = 20, d = 3, r = 6 (NUMERICS T4(a));
+* ``T4a``   -- Tucker analogue, n = 20, d = 3, r = 10 (NUMERICS T4(a));
 * ``T2``    -- discrete Schrödinger equation, n = 100, r = 8 (NUMERICS T2);
 * ``heat``  -- heat equation 16^3, rank 3 (a Kronecker-sum flow, exactly rank 3).
 
@@ -50,7 +50,7 @@ def problems():
               dict(quad=True)),
         "T1": (lambda: P.matrix_tiny_singular_values(100, 16, seed=1234),
                dict(substeps=4, structured=True)),
-        "T4a": (lambda: P.tucker_tiny_singular_values(20, 6, seed=0),
+        "T4a": (lambda: P.tucker_tiny_singular_values(20, 10, seed=0),
                 dict(substeps=4, structured=True)),
         "T2": (lambda: P.schrodinger(100, 8, seed=0), dict(structured=True)),
         "heat": (lambda: P.heat((16, 16, 16), 3, seed=0), dict(structured=True, exact=True)),
