@@ -100,17 +100,17 @@ class _Target:
         elif device not in (None, "cpu"):
             raise ValueError(f"device must be None or 'cpu' for backend='numpy'; got {device!r}")
 
-    def __call__(self, a: np.ndarray) -> Array:
+    def const(self, a: np.ndarray) -> Array:
+        """Convert one of the problem's fixed arrays, once (cached by identity)."""
         key = id(a)
         hit = self._cache.get(key)
         if hit is not None and hit[0] is a:
             return hit[1]
-        out = self._convert(a)
-        if isinstance(a, np.ndarray) and a.ndim == 2 and len(self._cache) < 256:
-            self._cache[key] = (a, out)  # the problem's fixed matrices: convert once
+        out = self(a)
+        self._cache[key] = (a, out)  # keeps ``a`` alive, so its id is not reused
         return out
 
-    def _convert(self, a: np.ndarray) -> Array:
+    def __call__(self, a: np.ndarray) -> Array:
         a = np.asarray(a)
         if not self.complex and np.iscomplexobj(a):
             a = a.real
@@ -712,32 +712,36 @@ def gradient_flow(
         if isinstance(w, TuckerTensor):
             val = 0.0
             for i, (a, b) in enumerate(zip(a_mats, b_mats, strict=True)):
-                wa = TuckerTensor(w.core, [tgt(a) @ f if k == i else f
+                wa = TuckerTensor(w.core, [tgt.const(a) @ f if k == i else f
                                            for k, f in enumerate(w.factors)])
-                val += 0.5 * float(wa.inner(wa)) - float(wa.inner(tgt(b))) \
+                val += 0.5 * float(wa.inner(wa)) - float(wa.inner(tgt.const(b))) \
                     + 0.5 * float(np.sum(b * b))
             return val
         xp = _ns(w)
         val = 0.0
         for i, (a, b) in enumerate(zip(a_mats, b_mats, strict=True)):
-            r = multi_mode_product(w, [tgt(a)], modes=[i]) - tgt(b)
+            r = multi_mode_product(w, [tgt.const(a)], modes=[i]) - tgt.const(b)
             val += 0.5 * float(xp.sum(r * r))
         return val
 
+    atb = sum(multi_mode_product(b, [a.T], modes=[i])
+              for i, (a, b) in enumerate(zip(a_mats, b_mats, strict=True)))  # A^* B
+    eps_noise = eps * noise_back
+
     def grad(w: Array) -> Array:
-        out = -tgt(sum(multi_mode_product(b, [a.T], modes=[i])
-                       for i, (a, b) in enumerate(zip(a_mats, b_mats, strict=True))))
+        out = -tgt.const(atb)
         for i, g in enumerate(g_mats):
-            out = out + multi_mode_product(w, [tgt(g)], modes=[i])
+            out = out + multi_mode_product(w, [tgt.const(g)], modes=[i])
         return out
 
     terms: list[LinearTerm] = [(1.0, {i: g}) for i, g in enumerate(g_mats)]
     star_t = TuckerTensor(tgt(cstar), [tgt(u) for u in ustar], orthonormal=True)
 
     def grad_tucker(w: TuckerTensor) -> TuckerTensor | Array:
-        out = apply_linear_tucker(terms, w, to=tgt) - apply_linear_tucker(terms, star_t, to=tgt)
+        out = (apply_linear_tucker(terms, w, to=tgt.const)
+               - apply_linear_tucker(terms, star_t, to=tgt.const))
         if eps:
-            return out.full() - tgt(eps * noise_back)
+            return out.full() - tgt.const(eps_noise)
         return out
 
     def F(t: float, w: Array) -> Array:
@@ -830,16 +834,16 @@ def schrodinger(
         return cache[t]
 
     def F(t: float, y: Array) -> Array:
-        return apply_linear(terms, y, to=tgt)
+        return apply_linear(terms, y, to=tgt.const)
 
     def F_tucker(t: float, y: TuckerTensor) -> TuckerTensor:
-        return apply_linear_tucker(terms, y, to=tgt)
+        return apply_linear_tucker(terms, y, to=tgt.const)
 
     def energy(y: Array | TuckerTensor) -> float:
         if isinstance(y, TuckerTensor):
-            return abs(complex(y.inner(apply_linear_tucker(h_terms, y, to=tgt))))
+            return abs(complex(y.inner(apply_linear_tucker(h_terms, y, to=tgt.const))))
         xp = _ns(y)
-        hy = apply_linear(h_terms, y, to=tgt)
+        hy = apply_linear(h_terms, y, to=tgt.const)
         return abs(complex(xp.sum(xp.conj(y) * hy)))
 
     def best_error(t: float) -> float:
@@ -898,8 +902,8 @@ def heat(
 
     return Problem(
         name="heat", y0=tgt.tucker(core, us),
-        F=lambda t, y: apply_linear(terms, y, to=tgt),
-        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt),
+        F=lambda t, y: apply_linear(terms, y, to=tgt.const),
+        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=rank,
         best_error=lambda t: 0.0, terms=terms,
         source="issue 3 (d); heat test of the midpoint BUG paper (NUMERICS.md T5)",
@@ -951,8 +955,8 @@ def matrix_tiny_singular_values(
 
     return Problem(
         name="T1", y0=tgt.tucker(np.diag(sig[:rank]), [eye[:, :rank], eye[:, :rank]]),
-        F=lambda t, y: apply_linear(terms, y, to=tgt),
-        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt),
+        F=lambda t, y: apply_linear(terms, y, to=tgt.const),
+        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=(rank, rank),
         best_error=best_error, terms=terms,
         source="NUMERICS.md T1 (Ceruti & Lubich 2022 Sec. 5)",
@@ -999,8 +1003,8 @@ def tucker_tiny_singular_values(
 
     return Problem(
         name="T4a", y0=tgt.tucker(_odeco_core(sig[:rank], d, None), [eye[:, :rank]] * d),
-        F=lambda t, y: apply_linear(terms, y, to=tgt),
-        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt),
+        F=lambda t, y: apply_linear(terms, y, to=tgt.const),
+        F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=(rank,) * d,
         best_error=best_error, terms=terms,
         source="NUMERICS.md T4(a)",
