@@ -125,7 +125,7 @@ def _tucker_upper(shape: Sequence[int]) -> list[int]:
     return [min(n, total // n) for n in shape]
 
 
-def out_spatial(in_spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+def _out_spatial(in_spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                 padding: Any, dilation: Sequence[int]) -> tuple[int, ...]:
     """Output spatial size of a convolution (the formula of ``nn.ConvNd``)."""
     if isinstance(padding, str):
@@ -307,7 +307,7 @@ class _VanillaConv(nn.Module):
             return self.forward_mode
         if self.groups != 1:
             return "dense"
-        out_sp = out_spatial(in_spatial, self.kernel_size, self.stride, self.padding,
+        out_sp = _out_spatial(in_spatial, self.kernel_size, self.stride, self.padding,
                              self.dilation)
         dense = conv_macs("dense", self.kernel_shape, None, in_spatial, out_sp)
         return "factorized" if self._macs(in_spatial, out_sp) < dense else "dense"
