@@ -207,3 +207,19 @@ def test_backends_and_dtypes():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_schrodinger_reference_against_scipy_expm():
+    """The Taylor reference of T2 (with the non-Kronecker term V Y V) equals scipy's expm."""
+    from scipy.linalg import expm
+
+    p = P.schrodinger(12, 3, seed=4)
+    n = 12
+    d = p.terms[0][1][0]
+    v = p.terms[2][1][0]
+    eye = np.eye(n)
+    # row-major vec: vec(D Y) = (D kron I) vec Y, vec(Y D^T) = (I kron D) vec Y
+    op = -1j * (np.kron(d, eye) + np.kron(eye, d) + np.kron(v, v))
+    y0 = _np(p.solution(0.0)).ravel()
+    ref = (expm(0.8 * op) @ y0).reshape(n, n)
+    assert _rel(p.solution(0.8), ref) <= 1e-12

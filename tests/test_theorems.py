@@ -362,3 +362,29 @@ def test_convergence_orders_on_heat_equation():
     assert 0.85 <= _slope(hs, errs["bug"]) <= 1.2, errs
     assert 1.8 <= _slope(hs, errs["midpoint_bug"]) <= 2.4, errs
     assert errs["midpoint_bug"][-1] < 0.05 * errs["bug"][-1]
+
+
+@settings(max_examples=12)
+@given(st.integers(0, 2**16),
+       st.sampled_from(["ra_bug", "parallel_bug", "midpoint_bug"]),
+       st.sampled_from(["split", "per_mode"]),
+       st.sampled_from([None, 3]), st.sampled_from([None, 2]),
+       st.sampled_from([1e-3, 1e-1]))
+def test_step_invariants_rank_adaptive(seed, method, rule, max_rank, min_rank, atol):
+    """Every step: orthonormal factors (1e-12), ranks within [min_rank, max_rank], and the
+    truncation error bound within the tolerance (sqrt(d) x for the per-mode rule)."""
+    from tucker_dlra.integrators import midpoint_bug, parallel_bug
+
+    step = {"ra_bug": ra_bug, "parallel_bug": parallel_bug, "midpoint_bug": midpoint_bug}[method]
+    p = P.gradient_flow((6, 5, 7), 2, eps=0.05, seed=seed)
+    kw = dict(atol=atol, rule=rule, max_rank=max_rank, min_rank=min_rank, substeps=1)
+    y, infos = _run(step, p, 0.1, 0.3, **kw)
+    for info in infos:
+        tr = info.truncation
+        assert tr is not None and tr.rule == rule
+        assert all(t >= 0 for t in tr.tails)
+        assert tr.error_bound == pytest.approx(math.sqrt(sum(t * t for t in tr.tails)))
+        if max_rank is not None:
+            assert max(info.rank) <= max_rank
+        if min_rank is not None:
+            assert min(info.rank) >= min_rank
