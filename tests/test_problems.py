@@ -47,7 +47,7 @@ EXACT_Y0 = {"a", "grow", "grad", "grad0", "heat"}
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_rhs_is_time_derivative_of_solution(name, backend):
-    p = SMALL[name](backend=backend.name)
+    p = SMALL[name](backend=backend.name, device=backend.device)
     assert isinstance(p.y0, TuckerTensor) and p.y0.orthonormal
     check_orthonormal(p.y0.factors)
     assert p.y0.rank == (p.rank if name != "grow" else (1, 1, 1))
