@@ -388,3 +388,27 @@ def test_step_invariants_rank_adaptive(seed, method, rule, max_rank, min_rank, a
             assert max(info.rank) <= max_rank
         if min_rank is not None:
             assert min(info.rank) >= min_rank
+
+
+@settings(max_examples=4)
+@given(st.integers(0, 2**16), st.sampled_from([0.0, 1e-2, 1e-1]))
+def test_theorem2_descent_bound_nonlinear_loss(seed, tau):
+    """Theorem 2 for a non-quadratic loss: L(W) = sum log cosh(W - B), B = low rank + noise."""
+    rng = np.random.default_rng(seed)
+    shape = (6, 7, 5)
+    base = P.low_rank_trajectory(shape, 2, seed=seed)
+    b = 2.0 * base.solution(0.0) + 0.05 * rng.standard_normal(shape)
+    loss = lambda w: float(np.sum(np.log(np.cosh((w.full() if isinstance(w, TuckerTensor)
+                                                   else w) - b))))
+    grad = lambda w: np.tanh(w - b)
+    start = P.low_rank_trajectory(shape, 2, seed=seed + 1).y0
+    p = P.Problem(name="logcosh", y0=start, F=lambda t, w: -grad(w), solution=lambda t: None,
+                  t_span=(0.0, 1.0), rank=start.rank, source="test", loss=loss, grad=grad)
+    lam, n = 0.2, 16
+    y1, info = ra_bug(p.F, 0.0, p.y0, lam, substeps=n, atol=tau)
+    q = P.descent_bound(p, 0.0, p.y0, lam, y1, substeps=n, samples=41)
+    assert q["tau"] <= info.truncation.error_bound + 1e-9 <= tau + 1e-9
+    assert q["loss_hat"] <= q["galerkin_bound"] + 1e-12
+    assert q["loss1"] <= q["bound"] + 1e-12
+    if tau == 0.0:
+        assert q["loss1"] < q["loss0"]
