@@ -325,11 +325,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.torchscript:
         import io
+        import warnings
 
         example = torch.zeros(1, *state["shape"])
-        traced = torch.jit.trace(dense, example)
         buf = io.BytesIO()
-        torch.jit.save(traced, buf)
+        with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.trace(dense, example), buf)
         atomic_write_bytes(args.output, buf.getvalue())
     else:
         save_checkpoint(args.output, {

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,9 @@ def test_train_every_method_tiny(method, tmp_path, capsys):
 def test_evaluate_report_export_plot(tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(["train", "--max-steps", "6", "--out", run, "--epochs", "1",
-                            "--tau", "0.3", *TINY], capsys)
+                            "--tau", "0.3", "--no-plots", *TINY], capsys)
     assert code == 0, err
-    for name in ("curves", "ranks", "compression", "summary"):
-        png = run / "plots" / f"{name}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not (run / "plots").exists()
     ckpt = run / "checkpoint.pt"
     code, out, _ = run_cli(["evaluate", ckpt, "--json"], capsys)
     assert code == 0
@@ -78,9 +77,16 @@ def test_evaluate_report_export_plot(tmp_path, capsys):
     assert not any("core" in k or "factors" in k for k in state["model"])
     ts = tmp_path / "dense.ts"
     code, _, _ = run_cli(["export", ckpt, ts, "--torchscript"], capsys)
-    assert code == 0 and torch.jit.load(str(ts))(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    code, out, _ = run_cli(["plot", run, "--out", tmp_path / "figs"], capsys)
-    assert code == 0 and len(list((tmp_path / "figs").glob("*.png"))) == 4
+    with warnings.catch_warnings():  # torch.jit.load is deprecated in torch >= 2.9
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.load(str(ts))
+    assert code == 0 and traced(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # the figures train writes by default, redrawn from metrics.json
+    code, out, _ = run_cli(["plot", run], capsys)
+    assert code == 0
+    for name in ("curves", "ranks", "compression", "summary"):
+        png = run / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_verify_quick(tmp_path, capsys):
@@ -135,16 +141,20 @@ def test_bad_arguments_one_line_exit_2(args, message, tmp_path, capsys):
     assert lines[0].startswith("tucker-dlra")
 
 
-def test_entry_point_subprocess_bad_model_and_help():
+def test_entry_point_subprocess_bad_model():
     """The real entry point (python -m tucker_dlra): status 2, one line, no traceback."""
     bad = subprocess.run([sys.executable, "-m", "tucker_dlra", "train", "--model", "nope"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "invalid choice: 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    ok = subprocess.run([sys.executable, "-m", "tucker_dlra", "train", "--help"],
-                        capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "--tau" in ok.stdout and "--resume" in ok.stdout
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--tau" in out and "--resume" in out and "[15]" in out
 
 
 def test_core_import_does_not_import_nn_or_torch():
