@@ -37,8 +37,6 @@ from tucker_dlra import (
 )
 from tucker_dlra.integrators import bug, integrate, ra_bug
 
-torch = pytest.importorskip("torch")
-
 
 def _fro(x) -> float:
     return float(np.linalg.norm(np.asarray(x).ravel()))
@@ -58,6 +56,8 @@ def tucker_shapes(draw):
 
 def _smooth_loss(w, b):
     """A nonlinear, non-quadratic differentiable loss: log-cosh misfit plus a quartic term."""
+    import torch
+
     return torch.sum(torch.log(torch.cosh(w - b))) + 0.1 * torch.sum(w**4)
 
 
@@ -65,6 +65,7 @@ def _smooth_loss(w, b):
 @given(tucker_shapes(), st.integers(0, 2**16))
 def test_theorem1_k_gradient_equals_autograd_and_projected_flow(shapes, seed):
     """Theorem 1 / Eq. (9): three expressions of the K-step right-hand side agree to 1e-10."""
+    torch = pytest.importorskip("torch")
     shape, rank = shapes
     rng = np.random.default_rng(seed)
     core = torch.from_numpy(rng.standard_normal(rank))
@@ -150,6 +151,7 @@ def test_exactness_on_low_rank_trajectory(seed):
 
 def test_exactness_structured_torch():
     """(a) with the structured F (TuckerTensor in and out) on torch: same exactness."""
+    torch = pytest.importorskip("torch")
     p = P.low_rank_trajectory((6, 7, 8), 2, seed=3, backend="torch")
     y = p.y0
     for k in range(5):
