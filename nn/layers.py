@@ -172,6 +172,8 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
 class _TuckerLayer(nn.Module):
     """Shared machinery of the Tucker layers: parameters, kernel, hooks, checkpoints."""
 
+    _min_flops = 0  # convolutions: FACTORIZED_MIN_FLOPS (kernel launches); matmuls: none
+
     core: nn.Parameter
     factors: nn.ParameterList
 
@@ -374,7 +376,7 @@ class _TuckerLayer(nn.Module):
         if self.forward_mode != "auto":
             return self.forward_mode
         dense, fact = self.flops(tuple(x.shape[1:]))
-        if dense < FACTORIZED_MIN_FLOPS:
+        if dense < self._min_flops:
             return "dense"
         if self._capturing():  # training: backward ~ 2x forward, plus the dense G product
             return "factorized" if 3 * fact + dense < FACTORIZED_FLOP_RATIO * 3 * dense \
@@ -427,6 +429,7 @@ class _TuckerConvNd(_TuckerLayer):
     """
 
     _N = 2
+    _min_flops = FACTORIZED_MIN_FLOPS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
