@@ -242,3 +242,23 @@ def test_download_truncated_transfer_retries_then_fails_cleanly(server, idx_file
                           backoff=0)
     assert got == dest and D.file_md5(dest) == md5[name]
     assert _leftovers(dest.parent) == [name]
+
+
+def test_cli_train_with_download_from_mirror(server, idx_files, tmp_path, monkeypatch, capsys):
+    """``tucker-dlra train --dataset mnist --download --mirror URL``: fetch, verify, train."""
+    from tucker_dlra.nn import cli
+
+    url, _ = server
+    _, md5 = idx_files
+    monkeypatch.setitem(D.DATASETS, "mnist", dataclasses.replace(D.DATASETS["mnist"], files=md5))
+    data = tmp_path / "data"
+    data.mkdir()
+    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(data), "--download",
+                     "--mirror", url, "--method", "baseline", "--max-steps", "2", "--train-limit",
+                     "300", "--test-limit", "100", "--threads", "1", "--no-plots", "--quiet",
+                     "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "test accuracy" in out
+    assert _leftovers(data / "mnist") == sorted(md5)
+    assert all(D.file_md5(data / "mnist" / n) == m for n, m in md5.items())
