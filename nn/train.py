@@ -618,6 +618,9 @@ def train(cfg: TrainConfig, resume: bool = False,
             "metrics": {"epochs": record["epochs"], "ranks": record["ranks"],
                         "initial": record.get("initial", {})},
         })
+    if record["epochs"] and not record["summary"]:  # resumed a run that had already finished
+        comp = compression(model, shape) if cfg.method != "baseline" else None
+        record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
     if cfg.plots and record["epochs"]:
         from .plots import plot_run
 
