@@ -514,8 +514,10 @@ class TDLRT(Optimizer):
         Parameters
         ----------
         closure : callable, optional
-            Re-evaluates the model and returns the loss (run with grad enabled before the
-            step, as in ``torch.optim``).
+            Zeroes the gradients, re-evaluates the model, calls ``backward`` and returns
+            the loss (run with grad enabled before the step, as in ``torch.optim``).  Layers
+            in groups with ``adaptive=False`` (fixed-rank BUG) then get a second call at
+            their Galerkin point for an exact C-step; all other parameters use the first.
 
         Returns
         -------
