@@ -207,7 +207,9 @@ class TDLRT(Optimizer):
     the same matrices, :math:`v \mapsto v\,(B_i\circ B_i)` and
     :math:`v \times_j (A_j \circ A_j)`: exact for the permutations and sign flips that
     truncation mostly produces, and in general the variance of the transported gradient
-    when the old coordinates are uncorrelated.  New directions start with zero moments.
+    when the old coordinates are uncorrelated.  New directions start with zero moments
+    (as a new parameter would) but share the layer's step count, so with Adam their first
+    steps can be up to :math:`(1-\beta_1)/\sqrt{1-\beta_2}` (about 3.2) times the usual size.
 
     **Memory.**  Between ``backward`` and ``step`` each Tucker layer holds its dense
     kernel gradient (``grad_full``, as a dense model holds ``weight.grad``); during the
