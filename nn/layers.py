@@ -45,6 +45,8 @@ from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
 
+from .vanilla import pointwise
+
 __all__ = [
     "TuckerConv1d",
     "TuckerConv2d",
@@ -569,13 +571,19 @@ class _TuckerConvNd(_TuckerLayer):
         mats = [u0 if fold_out else None, u1 if fold_in else None, *list(self.factors)[2:]]
         small = multi_mode_product(self.core, mats)  # (c_out, c_in, k...)
         if not fold_in:
-            w1 = u1.t().repeat(g, 1).reshape(g * r1, u1.shape[0], *ones)
-            x = conv(x, w1, None, 1, 0, 1, g)
+            if g == 1 and x.dim() == n + 2:  # 1x1 conv as one batched GEMM (C2: faster
+                x = pointwise(x, u1.t())    # than oneDNN's 1x1 conv on CPU)
+            else:
+                w1 = u1.t().repeat(g, 1).reshape(g * r1, u1.shape[0], *ones)
+                x = conv(x, w1, None, 1, 0, 1, g)
         if not fold_out and g > 1:
             small = small.repeat(g, *([1] * (n + 1)))
         y = conv(x, small, None, self.stride, pad, self.dilation, g)
         if not fold_out:
-            y = conv(y, u0.reshape(self.out_channels, r0, *ones), None, 1, 0, 1, g)
+            if g == 1 and y.dim() == n + 2:
+                y = pointwise(y, u0)
+            else:
+                y = conv(y, u0.reshape(self.out_channels, r0, *ones), None, 1, 0, 1, g)
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
