@@ -168,7 +168,8 @@ class TDLRT(Optimizer):
         ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (NUMERICS.md 1.3): the
         C-step runs in the old bases with the same :math:`G`, the augmented core is
         assembled by :func:`tucker_dlra.parallel_core`; with ``adaptive=False`` it is
-        truncated back to the current ranks.
+        truncated back to the current ranks.  There is no step rejection (a training step
+        is never repeated), unlike ``tucker_dlra.integrators.parallel_bug``'s default.
     rule : {"per_mode", "split"}
         Truncation rule (NUMERICS.md section 5); ``"per_mode"`` (default) discards a tail
         :math:`\le\tau\|\hat C\|` in each mode, ``"split"`` guarantees

@@ -432,3 +432,26 @@ def test_fixed_rank_step_with_closure_equals_core_bug_euler():
     diff = float(torch.linalg.vector_norm(layer2.weight_full() - y1.full()))
     step = float(torch.linalg.vector_norm(y1.full() - w0))
     assert 0 < diff < 0.2 * step
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.2])
+def test_parallel_step_equals_core_parallel_bug_euler(tau):
+    """integrator='parallel' (momentum 0) = the core's parallel_bug with F = -grad L, one
+    Euler substep and no step rejection (training never rejects a step)."""
+    from tucker_dlra.integrators import parallel_bug
+
+    layer, x, target, loss_w = _conv_problem(13)
+    lr = 0.5
+
+    def rhs(t, w):
+        w = w.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_w(w), w)
+        return -g
+
+    y1, _ = parallel_bug(rhs, 0.0, layer.tucker(), lr, substep="euler", rtol=tau,
+                         rule="per_mode", rejection=False)
+    opt = TDLRT(layer.parameters(), lr=lr, tau=tau, integrator="parallel")
+    ((layer(x) - target) ** 2).mean().backward()
+    opt.step()
+    assert layer.ranks == y1.rank
+    torch.testing.assert_close(layer.weight_full(), y1.full(), rtol=1e-11, atol=1e-12)
