@@ -263,6 +263,19 @@ class TDLRT(Optimizer):
         self.last_step_info: dict[Any, dict] = {}
         self.skipped_steps = 0
 
+    def __getstate__(self) -> dict:
+        """Pickling: ``Optimizer``'s state plus the ``nonfinite`` policy."""
+        state = super().__getstate__()
+        state["nonfinite"] = self.nonfinite
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (``Optimizer.__getstate__`` keeps only defaults, state and groups)."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("last_step_info", {})
+        self.__dict__.setdefault("skipped_steps", 0)
+
     def add_param_group(self, param_group: dict) -> None:
         """As ``torch.optim.Optimizer.add_param_group``, validating the group's options."""
         super().add_param_group(param_group)

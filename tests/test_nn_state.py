@@ -152,3 +152,20 @@ def test_deepcopied_model_trains_like_the_original():
         step(b, opt_b, x, y)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_pickled_model_and_optimizer_keep_training():
+    a = model_with(3)
+    opt = TDLRT(a.parameters(), lr=0.1, momentum=0.9, tau=0.1, nonfinite="skip")
+    x, y = data()
+    step(a, opt, x, y)
+    buf = io.BytesIO()
+    torch.save({"model": a, "opt": opt}, buf)
+    buf.seek(0)
+    obj = torch.load(buf, weights_only=False)
+    b, opt_b = obj["model"], obj["opt"]
+    step(a, opt, x, y)
+    step(b, opt_b, x, y)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    assert opt_b.nonfinite == "skip"
