@@ -16,7 +16,8 @@ compression rate).  The ranks are kept there during the benchmark by
 ``max_rank`` = the initial ranks (the rank-adaptive step still augments to
 :math:`\\min(2r_i, n_i)` and truncates with ``tau``; the cap only stops growth), so every
 step does the full work of Algorithm 1 at a fixed compression.  Linear layers stay dense
-and are updated by the same descent rule (as in the paper's Section 4.3).
+and are updated by the same descent rule (as in the paper's Section 4.3); with ``--linear``
+the hidden linear layers are low-rank too and the target applies to the whole model.
 
 Also measured: inference time (eval mode, ``torch.no_grad``) of the compressed model
 against the dense one, and parameter + optimizer-state bytes from
@@ -30,7 +31,7 @@ than dense, both at >= 90 % compression.
 Usage::
 
     python validation/bench_nn_step.py [--threads 2] [--repeats 9] [--batch 128]
-        [--models lenet5 vgg] [--target 0.9]
+        [--models lenet5 vgg] [--target 0.9] [--linear]
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def _parse() -> argparse.Namespace:
                    choices=["lenet5", "vgg"])
     p.add_argument("--target", type=float, default=0.9,
                    help="eval compression of the convolutions (default 0.9)")
+    p.add_argument("--linear", action="store_true",
+                   help="also compress the hidden linear layers; the target then applies "
+                        "to all layers")
     p.add_argument("--tau", type=float, default=0.1, help="TDLRT truncation tolerance")
     p.add_argument("--device", default="cpu", help="torch device (cpu or cuda)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"
@@ -106,33 +110,59 @@ def channel_ranks(shape: tuple[int, ...], kappa: float) -> tuple[int, ...]:
     return tuple(min(ri, n, total // n) for ri, n in zip(r, shape, strict=True))
 
 
-def compress(dense: nn.Module, target: float) -> tuple[nn.Module, float]:
-    """Tucker model (convolutions only) at eval compression >= target; returns it and kappa.
+def compress(dense: nn.Module, target: float, linear: bool = False) -> tuple[nn.Module, float]:
+    """Tucker model at eval compression >= target; returns it and kappa.
 
-    Channel ranks ``ceil(kappa n)`` with full spatial ranks (as the paper's trained ranks,
-    Table 2); the common fraction kappa is found by bisection on the paper's conv eval
+    Convolutions get channel ranks ``ceil(kappa n)`` with full spatial ranks (as the paper's
+    trained ranks, Table 2).  With ``linear`` the hidden linear layers (all but the last)
+    become :class:`~tucker_dlra.nn.LowRankLinear` of rank ``ceil(kappa min(n_out, n_in))``
+    whose common fraction is then chosen so that the whole model reaches the target too.
+    The convolutions' common fraction kappa (returned) gives the target "convolutions
+    compression rate" of the paper; fractions are found by bisection on the paper's eval
     compression (:func:`tucker_dlra.nn.parameter_counts`).
     """
     convs = {n: tuple(m.weight.shape) for n, m in dense.named_modules()
              if isinstance(m, nn.Conv2d)}
+    lins = {n: tuple(m.weight.shape) for n, m in dense.named_modules()
+            if isinstance(m, nn.Linear)}
+    last = list(lins)[-1] if lins else None
+    hidden = {n: s for n, s in lins.items() if n != last} if linear else {}
 
-    def comp(kappa: float) -> float:
-        ev = sum(parameter_counts(s, channel_ranks(s, kappa))["eval"] for s in convs.values())
-        return 1 - ev / sum(math.prod(s) for s in convs.values())
+    def ranks(shape: tuple[int, ...], kappa: float) -> tuple[int, ...]:
+        if len(shape) == 2:
+            r = max(1, math.ceil(kappa * min(shape) - 1e-9))
+            return (r, r)
+        return channel_ranks(shape, kappa)
 
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
-    if lo == 0.0:
-        raise RuntimeError(f"no rank fraction reaches {target:.0%} compression")
+    def bisect(comp) -> float:
+        lo, hi = 0.0, 1.0
+        for _ in range(30):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
+        if lo == 0.0:
+            raise RuntimeError(f"no rank fraction reaches {target:.0%} compression")
+        return lo
+
+    def evals(layers: dict, kappa: float) -> int:
+        return sum(parameter_counts(s, ranks(s, kappa))["eval"] for s in layers.values())
+
+    conv_dense = sum(math.prod(s) for s in convs.values())
+    kappa = bisect(lambda k: 1 - evals(convs, k) / conv_dense)
+    kappa_lin = None
+    if hidden:  # then the hidden linear layers, so that the whole model reaches the target
+        total = conv_dense + sum(math.prod(s) for s in lins.values())
+        rest = sum(math.prod(s) for n, s in lins.items() if n not in hidden)
+        base = evals(convs, kappa) + rest
+        kappa_lin = bisect(lambda k: 1 - (base + evals(hidden, k)) / total)
+    chosen = {n: ranks(s, kappa) for n, s in convs.items()}
+    chosen |= {n: ranks(s, kappa_lin) for n, s in hidden.items()}
     model = copy.deepcopy(dense)
-    for name, shape in convs.items():
-        tuckerize(model, rank=channel_ranks(shape, lo), include=name, inplace=True)
+    for name, r in chosen.items():
+        tuckerize(model, rank=r, include=name, inplace=True)
     for m in model.modules():
         if is_tucker_layer(m):
             m.max_rank = tuple(m.ranks)  # keep the compression fixed during the benchmark
-    return model, lo
+    return model, kappa
 
 
 def _sync(device: str) -> None:
@@ -144,7 +174,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     dev = args.device
     dense, shape = make_model(name)
-    tucker, kappa = compress(dense, args.target)
+    tucker, kappa = compress(dense, args.target, args.linear)
     dense, tucker = dense.to(dev), tucker.to(dev)
     variants = {
         "dense": (dense, torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9)),
@@ -228,8 +258,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     result = {"setting": {"threads": args.threads, "batch": args.batch, "repeats": args.repeats,
-                          "target": args.target, "tau": args.tau, "device": args.device,
-                          "torch": torch.__version__},
+                          "target": args.target, "linear": args.linear, "tau": args.tau,
+                          "device": args.device, "torch": torch.__version__},
               "models": [run_model(n, args) for n in args.models]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
