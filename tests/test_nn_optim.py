@@ -8,8 +8,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
-from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv2d
+from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d
 
 from tucker_dlra import (
     TuckerTensor,
@@ -455,3 +457,42 @@ def test_parallel_step_equals_core_parallel_bug_euler(tau):
     opt.step()
     assert layer.ranks == y1.rank
     torch.testing.assert_close(layer.weight_full(), y1.full(), rtol=1e-11, atol=1e-12)
+
+
+@settings(max_examples=15)
+@given(n=st.sampled_from([0, 1, 2, 3]), groups=st.sampled_from([1, 2]),
+       stride=st.integers(1, 2), frac=st.sampled_from([0.34, 0.5, 1.0]),
+       lr=st.sampled_from([0.05, 0.5]), tau=st.sampled_from([0.02, 0.1, 0.3]),
+       mode=st.sampled_from(["dense", "factorized"]), seed=st.integers(0, 100))
+def test_random_layers_step_equals_core_ra_bug(n, groups, stride, frac, lr, tau, mode, seed):
+    """Any Tucker layer (conv 1/2/3-d with groups and stride, or linear = n 0), either
+    forward path: one TDLRT step = the core's ra_bug step (Euler, F = -grad L)."""
+    from tucker_dlra.integrators import ra_bug
+
+    torch.manual_seed(seed)
+    if n == 0:
+        layer = LowRankLinear(6, 4, rank=frac, forward_mode=mode, dtype=D64)
+        x = torch.randn(5, 6, dtype=D64)
+        apply_w = lambda w: F.linear(x, w, layer.bias.detach())  # noqa: E731
+    else:
+        cls = (TuckerConv1d, TuckerConv2d, TuckerConv3d)[n - 1]
+        layer = cls(2 * groups, 3 * groups, 3, stride=stride, padding=1, groups=groups,
+                    padding_mode="circular" if stride == 1 else "zeros", rank=frac,
+                    forward_mode=mode, dtype=D64)
+        x = torch.randn(2, 2 * groups, *([5] * n), dtype=D64)
+        ref = layer.to_dense()
+        apply_w = lambda w: ref._conv_forward(x, w, layer.bias.detach())  # noqa: E731
+    target = torch.randn_like(apply_w(layer.weight_full().detach()))
+
+    def rhs(t, w):
+        w = w.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(((apply_w(w) - target) ** 2).sum(), w)
+        return -g
+
+    y1, _ = ra_bug(rhs, 0.0, layer.tucker(), lr, substep="euler", rtol=tau, rule="per_mode")
+    params = [layer.core, *layer.factors]  # the bias stays fixed, as in rhs
+    opt = TDLRT(params, lr=lr, tau=tau)
+    ((layer(x) - target) ** 2).sum().backward()
+    opt.step()
+    assert layer.ranks == y1.rank
+    torch.testing.assert_close(layer.weight_full().detach(), y1.full(), rtol=1e-9, atol=1e-11)
