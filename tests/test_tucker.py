@@ -380,3 +380,17 @@ def test_hosvd_unfolding_convention(backend):
         u = backend.to_numpy(u)
         lead = np.linalg.svd(unfold_np(x, i))[0][:, : u.shape[1]]
         np.testing.assert_allclose(u @ u.T, lead @ lead.T, atol=1e-10)
+
+
+def test_scalar_promotes_real_to_complex(backend):
+    """1j * (real Tucker tensor) is a complex Tucker tensor (factors follow the core dtype)."""
+    rng = np.random.default_rng(4)
+    core, factors = random_tucker_np(rng, (3, 4, 5), (2, 2, 3), np.float64)
+    t = make_tucker(backend, core, factors, orthonormal=True)
+    ref = einsum_full(core, factors)
+    for out, val in ((1j * t, 1j * ref), (t * (2 - 1j), (2 - 1j) * ref), (t / 1j, ref / 1j)):
+        assert out.dtype == out.factors[0].dtype == backend.asarray(np.zeros(1, complex)).dtype
+        assert out.orthonormal
+        np.testing.assert_allclose(dense(backend, out), val, atol=1e-12)
+    s = t + make_tucker(backend, core.astype(np.float32), [f.astype(np.float32) for f in factors])
+    np.testing.assert_allclose(dense(backend, s), 2 * ref, atol=1e-5)

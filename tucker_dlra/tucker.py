@@ -195,15 +195,23 @@ class TuckerTensor:
             return NotImplemented
         return self + (-other)
 
+    def _with_core(self, core: Array) -> TuckerTensor:
+        """Same factors, new core; the factors follow a promoted core dtype (real * 1j)."""
+        factors = self.factors
+        if core.dtype != self.core.dtype:
+            xp = self.xp
+            factors = [xp.astype(u, core.dtype) for u in factors]
+        return TuckerTensor(core, factors, self.orthonormal)
+
     def __mul__(self, scalar: Any) -> TuckerTensor:
         if isinstance(scalar, TuckerTensor):
             return NotImplemented
-        return TuckerTensor(self.core * scalar, self.factors, self.orthonormal)
+        return self._with_core(self.core * scalar)
 
     __rmul__ = __mul__
 
     def __truediv__(self, scalar: Any) -> TuckerTensor:
-        return TuckerTensor(self.core / scalar, self.factors, self.orthonormal)
+        return self._with_core(self.core / scalar)
 
     # ------------------------------------------------------------------ structure
     def orthonormalize(self) -> TuckerTensor:
