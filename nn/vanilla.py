@@ -214,10 +214,11 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
     """
     n, c = x.shape[0], x.shape[1]
     flat = x.reshape(n, c, -1)
+    wb = w.expand(n, -1, -1)  # a stride-0 batch: no copy (torch.matmul would transpose x)
     if bias is None:
-        y = torch.matmul(w, flat)
+        y = torch.bmm(wb, flat)
     else:
-        y = torch.baddbmm(bias.reshape(1, -1, 1), w.expand(n, -1, -1), flat)
+        y = torch.baddbmm(bias.reshape(1, -1, 1), wb, flat)
     return y.reshape((n, w.shape[0]) + tuple(x.shape[2:]))
 
 
