@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (a train run continues with --resume)", file=sys.stderr)
         return 130
-    except TrainingError as exc:
+    except (TrainingError, FloatingPointError) as exc:
         if debug:
             raise
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)

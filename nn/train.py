@@ -557,11 +557,16 @@ def train(cfg: TrainConfig, resume: bool = False,
             loss = F.cross_entropy(out_logits, y)
             if not torch.isfinite(loss):
                 bar.close()
-                raise TrainingError(f"the loss became {float(loss)} at step {step + 1} (epoch "
+                raise TrainingError(f"the loss became {loss.item()} at step {step + 1} (epoch "
                                     f"{epoch + 1}); lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            try:
+                opt.step()
+            except FloatingPointError as exc:  # TDLRT refuses non-finite updates
+                bar.close()
+                raise TrainingError(f"step {step + 1} (epoch {epoch + 1}): {exc}; lower --lr; "
+                                    "the last checkpoint is intact") from None
             step += 1
             loss_sum += float(loss.detach()) * len(y)
             correct += int((out_logits.argmax(1) == y).sum())

@@ -119,6 +119,7 @@ BAD = [
     (["evaluate", "{tmp}/none.pt"], "does not exist"),
     (["report", "{tmp}/file"], "not a readable checkpoint"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["train", "--resume", "--out", "{tmp}/empty"], "no checkpoint"),
 ]
 
 
@@ -139,6 +140,15 @@ def test_bad_arguments_one_line_exit_2(args, message, tmp_path, capsys):
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
     assert lines[0].startswith("tucker-dlra")
+
+
+@pytest.mark.parametrize("method", ["tdlrt", "baseline"])
+def test_diverging_run_exits_1_with_one_line(method, tmp_path, capsys):
+    code, _, err = run_cli(["train", "--method", method, "--lr", "1000", "--max-steps", "40",
+                            "--out", tmp_path, "--no-plots", "--quiet", *TINY], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "lower --lr" in lines[0] and "Traceback" not in err
 
 
 def test_entry_point_subprocess_bad_model():
