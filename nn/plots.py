@@ -31,6 +31,10 @@ def _title(record: dict[str, Any]) -> str:
     return f"{c['model']} on {c['dataset']}, {c['method']}{tau}"
 
 
+def _num(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
 def _finite(values: list[float]) -> bool:
     return any(v is not None and math.isfinite(v) for v in values)
 
@@ -40,8 +44,8 @@ def _draw_curves(ax_loss, ax_acc, record: dict[str, Any]) -> None:
     ep = [r["epoch"] for r in rows]
     for key, label, style in (("train", "train", "-o"), ("val", "validation", "-s"),
                               ("test", "test", "-^")):
-        loss = [r[f"{key}_loss"] for r in rows]
-        acc = [100 * r[f"{key}_acc"] for r in rows]
+        loss = [_num(r[f"{key}_loss"]) for r in rows]
+        acc = [100 * _num(r[f"{key}_acc"]) for r in rows]
         if _finite(loss):
             ax_loss.plot(ep, loss, style, ms=3, label=label)
             ax_acc.plot(ep, acc, style, ms=3, label=label)

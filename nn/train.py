@@ -415,8 +415,20 @@ def _ranks_text(ranks: dict[str, list[int]]) -> str:
     return f"{len(ranks)} layers"
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None, so that metrics.json is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _write_metrics(out: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1))
+    atomic_write_text(out / "metrics.json",
+                      json.dumps(_json_safe(record), indent=1, allow_nan=False))
     rows = record["epochs"]
     if not rows:
         return

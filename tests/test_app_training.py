@@ -47,3 +47,25 @@ def test_larger_tau_truncates_more(runs):
     # ranks only ever come from Algorithm 1's truncation: the history starts at full rank
     assert lo["ranks"][0]["ranks"]["conv2"] == [50, 20, 5, 5]
     assert hi["ranks"][-1]["ranks"]["conv2"] == hi["summary"]["ranks"]["conv2"]
+
+
+def test_metrics_json_is_strict_and_redraws(runs, tmp_path):
+    """No validation split: the missing validation numbers are null (strict JSON), and the
+    figures can be redrawn from the file."""
+    import json
+    from pathlib import Path
+
+    from tucker_dlra.nn.plots import plot_run
+
+    run = Path(runs[0.3]["summary"]["out"])
+
+    def no_nan(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    record = json.loads((run / "metrics.json").read_text(), parse_constant=no_nan)
+    assert record["epochs"][0]["val_loss"] is None
+    assert [r["test_acc"] for r in record["epochs"]] == [r["test_acc"]
+                                                         for r in runs[0.3]["epochs"]]
+    paths = plot_run(run, tmp_path)
+    assert [p.name for p in paths] == ["curves.png", "ranks.png", "compression.png",
+                                       "summary.png"]
