@@ -394,3 +394,17 @@ def test_scalar_promotes_real_to_complex(backend):
         np.testing.assert_allclose(dense(backend, out), val, atol=1e-12)
     s = t + make_tucker(backend, core.astype(np.float32), [f.astype(np.float32) for f in factors])
     np.testing.assert_allclose(dense(backend, s), 2 * ref, atol=1e-5)
+
+
+def test_valid_rank_caps_each_mode_by_the_product_of_the_others():
+    import math
+
+    from tucker_dlra import valid_rank
+
+    assert valid_rank((4, 1, 1)) == (1, 1, 1)
+    assert valid_rank((5, 2, 2)) == (4, 2, 2)
+    assert valid_rank((3, 3, 3)) == (3, 3, 3)
+    for r in [(7, 2, 3), (9, 1, 4, 2), (6, 6, 1)]:
+        v = valid_rank(r)
+        assert all(a <= b for a, b in zip(v, r, strict=True))
+        assert all(v[i] <= math.prod(v[:i] + v[i + 1 :]) for i in range(len(v)))

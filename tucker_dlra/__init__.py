@@ -37,6 +37,7 @@ from .tucker import (
     hosvd,
     pad_core,
     truncate,
+    valid_rank,
 )
 
 __version__ = "0.1.0"
@@ -73,4 +74,5 @@ __all__ = [
     "tangent_project",
     "truncate",
     "unfold",
+    "valid_rank",
 ]

@@ -24,7 +24,9 @@ from .backend import (
 )
 from .tensor import multi_mode_product, unfold
 
-__all__ = ["TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "RULES"]
+__all__ = [
+    "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "valid_rank", "RULES",
+]
 
 Array = Any
 
@@ -289,6 +291,25 @@ def pad_core(core: Array, pads: Sequence[tuple[int, int]]) -> Array:
             parts.append(xp.zeros(tuple(shape), dtype=core.dtype, device=_device(core)))
         core = xp.concat([parts[0], core, parts[1]], axis=i)
     return core
+
+
+def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
+    r"""Largest ranks :math:`\le` ``ranks`` with :math:`r_i \le \prod_{j \ne i} r_j` for all i.
+
+    A core of shape ``ranks`` has unfoldings of rank at most :math:`\prod_{j\ne i} r_j`,
+    so a larger :math:`r_i` is not a multilinear rank (NUMERICS.md section 4, "Rank caps";
+    Sulz's truncation code enforces it).  Truncating to the result is lossless.
+    Cost :math:`O(d^2)` per sweep.
+    """
+    r = [int(v) for v in ranks]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(r)):
+            cap = math.prod(r[:i] + r[i + 1 :])
+            if r[i] > cap:
+                r[i], changed = cap, True
+    return tuple(r)
 
 
 def _device(x: Array) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
 from ..steps import c_gradient, k_core, k_gradient, k_tensor
-from ..tucker import TruncationInfo, TuckerTensor, truncate
+from ..tucker import TruncationInfo, TuckerTensor, truncate, valid_rank
 
 __all__ = [
     "IntegrationError",
@@ -503,16 +503,8 @@ def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | Non
     else:
         y1, info = truncate(y_aug, rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank,
                             rule=rule, method=method, full_output=True)
-    r = list(y1.rank)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(r)):
-            cap = math.prod(r[:i] + r[i + 1:])
-            if r[i] > cap:
-                r[i] = cap
-                changed = True
-    if tuple(r) != y1.rank:
+    r = valid_rank(y1.rank)
+    if r != y1.rank:
         y2, info2 = truncate(y1, rank=r, method=method, full_output=True)
         tails = tuple(math.hypot(a, b) for a, b in zip(info.tails, info2.tails, strict=True))
         info = TruncationInfo(
