@@ -27,6 +27,21 @@ whenever the core's ``.grad`` was zeroed or replaced, e.g. by ``model.zero_grad(
 Memory held between ``backward`` and ``step``: one dense kernel gradient per Tucker
 layer (:math:`\prod_i n_i` numbers, as much as a dense model's ``weight.grad``); the
 gradients of core and factors that autograd also produces are small.
+
+Kernel-only backward (``layer.param_grads = False``)
+------------------------------------------------------
+:class:`tucker_dlra.nn.TDLRT` only reads ``grad_full``, so it switches its layers to
+``param_grads = False``: in training mode the forward then uses core and factors detached
+from autograd (the dense path builds :math:`W` without a graph; the factorized path runs its
+three stages on detached factors), and backward computes only :math:`\partial\mathcal L /
+\partial x` and the captured :math:`G` -- not the gradients of the factors (on the
+factorized path these are extra GEMMs / weight-gradient convolutions of the size of the
+forward stages).  ``core.grad`` is still set, to the exact
+:math:`\nabla_C\mathcal L = G \times_i U_i^\top` (:func:`tucker_dlra.c_gradient`, cost
+:math:`O(r_0\prod_i n_i)`), so ``zero_grad``, gradient accumulation and the
+``grad_full`` bookkeeping behave as above; the factors' ``.grad`` stay ``None``.  Set
+``layer.param_grads = True`` (the default of a new layer) for plain autograd gradients of
+core and factors, e.g. to train them with a Euclidean optimizer or to check Theorem 1.
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
+from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
 
@@ -171,6 +186,34 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
     return tuple(r)
 
 
+class _KernelTap(torch.autograd.Function):
+    r"""Identity on a tensor of the forward, with the kernel-gradient capture in backward.
+
+    Inputs ``(t, core, layer, grad_of)``: ``grad_of(grad_t)`` gives the dense kernel gradient
+    :math:`G` (``grad_t`` itself on the dense path, a weight-gradient convolution on the
+    factorized one); it is stored in ``layer.grad_full`` and the core receives the exact
+    :math:`\nabla_C\mathcal L = G \times_i U_i^\top` through autograd (so ``core.grad``
+    accumulates and is zeroed as usual).  The core input makes the tap part of the graph
+    even when ``t`` does not require grad (first layer, detached kernel).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor, core: torch.Tensor, layer: Any,
+                grad_of: Any) -> torch.Tensor:
+        ctx.layer, ctx.grad_of = layer, grad_of
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx: Any, gt: torch.Tensor) -> tuple:
+        layer = ctx.layer
+        g = ctx.grad_of(gt)
+        layer._store_grad(g)
+        gc = None
+        if ctx.needs_input_grad[1]:
+            gc = c_gradient(g.detach(), [f.detach() for f in layer.factors])
+        return (gt if ctx.needs_input_grad[0] else None), gc, None, None
+
+
 class _TuckerLayer(nn.Module):
     """Shared machinery of the Tucker layers: parameters, kernel, hooks, checkpoints."""
 
@@ -207,6 +250,7 @@ class _TuckerLayer(nn.Module):
         )
         self.grad_full: torch.Tensor | None = None
         self.capture_grad = True
+        self.param_grads = True  # False: kernel-only backward (set by TDLRT), see module doc
         self._grad_stamp: tuple[int, int] | None = None
         self._hooked_id: int | None = None
         _LAYERS.add(self)
@@ -334,6 +378,20 @@ class _TuckerLayer(nn.Module):
 
     def _kernel_hook(self, g: torch.Tensor) -> None:
         self._store_grad(g)
+
+    def _kernel_only(self) -> bool:
+        """Training forward whose backward computes only :math:`G` (``param_grads=False``)."""
+        return not getattr(self, "param_grads", True) and self._capturing()
+
+    def _params(self, detached: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if detached:
+            return self.core.detach(), [f.detach() for f in self.factors]
+        return self.core, list(self.factors)
+
+    def _tap(self, t: torch.Tensor, grad_of: Any) -> torch.Tensor:
+        """``t`` unchanged; its backward stores :math:`G` = ``grad_of(grad_t)`` in
+        ``grad_full`` and hands :math:`\nabla_C = G\times_i U_i^\top` to the core."""
+        return _KernelTap.apply(t, self.core, self, grad_of)
 
     # ------------------------------------------------------------------ checkpoints
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -561,15 +619,17 @@ class _TuckerConvNd(_TuckerLayer):
         dense, fact, _, _ = self._plan(input_shape)
         return dense, fact
 
-    def _factorized(self, x: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
+    def _factorized(self, x: torch.Tensor, pad: tuple[int, ...],
+                    detached: bool = False) -> torch.Tensor:
         conv = self._conv()
         g, n = self.groups, self._N
         ones = (1,) * n
         _, _, fold_in, fold_out = self._plan(tuple(x.shape[1:]))
-        u0, u1 = self.factors[0], self.factors[1]
+        core, factors = self._params(detached)
+        u0, u1 = factors[0], factors[1]
         r0, r1 = u0.shape[1], u1.shape[1]
-        mats = [u0 if fold_out else None, u1 if fold_in else None, *list(self.factors)[2:]]
-        small = multi_mode_product(self.core, mats)  # (c_out, c_in, k...)
+        mats = [u0 if fold_out else None, u1 if fold_in else None, *factors[2:]]
+        small = multi_mode_product(core, mats)  # (c_out, c_in, k...)
         if not fold_in:
             if g == 1 and x.dim() == n + 2:  # 1x1 conv as one batched GEMM (C2: faster
                 x = pointwise(x, u1.t())    # than oneDNN's 1x1 conv on CPU)
@@ -586,6 +646,20 @@ class _TuckerConvNd(_TuckerLayer):
                 y = conv(y, u0.reshape(self.out_channels, r0, *ones), None, 1, 0, 1, g)
         return y
 
+    def _factorized_grad_of(self, xin: torch.Tensor, pad: tuple[int, ...]) -> Any:
+        """``gy -> G``: the dense kernel gradient from the output gradient (one
+        ``torch.nn.grad.conv{N}d_weight``, as the dense backward computes it)."""
+        xd = xin.detach()
+        wgrad = self._conv_weight_grad()
+        shape = self.kernel_shape
+        unbatched = xd.dim() == self._N + 1
+
+        def grad_of(gy: torch.Tensor) -> torch.Tensor:
+            xx, gg = (xd.unsqueeze(0), gy.unsqueeze(0)) if unbatched else (xd, gy)
+            return wgrad(xx, shape, gg, self.stride, pad, self.dilation, self.groups)
+
+        return grad_of
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: FLOP model)."""
         _LAYERS.add(self)
@@ -596,7 +670,16 @@ class _TuckerConvNd(_TuckerLayer):
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
-        if path == "dense":
+        if capture and self._kernel_only():  # backward computes dL/dx and G only
+            if path == "dense":
+                with torch.no_grad():
+                    w = self.weight_full()
+                w = self._tap(w, lambda gw: gw)
+                y = self._conv()(xin, w, None, self.stride, pad, self.dilation, self.groups)
+            else:
+                y = self._tap(self._factorized(xin, pad, detached=True),
+                              self._factorized_grad_of(xin, pad))
+        elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:
                 w.register_hook(self._kernel_hook)
@@ -762,7 +845,21 @@ class LowRankLinear(_TuckerLayer):
                              f"got shape {tuple(x.shape)}")
         path = self._choose(x)
         capture = self._capturing()
-        if path == "dense":
+        if capture and self._kernel_only():  # backward computes dL/dx and G only
+            if path == "dense":
+                with torch.no_grad():
+                    w = self.weight_full()
+                y = F.linear(x, self._tap(w, lambda gw: gw))
+            else:
+                core, (u0, u1) = self._params(True)
+                xd = x.detach()
+
+                def grad_of(gy: torch.Tensor, xd=xd) -> torch.Tensor:
+                    return (gy.reshape(-1, self.out_features).t()
+                            @ xd.reshape(-1, self.in_features))
+
+                y = self._tap(((x @ u1) @ core.t()) @ u0.t(), grad_of)
+        elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:
                 w.register_hook(self._kernel_hook)

@@ -262,6 +262,17 @@ class TDLRT(Optimizer):
         self.nonfinite = nonfinite
         self.last_step_info: dict[Any, dict] = {}
         self.skipped_steps = 0
+        self._kernel_only_backward()
+
+    def _kernel_only_backward(self) -> None:
+        """Switch this optimizer's Tucker layers to ``param_grads = False``.
+
+        Algorithm 1 reads only :math:`G` (``grad_full``), so backward need not compute the
+        factors' gradients (see :mod:`tucker_dlra.nn.layers`, "Kernel-only backward");
+        set ``layer.param_grads = True`` again for plain autograd gradients.
+        """
+        for layer in self._layers(self._index()):
+            layer.param_grads = False
 
     def __getstate__(self) -> dict:
         """Pickling: ``Optimizer``'s state plus the ``nonfinite`` policy."""
@@ -280,6 +291,8 @@ class TDLRT(Optimizer):
         """As ``torch.optim.Optimizer.add_param_group``, validating the group's options."""
         super().add_param_group(param_group)
         _check_group(self.param_groups[-1])
+        if hasattr(self, "skipped_steps"):  # after __init__: new layers may be complete now
+            self._kernel_only_backward()
 
     # ------------------------------------------------------------------ bookkeeping
     def _index(self) -> dict[int, tuple[torch.Tensor, dict]]:

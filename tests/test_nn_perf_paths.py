@@ -1,0 +1,131 @@
+"""Correctness of the performance paths of the Tucker layers and of TDLRT (not timings).
+
+* kernel-only backward (``layer.param_grads = False``, set by TDLRT): same captured kernel
+  gradient, same input gradient, exact core gradient, no factor gradients; the TDLRT step is
+  unchanged by it;
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv1d, TuckerConv2d
+
+from tucker_dlra import hosvd
+
+D64 = torch.float64
+
+
+def _convs():
+    torch.manual_seed(0)
+    return [
+        (TuckerConv2d(4, 6, 3, padding=1, rank=(3, 2, 2, 3), dtype=D64), (2, 4, 7, 7)),
+        (TuckerConv2d(4, 6, 3, stride=2, groups=2, rank=(2, 2, 3, 2), dtype=D64), (2, 4, 7, 7)),
+        (TuckerConv1d(3, 5, 3, padding="same", padding_mode="reflect", rank=2, dtype=D64),
+         (3, 8)),  # unbatched
+        (LowRankLinear(7, 5, rank=3, dtype=D64), (4, 7)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("mode", ["dense", "factorized"])
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_kernel_only_backward_gives_same_gradients(case, mode, x_grad):
+    layer, shape = _convs()[case]
+    layer.forward_mode = mode
+    x0 = torch.randn(*shape, dtype=D64)
+    target = torch.randn_like(layer(x0))
+    out = {}
+    for kernel_only in (False, True):
+        layer.zero_grad()
+        layer.grad_full = None
+        layer.param_grads = not kernel_only
+        x = x0.clone().requires_grad_(x_grad)
+        ((layer(x) - target) ** 2).sum().backward()
+        out[kernel_only] = (layer.grad_full.clone(), layer.core.grad.clone(),
+                            None if x.grad is None else x.grad.clone(),
+                            [f.grad for f in layer.factors], layer.bias.grad.clone())
+    ref, new = out[False], out[True]
+    w = layer.weight_full().detach().requires_grad_(True)
+    torch.testing.assert_close(new[0], ref[0], rtol=1e-10, atol=1e-12)  # G
+    torch.testing.assert_close(new[1], ref[1], rtol=1e-10, atol=1e-12)  # exact dL/dC
+    if x_grad:
+        torch.testing.assert_close(new[2], ref[2], rtol=1e-10, atol=1e-12)
+    else:
+        assert new[2] is None
+    torch.testing.assert_close(new[4], ref[4])
+    assert all(g is not None for g in ref[3])
+    assert all(g is None for g in new[3])  # the factors' gradients were not computed
+    assert w.shape == new[0].shape
+
+
+def test_kernel_only_accumulates_and_follows_zero_grad():
+    torch.manual_seed(1)
+    layer = TuckerConv2d(3, 4, 3, padding=1, rank=2, dtype=D64)
+    layer.param_grads = False
+    x1, x2 = torch.randn(2, 3, 6, 6, dtype=D64), torch.randn(2, 3, 6, 6, dtype=D64)
+    for mode in ("dense", "factorized"):
+        layer.forward_mode = mode
+        layer.zero_grad()
+        layer.grad_full = None
+        layer(x1).square().sum().backward()
+        g1 = layer.grad_full.clone()
+        layer.zero_grad(set_to_none=False)
+        layer(x2).square().sum().backward()
+        g2 = layer.grad_full.clone()
+        w = layer.weight_full().detach().requires_grad_(True)
+        F.conv2d(x2, w, layer.bias.detach(), 1, 1).square().sum().backward()
+        torch.testing.assert_close(g2, w.grad)  # reset by zero_grad, not g1 + g2
+        layer(x1).square().sum().backward()
+        torch.testing.assert_close(layer.grad_full, g1 + g2)
+
+
+def _model():
+    torch.manual_seed(3)
+    return nn.Sequential(TuckerConv2d(2, 6, 3, padding=1, rank=(3, 2, 3, 3), dtype=D64),
+                         nn.ReLU(), TuckerConv2d(6, 8, 3, rank=(4, 3, 2, 3), dtype=D64),
+                         nn.Flatten(), LowRankLinear(8 * 4 * 4, 3, rank=2, dtype=D64))
+
+
+@pytest.mark.parametrize("integrator", ["bug", "parallel"])
+def test_tdlrt_switches_to_kernel_only_and_step_is_unchanged(integrator):
+    x = torch.randn(5, 2, 6, 6, dtype=D64)
+    y = torch.randint(0, 3, (5,))
+    a, b = _model(), _model()
+    opt_a = TDLRT(a.parameters(), lr=0.2, momentum=0.9, tau=0.05, integrator=integrator)
+    opt_b = TDLRT(b.parameters(), lr=0.2, momentum=0.9, tau=0.05, integrator=integrator)
+    layers_a = [m for m in a if hasattr(m, "param_grads")]
+    layers_b = [m for m in b if hasattr(m, "param_grads")]
+    assert all(m.param_grads is False for m in layers_a)
+    for m in layers_b:
+        m.param_grads = True  # plain autograd gradients: the reference
+    for mode in ("dense", "factorized", "auto"):
+        for m in layers_a + layers_b:
+            m.forward_mode = mode
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        for la, lb in zip(layers_a, layers_b, strict=True):
+            assert la.ranks == lb.ranks
+            torch.testing.assert_close(la.weight_full(), lb.weight_full(), rtol=1e-9, atol=1e-11)
+
+
+def test_kernel_only_after_resize():
+    """set_tucker with new ranks, then a kernel-only backward: core gradient has the new shape."""
+    torch.manual_seed(4)
+    layer = TuckerConv2d(3, 4, 3, rank=3, forward_mode="factorized", dtype=D64)
+    layer.param_grads = False
+    x = torch.randn(2, 3, 5, 5, dtype=D64)
+    layer(x).sum().backward()
+    layer.set_tucker(hosvd(layer.weight_full().detach(), rank=(2, 2, 2, 2)))
+    layer(x).sum().backward()
+    assert layer.core.grad.shape == (2, 2, 2, 2)
+    w = layer.weight_full().detach().requires_grad_(True)
+    F.conv2d(x, w, layer.bias.detach()).sum().backward()
+    torch.testing.assert_close(layer.grad_full, w.grad)
+    assert copy.deepcopy(layer).param_grads is False
