@@ -94,7 +94,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 
 
 def _convert_one(module: nn.Module, kind: str, rank: Any, rtol: float | None,
-                 max_rank: Any, min_rank: Any, rule: str) -> nn.Module:
+                 max_rank: Any, min_rank: Any, rule: str, init: str | None = None) -> nn.Module:
     is_linear = isinstance(module, nn.Linear)
     shape = tuple(module.weight.shape)
     if kind == "tdlrt":
@@ -114,6 +114,9 @@ def _convert_one(module: nn.Module, kind: str, rank: Any, rtol: float | None,
         new = build(module, **kwargs)
         if min_rank is not None and not takes_min:
             new.min_rank = _expand_bound(min_rank, len(shape), "min_rank")
+        if init is not None:  # fresh initialisation at the converted ranks
+            new.init = init
+            new.reset_parameters()
         return new.train(module.training)
     if max_rank is not None or min_rank is not None:
         raise ValueError(f"max_rank/min_rank apply to kind 'tdlrt' only (the vanilla "
@@ -157,6 +160,7 @@ def tuckerize(
     min_rank: Any = None,
     inplace: bool = False,
     rule: str = "split",
+    init: str | None = None,
 ) -> nn.Module:
     r"""Replace the conv / linear layers of ``model`` by Tucker / low-rank layers.
 
@@ -202,6 +206,14 @@ def tuckerize(
         guarantees :math:`\|W - \hat W\| \le \mathrm{rtol}\|W\|`; ``"per_mode"`` (the
         rule of the paper's training runs) bounds each mode's tail by
         :math:`\mathrm{rtol}\|W\|`, the total by :math:`\sqrt d\,\mathrm{rtol}\|W\|`.
+    init : {None, "kaiming", "spectral"}, default None
+        None: the layers hold the (truncated) HOSVD of the dense weights.  Otherwise
+        (``kind="tdlrt"`` only) every converted layer is re-initialised at its converted
+        ranks by its ``reset_parameters`` with this ``init``, discarding the dense weights
+        and bias: ``"spectral"`` is the paper's Section 4.3 initialisation for an
+        overestimated rank (singular values of every unfolding decaying exponentially over
+        powers of ten, see :meth:`TuckerConv2d.reset_parameters`).  Draws from torch's
+        global RNG.
 
     Returns
     -------
@@ -244,6 +256,12 @@ def tuckerize(
 
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
+    if init is not None:
+        if init not in ("kaiming", "spectral"):
+            raise ValueError(f"init must be None, 'kaiming' or 'spectral'; got {init!r}")
+        if kind != "tdlrt":
+            raise ValueError(f"init applies to kind 'tdlrt' only (the vanilla layers keep the "
+                             f"HOSVD/SVD of the dense weights); got kind {kind!r}")
     inc = _check_selector(include, "include")
     exc = _check_selector(exclude, "exclude")
     if not inplace:
@@ -262,7 +280,7 @@ def tuckerize(
     for name, mod in targets:
         new = done.get(id(mod))
         if new is None:
-            new = _convert_one(mod, kind, rank, rtol, max_rank, min_rank, rule)
+            new = _convert_one(mod, kind, rank, rtol, max_rank, min_rank, rule, init)
             done[id(mod)] = new
         model = _replace(model, name, new)
     return model

@@ -1,0 +1,151 @@
+"""validation/paper_tables.py and validation/robustness_spectral.py on tiny budgets, and the
+``tuckerize(init=...)`` pass-through they use (paper Section 4.3 spectral initialisation)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from tucker_dlra import unfold  # noqa: E402
+from tucker_dlra.nn import tuckerize  # noqa: E402
+from tucker_dlra.nn.models import build_model  # noqa: E402
+
+VALIDATION = Path(__file__).resolve().parent.parent / "validation"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_v_{name}", VALIDATION / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ------------------------------------------------------------------ tuckerize(init=...)
+def test_tuckerize_spectral_init():
+    torch.manual_seed(0)
+    dense = build_model("lenet5", 1, 10, (28, 28))
+    torch.manual_seed(1)
+    t = tuckerize(dense, rank=1.0, include=[nn.Conv2d], kind="tdlrt", init="spectral")
+    hosvd = tuckerize(dense, rank=1.0, include=[nn.Conv2d], kind="tdlrt")
+    conv = t.conv2
+    assert conv.ranks == (50, 20, 5, 5) and conv.init == "spectral"
+    # the dense weights are discarded: not the (exact, full-rank) HOSVD of the dense kernel
+    w = conv.weight_full().detach()
+    assert not torch.allclose(w, dense.conv2.weight, atol=1e-3)
+    assert torch.allclose(hosvd.conv2.weight_full().detach(), dense.conv2.weight, atol=1e-5)
+    # orthonormal factors, kernel norm of the default init: prod(n) / (3 fan_in)
+    for u in conv.factors:
+        eye = torch.eye(u.shape[1])
+        assert torch.allclose(u.T @ u, eye, atol=1e-5)
+    target = math.sqrt(50 * 20 * 25 / (3 * 20 * 25))
+    assert float(torch.linalg.vector_norm(w)) == pytest.approx(target, rel=1e-5)
+    # spectral: every unfolding's singular values spread over >= two powers of ten
+    for i in range(4):
+        s = torch.linalg.svdvals(unfold(conv.core.detach(), i))
+        assert float(s[0] / s[-1]) > 100, (i, s)
+    # the dense layers are untouched
+    assert torch.equal(t.fc1.weight, dense.fc1.weight)
+
+
+def test_tuckerize_init_errors():
+    m = nn.Sequential(nn.Conv2d(3, 8, 3))
+    with pytest.raises(ValueError, match="init must be None, 'kaiming' or 'spectral'"):
+        tuckerize(m, init="xavier")
+    with pytest.raises(ValueError, match="init applies to kind 'tdlrt' only"):
+        tuckerize(m, rank=2, kind="vanilla-tucker", init="spectral")
+
+
+# ------------------------------------------------------------------ paper_tables.py
+def test_paper_tables_configurations_and_table(tmp_path):
+    pt = _load("paper_tables")
+    specs = pt.configurations(["mnist", "fashion-mnist"], ["baseline", "tdlrt", "vanilla-cp",
+                                                           "vanilla-tucker", "vanilla-matrix"], [0])
+    assert [s.row for s in specs if s.dataset == "mnist"] == [
+        "baseline", "tdlrt-0.15", "tdlrt-0.2", "tdlrt-0.3", "vanilla-cp", "vanilla-tucker",
+        "vanilla-matrix"]
+    assert [s.row for s in specs if s.dataset == "fashion-mnist"][1] == "tdlrt-0.1"
+    cp = next(s for s in specs if s.method == "vanilla-cp")
+    assert cp.args == ("--rank", "2")
+    with pytest.raises(ValueError, match="method must be one of"):
+        pt.configurations(["mnist"], ["adam"], [0])
+    fake = [dict(dataset="mnist", row="tdlrt-0.2", seed=s, epochs=3, steps=1266,
+                 test_acc=acc, eval_compression=90.0, train_compression=70.0,
+                 ranks={"conv1": [7, 1, 5, 5], "conv2": [8, 6, 5, 4]}, args=[])
+            for s, acc in ((0, 98.0), (1, 99.0))]
+    text = pt.write_table(tmp_path, fake).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| TDLRT τ = 0.2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"98.50 ± {math.sqrt(0.5):.2f}"  # mean ± sample std
+    assert cells[4] == "(7,1,5,5) / (8,6,5,4)"
+    assert cells[5:8] == ["97.80 ± 0.08", "96.13", "84.64"]  # the paper's Table 4
+    assert cells[8].startswith("98.65 / 92.6, 5 ep.")  # NUMERICS section 5
+    assert "| Baseline | not run |" in text and "70 epochs" in text
+
+
+def test_paper_tables_runs_and_skips(tmp_path, monkeypatch, capsys):
+    pt = _load("paper_tables")
+    argv = ["--data-dir", str(tmp_path), "--datasets", "mnist-subset", "--methods", "baseline",
+            "--epochs", "1", "--out", str(tmp_path / "o"), "--",
+            "--max-steps", "2", "--train-limit", "300", "--test-limit", "100"]
+    assert pt.main(argv) == 0
+    res = json.loads((tmp_path / "o/results/mnist-subset-baseline-seed0.json").read_text())
+    assert res["steps"] == 2 and res["epochs"] == 1 and 0 <= res["test_acc"] <= 100
+    assert "| Baseline |" in (tmp_path / "o/table4.md").read_text()
+
+    def boom(*a, **k):
+        raise AssertionError("a finished configuration was run again")
+
+    monkeypatch.setattr(subprocess, "run", boom)
+    assert pt.main(argv) == 0
+    assert "done (result exists), skipped" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ robustness_spectral.py
+def test_spectral_models_share_the_start():
+    rs = _load("robustness_spectral")
+    models = rs.build_models(0, (1, 28, 28), 10, 1.0, None)
+    for name in ("conv1", "conv2"):
+        a, b, c = (getattr(models[m], name) for m in ("tdlrt", "vanilla-tucker", "vanilla-cp"))
+        wa = a.weight_full().detach()
+        assert torch.allclose(wa, b.weight_full().detach(), atol=1e-6)
+        assert float(torch.linalg.vector_norm(c.weight_full().detach())) == pytest.approx(
+            float(torch.linalg.vector_norm(wa)), rel=1e-5)
+        # CP term weights decay over three powers of ten (columns of A_1.. have unit norm)
+        lam = torch.linalg.vector_norm(c.factors[0].detach(), dim=0)
+        assert float(lam[0] / lam[-1]) == pytest.approx(1e3, rel=1e-4)
+        assert torch.equal(a.bias, c.bias)
+    assert torch.equal(models["tdlrt"].fc1.weight, models["vanilla-cp"].fc1.weight)
+
+
+def test_robustness_spectral_tiny_run_resumes(tmp_path, monkeypatch):
+    rs = _load("robustness_spectral")
+    argv = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
+            "--steps", "3", "--eval-every", "2", "--test-limit", "64", "--taus", "0", "0.2",
+            "--out", str(tmp_path)]
+    assert rs.main(argv) == 0
+    data = json.loads((tmp_path / "robustness_spectral.json").read_text())
+    assert set(data["runs"]) == {"tdlrt-0/seed0", "tdlrt-0.2/seed0", "vanilla-tucker/seed0",
+                                 "vanilla-cp/seed0"}
+    for rec in data["runs"].values():
+        assert len(rec["loss"]) == 3 and rec["eval_step"] == [0, 2, 3]
+        assert all(math.isfinite(x) for x in rec["loss"])
+    # tau = 0 keeps the full rank; tau = 0.2 truncates the spectral start
+    assert data["runs"]["tdlrt-0/seed0"]["ranks"][-1]["conv2"] == [50, 20, 5, 5]
+    assert math.prod(data["runs"]["tdlrt-0.2/seed0"]["ranks"][-1]["conv2"]) < 50 * 20 * 25
+    assert (tmp_path / "robustness_spectral.png").stat().st_size > 0
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(rs, "run_one", boom)
+    assert rs.main(argv) == 0
