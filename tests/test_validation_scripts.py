@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+from tucker_dlra.nn import tuckerize
+from tucker_dlra.nn.models import build_model
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-
-from tucker_dlra import unfold  # noqa: E402
-from tucker_dlra.nn import tuckerize  # noqa: E402
-from tucker_dlra.nn.models import build_model  # noqa: E402
+from tucker_dlra import unfold
 
 VALIDATION = Path(__file__).resolve().parent.parent / "validation"
 
