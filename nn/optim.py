@@ -125,11 +125,17 @@ def _tucker_rank(ranks: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    flags = [torch.isfinite(t).all() for t in tensors if t.numel()]
-    if not flags:
+    """All entries finite; one host sync.  Small tensors are concatenated and checked by
+    one ``isfinite`` (the step's many small cores and factors), large ones one by one."""
+    ts = [t for t in tensors if t.numel()]
+    if not ts:
         return True
-    dev = flags[0].device
-    return bool(torch.stack([f.to(dev) for f in flags]).all())
+    dev = ts[0].device
+    small = [t.reshape(-1).to(dev) for t in ts if t.numel() <= 65536]
+    flags = [torch.isfinite(t).all().to(dev) for t in ts if t.numel() > 65536]
+    if small:
+        flags.append(torch.isfinite(torch.cat(small)).all())
+    return bool(flags[0] if len(flags) == 1 else torch.stack(flags).all())
 
 
 class TDLRT(Optimizer):
