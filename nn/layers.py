@@ -71,6 +71,7 @@ __all__ = [
     "tucker_layers",
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
+    "KERNEL_ONLY_FLOP_RATIO",
 ]
 
 #: ``forward_mode="auto"`` takes the factorized path when its multiply-add count per
@@ -82,16 +83,30 @@ __all__ = [
 #: (57, 57, 3, 3), 16x16 input, FLOP ratio 0.11: forward 5x faster, training forward +
 #: backward 2.2x faster; 20->50 5x5 at ranks (20, 20, 5, 5) (ratio 0.48) is slower in
 #: training (1.14x), hence the training rule.
+#: With the kernel-only backward (``param_grads=False``, TDLRT) backward computes no factor
+#: gradients: the counts are :math:`k f + d` against :math:`(k + 1) d` with :math:`k = 2`
+#: (:math:`k = 1` when the input needs no gradient, e.g. the first layer), compared with
+#: :data:`KERNEL_ONLY_FLOP_RATIO`.
 FACTORIZED_FLOP_RATIO = 0.5
+
+#: Ratio of the kernel-only training rule.  Measured (1 thread, batch 128, float32,
+#: forward + backward): VGG 3->32 3x3 at 32x32, ranks (7, 1, 3, 3), FLOP ratio 0.34 and no
+#: input gradient: factorized 27 ms, dense 53 ms (counts 1.34 d vs 2 d: 0.67); LeNet5's
+#: 1->20 5x5, ranks (5, 1, 5, 5), ratio 0.45: factorized 8.5 ms, dense 5.7 ms (0.73); the
+#: 3x3 layers at ratio 0.1 with input gradient: factorized 1.5-2.2x faster.
+KERNEL_ONLY_FLOP_RATIO = 0.7
 
 #: Every live Tucker layer; the optimizer finds the layer of a Parameter here (a registry
 #: instead of attributes on the Parameters, so that deepcopy and pickling are unaffected).
 _LAYERS: weakref.WeakSet = weakref.WeakSet()
 
 #: ... and only when the dense count is at least this many multiply-adds per sample:
-#: below it the extra kernel launches dominate (measured: LeNet5's 1->20 and 6->16 5x5
-#: convolutions, 0.3M and 0.15M MACs, run 1.5-1.9x slower factorized at FLOP ratio 0.4).
-FACTORIZED_MIN_FLOPS = 1_000_000
+#: below it the extra kernel launches dominate.  Since the 1x1 stages run as batched GEMMs
+#: with the bias fused into the last stage, small layers gain too (measured, inference,
+#: 1 thread, batch 128: LeNet5's 1->20 5x5 at ranks (5, 1, 5, 5), 0.29M MACs, FLOP ratio
+#: 0.45: factorized 1.6 ms, dense 2.8 ms; VGG's 3->32 3x3 at 32x32, 0.88M MACs, ratio
+#: 0.34: 4.1 ms against 21 ms for ``nn.Conv2d``); the former bound 1e6 predates that.
+FACTORIZED_MIN_FLOPS = 100_000
 
 RankArg = int | float | Sequence[int] | None
 
@@ -438,6 +453,10 @@ class _TuckerLayer(nn.Module):
         dense, fact = self.flops(tuple(x.shape[1:]))
         if dense < self._min_flops:
             return "dense"
+        if self._kernel_only():  # training, backward: dL/dx (if needed) and G only
+            k = 2 if x.requires_grad else 1
+            return "factorized" if k * fact + dense < KERNEL_ONLY_FLOP_RATIO * (k + 1) * dense \
+                else "dense"
         if self._capturing():  # training: backward ~ 2x forward, plus the dense G product
             return "factorized" if 3 * fact + dense < FACTORIZED_FLOP_RATIO * 3 * dense \
                 else "dense"
@@ -476,7 +495,8 @@ class _TuckerConvNd(_TuckerLayer):
         + n_{out} r_0 \prod L_{out}`.
         ``"auto"`` takes the factorized path when its count is below
         :data:`FACTORIZED_FLOP_RATIO` times the dense one (forward + backward counts in
-        training) and the dense count is at least :data:`FACTORIZED_MIN_FLOPS` (see
+        training; :data:`KERNEL_ONLY_FLOP_RATIO` with the kernel-only backward) and the
+        dense count is at least :data:`FACTORIZED_MIN_FLOPS` (see
         :meth:`flops`, :meth:`_plan`: the cheapest of three variants, with the 1x1
         convolution of :math:`U_1^\top` and/or of :math:`U_0` folded into the small kernel).
     device, dtype : as for torch modules.
@@ -619,8 +639,10 @@ class _TuckerConvNd(_TuckerLayer):
         dense, fact, _, _ = self._plan(input_shape)
         return dense, fact
 
-    def _factorized(self, x: torch.Tensor, pad: tuple[int, ...],
-                    detached: bool = False) -> torch.Tensor:
+    def _factorized(self, x: torch.Tensor, pad: tuple[int, ...], detached: bool = False,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The three-stage product (see :meth:`_plan`); ``bias`` is added by the last stage
+        (``baddbmm`` / the convolution's bias: no extra pass over the output)."""
         conv = self._conv()
         g, n = self.groups, self._N
         ones = (1,) * n
@@ -638,12 +660,12 @@ class _TuckerConvNd(_TuckerLayer):
                 x = conv(x, w1, None, 1, 0, 1, g)
         if not fold_out and g > 1:
             small = small.repeat(g, *([1] * (n + 1)))
-        y = conv(x, small, None, self.stride, pad, self.dilation, g)
+        y = conv(x, small, bias if fold_out else None, self.stride, pad, self.dilation, g)
         if not fold_out:
             if g == 1 and y.dim() == n + 2:
-                y = pointwise(y, u0)
+                y = pointwise(y, u0, bias)
             else:
-                y = conv(y, u0.reshape(self.out_channels, r0, *ones), None, 1, 0, 1, g)
+                y = conv(y, u0.reshape(self.out_channels, r0, *ones), bias, 1, 0, 1, g)
         return y
 
     def _factorized_grad_of(self, xin: torch.Tensor, pad: tuple[int, ...]) -> Any:
@@ -670,22 +692,23 @@ class _TuckerConvNd(_TuckerLayer):
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
+        bias = self.bias
         if capture and self._kernel_only():  # backward computes dL/dx and G only
             if path == "dense":
                 with torch.no_grad():
                     w = self.weight_full()
                 w = self._tap(w, lambda gw: gw)
-                y = self._conv()(xin, w, None, self.stride, pad, self.dilation, self.groups)
-            else:
-                y = self._tap(self._factorized(xin, pad, detached=True),
+                y = self._conv()(xin, w, bias, self.stride, pad, self.dilation, self.groups)
+            else:  # the tap sees dL/dy (the bias does not change it)
+                y = self._tap(self._factorized(xin, pad, detached=True, bias=bias),
                               self._factorized_grad_of(xin, pad))
         elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:
                 w.register_hook(self._kernel_hook)
-            y = self._conv()(xin, w, None, self.stride, pad, self.dilation, self.groups)
+            y = self._conv()(xin, w, bias, self.stride, pad, self.dilation, self.groups)
         else:
-            y = self._factorized(xin, pad)
+            y = self._factorized(xin, pad, bias=bias)
             if capture and y.requires_grad:
                 xd = xin.detach()
                 wgrad = self._conv_weight_grad()
@@ -698,9 +721,6 @@ class _TuckerConvNd(_TuckerLayer):
                                            self.groups))
 
                 y.register_hook(hook)
-        if self.bias is not None:
-            b = self.bias.reshape(-1, *([1] * self._N))
-            y = y + b
         return y
 
     # ------------------------------------------------------------------ conversion
@@ -849,7 +869,7 @@ class LowRankLinear(_TuckerLayer):
             if path == "dense":
                 with torch.no_grad():
                     w = self.weight_full()
-                y = F.linear(x, self._tap(w, lambda gw: gw))
+                y = F.linear(x, self._tap(w, lambda gw: gw), self.bias)
             else:
                 core, (u0, u1) = self._params(True)
                 xd = x.detach()
@@ -858,15 +878,15 @@ class LowRankLinear(_TuckerLayer):
                     return (gy.reshape(-1, self.out_features).t()
                             @ xd.reshape(-1, self.in_features))
 
-                y = self._tap(((x @ u1) @ core.t()) @ u0.t(), grad_of)
+                y = self._tap(F.linear((x @ u1) @ core.t(), u0, self.bias), grad_of)
         elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:
                 w.register_hook(self._kernel_hook)
-            y = F.linear(x, w)
+            y = F.linear(x, w, self.bias)
         else:
             u0, u1 = self.factors[0], self.factors[1]
-            y = ((x @ u1) @ self.core.t()) @ u0.t()
+            y = F.linear((x @ u1) @ self.core.t(), u0, self.bias)
             if capture and y.requires_grad:
                 xd = x.detach()
 
@@ -875,8 +895,6 @@ class LowRankLinear(_TuckerLayer):
                                      @ xd.reshape(-1, self.in_features))
 
                 y.register_hook(hook)
-        if self.bias is not None:
-            y = y + self.bias
         return y
 
     @torch.no_grad()
