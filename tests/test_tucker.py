@@ -408,3 +408,16 @@ def test_valid_rank_caps_each_mode_by_the_product_of_the_others():
         v = valid_rank(r)
         assert all(a <= b for a, b in zip(v, r, strict=True))
         assert all(v[i] <= math.prod(v[:i] + v[i + 1 :]) for i in range(len(v)))
+
+
+def test_full_rank_modes_use_the_identity_basis_and_change_nothing(backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 10, 3, 3))
+    xa = backend.asarray(x)
+    ya, ia = hosvd(xa, rank=(4, 5, 3, 3), full_output=True)
+    ys, _ = hosvd(xa, rank=(4, 5, 3, 3), method="svd", full_output=True)
+    assert ia.methods[2:] == ("identity", "identity") and ia.rank == (4, 5, 3, 3)
+    np.testing.assert_allclose(backend.to_numpy(ya.factors[2]), np.eye(3), atol=0)
+    np.testing.assert_allclose(backend.to_numpy(ya.full()), backend.to_numpy(ys.full()),
+                               atol=1e-12)
+    assert ya.core.dtype == xa.dtype

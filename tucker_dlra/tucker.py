@@ -261,7 +261,9 @@ class TruncationInfo:
     norm : float
         Norm of the tensor that was truncated.
     methods : tuple of str
-        Per mode, ``"gram"`` or ``"svd"``: how its singular vectors were computed.
+        Per mode, ``"gram"`` or ``"svd"``: how its singular vectors were computed, or
+        ``"identity"`` for a mode kept at full rank by an explicit ``rank`` with
+        ``method="auto"`` (its basis is the identity: exact, no decomposition needed).
     """
 
     rank: tuple[int, ...]
@@ -380,6 +382,17 @@ def _choose_ranks(
         mode_tol = tol / math.sqrt(d) if rule == "split" else tol
     bases, chosen, tails, methods = [], [], [], []
     for i in range(d):
+        if ranks[i] is not None and method == "auto":
+            r = ranks[i] if rmax[i] is None else min(ranks[i], rmax[i])
+            r = max(r, rmin[i] if rmin[i] is not None else 1)
+            if r == shape[i] == upper[i]:
+                # full rank requested in this mode: any orthonormal basis is exact, so
+                # keep the identity and skip the unfolding, its Gram matrix and the product
+                bases.append(None)
+                chosen.append(r)
+                tails.append(0.0)
+                methods.append("identity")
+                continue
         a = unfold(x, i)
         need = "tol" if ranks[i] is None and mode_tol is not None else "rank"
         thr2 = None if mode_tol is None else mode_tol * mode_tol
@@ -416,6 +429,13 @@ def _choose_ranks(
         methods=tuple(methods),
     )
     return bases, info
+
+
+def _fill_identity(x: Array, bases: list[Array | None]) -> list[Array]:
+    """Replace the ``None`` (full-rank, identity) entries of ``bases`` by identity matrices."""
+    xp = namespace(x)
+    return [xp.eye(int(x.shape[i]), dtype=x.dtype, device=_device(x)) if b is None else b
+            for i, b in enumerate(bases)]
 
 
 def _finite_norm(xp: Any, x: Array, name: str) -> float:
@@ -504,7 +524,7 @@ def hosvd(
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(x, rank, tol, rule, max_rank, min_rank, method)
     core = multi_mode_product(x, bases, transpose=True)
-    t = TuckerTensor(core, bases, orthonormal=True)
+    t = TuckerTensor(core, _fill_identity(x, bases), orthonormal=True)
     if full_output:
         return t, _with_norm(info, float(norm))
     return t
@@ -574,7 +594,7 @@ def truncate(
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(core, rank, tol, rule, max_rank, min_rank, method)
     new_core = multi_mode_product(core, bases, transpose=True)
-    factors = [q @ p for q, p in zip(qs, bases, strict=True)]
+    factors = [q if p is None else q @ p for q, p in zip(qs, bases, strict=True)]
     out = TuckerTensor(new_core, factors, orthonormal=True)
     if full_output:
         return out, _with_norm(info, float(norm))

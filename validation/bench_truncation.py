@@ -76,7 +76,7 @@ def make_tensor(shape, dtype, rank=None, decay=None, noise=0.01, seed=0) -> np.n
         x = np.moveaxis(np.tensordot(q, x, axes=(1, i)), 0, i)
     x /= np.linalg.norm(x)
     x += noise * rng.standard_normal(shape) / np.sqrt(x.size)
-    return x.astype(dtype)
+    return np.ascontiguousarray(x, dtype=dtype)  # C order, as a stored conv weight is
 
 
 def rel_error(x_np: np.ndarray, full) -> float:
