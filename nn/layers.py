@@ -652,9 +652,13 @@ class _TuckerConvNd(_TuckerLayer):
         r0, r1 = u0.shape[1], u1.shape[1]
         mats = [u0 if fold_out else None, u1 if fold_in else None, *factors[2:]]
         small = multi_mode_product(core, mats)  # (c_out, c_in, k...)
+        # 2-d inference: the 1x1 stages write channels-last outputs (see pointwise; the
+        # downstream pooling/BN/ReLU run 2-9x faster).  Not in training: measured on LeNet5,
+        # max-pooling's backward on channels-last tensors costs more than the forward saves.
+        cl = n == 2 and not torch.is_grad_enabled()
         if not fold_in:
             if g == 1 and x.dim() == n + 2:  # 1x1 conv as one batched GEMM (C2: faster
-                x = pointwise(x, u1.t())    # than oneDNN's 1x1 conv on CPU)
+                x = pointwise(x, u1.t(), channels_last=cl)  # than oneDNN's 1x1 conv)
             else:
                 w1 = u1.t().repeat(g, 1).reshape(g * r1, u1.shape[0], *ones)
                 x = conv(x, w1, None, 1, 0, 1, g)
@@ -663,7 +667,7 @@ class _TuckerConvNd(_TuckerLayer):
         y = conv(x, small, bias if fold_out else None, self.stride, pad, self.dilation, g)
         if not fold_out:
             if g == 1 and y.dim() == n + 2:
-                y = pointwise(y, u0, bias)
+                y = pointwise(y, u0, bias, channels_last=cl)
             else:
                 y = conv(y, u0.reshape(self.out_channels, r0, *ones), bias, 1, 0, 1, g)
         return y

@@ -197,8 +197,8 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
     raise ValueError(f"kind must be 'dense', 'tucker', 'cp' or 'matrix'; got {kind!r}")
 
 
-def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
-              ) -> torch.Tensor:
+def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+              channels_last: bool = False) -> torch.Tensor:
     r"""1x1 convolution :math:`y_{n,:,\ell} = W x_{n,:,\ell} + b` as one batched GEMM.
 
     Parameters
@@ -206,6 +206,13 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
     x : tensor (N, c_in, *spatial) (batched) -- any number of spatial dims
     w : tensor (c_out, c_in)
     bias : tensor (c_out,), optional
+    channels_last : bool
+        Return the result in channels-last memory layout (same shape and values): the
+        GEMM :math:`(L, c_\text{in}) (c_\text{in}, c_\text{out})` per sample writes it
+        directly, reading ``x`` in either layout without a copy.  Downstream ReLU,
+        batch norm, pooling and convolutions then run their (on CPU much faster)
+        channels-last kernels, e.g. 2x2 max-pooling of 128x20x24x24 floats: 0.9 ms instead
+        of 8.4 ms (1 thread).
 
     Returns
     -------
@@ -213,6 +220,14 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
     Cost :math:`N c_\text{out} c_\text{in} L` multiply-adds, :math:`L = \prod` spatial.
     """
     n, c = x.shape[0], x.shape[1]
+    if channels_last:
+        spatial = tuple(x.shape[2:])
+        xl = x.movedim(1, -1)
+        a = (xl.reshape(n, -1, c) if xl.is_contiguous()
+             else x.reshape(n, c, -1).transpose(1, 2))  # both views: no copy
+        wb = w.t().expand(n, -1, -1)
+        y = torch.bmm(a, wb) if bias is None else torch.baddbmm(bias.reshape(1, 1, -1), a, wb)
+        return y.reshape((n,) + spatial + (w.shape[0],)).movedim(-1, 1)
     flat = x.reshape(n, c, -1)
     wb = w.expand(n, -1, -1)  # a stride-0 batch: no copy (torch.matmul would transpose x)
     if bias is None:

@@ -3,6 +3,8 @@
 * kernel-only backward (``layer.param_grads = False``, set by TDLRT): same captured kernel
   gradient, same input gradient, exact core gradient, no factor gradients; the TDLRT step is
   unchanged by it;
+* fused bias and channels-last 1x1 stages (``pointwise(..., channels_last=True)``): the same
+  values and gradients as the dense convolution, for either input layout.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv1d, TuckerConv2d
+from tucker_dlra.nn.vanilla import pointwise
 
 from tucker_dlra import hosvd
 
@@ -137,3 +140,49 @@ def test_kernel_only_after_resize():
     F.conv2d(x, w, layer.bias.detach()).sum().backward()
     torch.testing.assert_close(layer.grad_full, w.grad)
     assert copy.deepcopy(layer).param_grads is False
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("in_layout", ["contiguous", "channels_last"])
+def test_pointwise_channels_last_equals_conv(bias, in_layout):
+    torch.manual_seed(5)
+    x = torch.randn(3, 4, 5, 6, dtype=D64)
+    if in_layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(7, 4, dtype=D64)
+    b = torch.randn(7, dtype=D64) if bias else None
+    y = pointwise(x, w, b, channels_last=True)
+    assert y.shape == (3, 7, 5, 6)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, F.conv2d(x, w[:, :, None, None], b), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, pointwise(x, w, b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("in_layout", ["contiguous", "channels_last"])
+def test_factorized_conv2d_layouts_train_and_eval(in_layout):
+    """The 2-d factorized path (channels-last 1x1 stages) equals the dense conv in values and
+    gradients, for either input layout, in eval and in (kernel-only) training."""
+    torch.manual_seed(6)
+    layer = TuckerConv2d(5, 6, 3, padding=1, rank=(3, 2, 3, 3), forward_mode="factorized",
+                         dtype=D64)
+    x0 = torch.randn(2, 5, 7, 7, dtype=D64)
+    if in_layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    ref_conv = layer.to_dense()
+    x_ref = x0.clone().requires_grad_(True)
+    y_ref = ref_conv(x_ref)
+    target = torch.randn_like(y_ref)
+    ((y_ref - target) ** 2).sum().backward()
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x0), y_ref.detach(), rtol=1e-12, atol=1e-12)
+    layer.train()
+    for param_grads in (True, False):
+        layer.zero_grad()
+        layer.param_grads = param_grads
+        x = x0.clone().requires_grad_(True)
+        ((layer(x) - target) ** 2).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(layer.grad_full, ref_conv.weight.grad, rtol=1e-10,
+                                   atol=1e-12)
+        torch.testing.assert_close(layer.bias.grad, ref_conv.bias.grad, rtol=1e-10, atol=1e-12)
