@@ -148,3 +148,31 @@ def test_robustness_spectral_tiny_run_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rs, "run_one", boom)
     assert rs.main(argv) == 0
+
+
+def test_paper_tables_fresh_vanilla_init(tmp_path, monkeypatch):
+    """The driver's vanilla runs start from the layers' own init (the kernel keeps the default
+    variance), not from the application's truncated decomposition of the random dense kernel."""
+    import importlib
+
+    from tucker_dlra.nn.cli import main as cli_main
+
+    pt = _load("paper_tables")
+    T = importlib.import_module("tucker_dlra.nn.train")
+    monkeypatch.setattr(T, "build_training_model", T.build_training_model)  # restored after
+    norms = {}
+    for init in ("hosvd", "fresh"):  # hosvd first: the fresh entry patches the builder
+        argv = ["train", "--dataset", "mnist-subset", "--method", "vanilla-cp", "--rank", "2",
+                "--epochs", "1", "--max-steps", "1", "--train-limit", "200", "--test-limit",
+                "50", "--out", str(tmp_path / init), "--quiet", "--no-plots", "--threads", "1"]
+        rc = pt.train_with_fresh_vanilla_init(argv) if init == "fresh" else cli_main(argv)
+        assert rc == 0
+        model = T.model_from_checkpoint(T.load_checkpoint(tmp_path / init / "checkpoint.pt"))
+        norms[init] = float(torch.linalg.vector_norm(model.conv2.weight_full().detach()))
+    dense_norm = math.sqrt(50 * 20 * 25 / (3 * 20 * 25))  # PyTorch's default conv init
+    assert norms["hosvd"] < 0.1 * dense_norm
+    assert 0.3 * dense_norm < norms["fresh"] < 3 * dense_norm
+    spec = pt.configurations(["mnist"], ["vanilla-cp"], [0], vanilla_init=("fresh", "hosvd"))
+    assert [s.row for s in spec] == ["vanilla-cp", "vanilla-cp-hosvd"]
+    cmds = [pt.command(s, tmp_path, "d", 1, 1, [], False) for s in spec]
+    assert pt.FRESH_FLAG in cmds[0] and cmds[1][1:3] == ["-m", "tucker_dlra"]
