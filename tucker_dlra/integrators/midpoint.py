@@ -50,8 +50,9 @@ def midpoint_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
 
     Parameters
     ----------
-    F, t0, y0, h, substep, substeps, structured, rtol, atol, max_rank, min_rank, rule,
-    truncation_method, step_index
+    F, t0, y0, h, substep, substeps, structured
+        As in :func:`ra_bug`.
+    rtol, atol, max_rank, min_rank, rule, truncation_method, step_index
         As in :func:`ra_bug`.  For second order the substeps must be accurate to
         :math:`O(h^3)` locally (``rk4`` is; ``euler`` is not).
 

@@ -68,8 +68,9 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
 
     Parameters
     ----------
-    F, t0, y0, h, substep, substeps, structured, rtol, atol, max_rank, min_rank, rule,
-    truncation_method, step_index
+    F, t0, y0, h, substep, substeps, structured
+        As in :func:`ra_bug`.
+    rtol, atol, max_rank, min_rank, rule, truncation_method, step_index
         As in :func:`ra_bug`.
     rejection : bool, default True
         Apply the rejection test (only when ``rtol`` or ``atol`` is given).
