@@ -2,7 +2,8 @@ r"""The TDLRT optimizer: Algorithm 1 of the paper as a ``torch.optim.Optimizer``
 
 Orchestration only (as geoopt does it): every piece of tensor math is a call into the
 core -- :func:`tucker_dlra.steps.k_core` (line 2), :func:`~tucker_dlra.steps.k_gradient`
-(line 4, Theorem 1), :func:`~tucker_dlra.steps.augment_basis` (lines 5-7),
+(line 4, Theorem 1; all modes at once by :func:`~tucker_dlra.steps.k_gradients`),
+:func:`~tucker_dlra.steps.augment_basis` (lines 5-7),
 :func:`~tucker_dlra.steps.galerkin_core` (line 8), :func:`~tucker_dlra.steps.c_gradient`
 (line 9), :func:`~tucker_dlra.steps.parallel_core` (parallel BUG) and
 :func:`tucker_dlra.truncate` (lines 10-12).  Updates run under ``torch.no_grad()``;
@@ -36,6 +37,7 @@ from tucker_dlra import (
 )
 from tucker_dlra._validate import check_tolerance
 from tucker_dlra.backend import namespace, orth_columns
+from tucker_dlra.steps import k_gradients
 
 from .layers import _TuckerLayer, tucker_layers
 
@@ -426,13 +428,13 @@ class TDLRT(Optimizer):
             self._check_state(self.state[p], p, "a Tucker factor")
         self._check_state(self.state[core_p], core_p, "a Tucker core")
         # lines 1-4: K-steps for all modes from the same point (Theorem 1)
-        gs, ks, kstates = [], [], []
-        for i in range(len(us)):
-            g_i, s_i = k_core(c, i)
+        cores = [k_core(c, i) for i in range(len(us))]
+        gs = [g_i for g_i, _ in cores]
+        kgrads = k_gradients(grad, gs, us)  # Theorem 1, shared partial contractions
+        ks, kstates = [], []
+        for i, (_, s_i) in enumerate(cores):
             k0 = us[i] @ s_i
-            dk, st = self._direction(k_gradient(grad, g_i, us, i), k0, self.state[fac_p[i]],
-                                     fgroups[i])
-            gs.append(g_i)
+            dk, st = self._direction(kgrads[i], k0, self.state[fac_p[i]], fgroups[i])
             ks.append(k0 - fgroups[i]["lr"] * dk)
             kstates.append({**self.state[fac_p[i]], **st})
         if not _all_finite(ks):

@@ -186,3 +186,31 @@ def test_factorized_conv2d_layouts_train_and_eval(in_layout):
         torch.testing.assert_close(layer.grad_full, ref_conv.weight.grad, rtol=1e-10,
                                    atol=1e-12)
         torch.testing.assert_close(layer.bias.grad, ref_conv.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, ranks", [((5, 4), (3, 3)), ((5, 4, 3), (2, 3, 2)),
+                                          ((6, 5, 3, 3), (3, 2, 3, 2)),
+                                          ((4, 3, 3, 2, 3), (2, 2, 3, 2, 2))])
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_k_gradients_equal_per_mode_k_gradient(shape, ranks, lib):
+    """steps.k_gradients (shared leave-one-out contractions, used by TDLRT) = k_gradient
+    mode by mode (Theorem 1 right-hand sides)."""
+    import numpy as np
+
+    from tucker_dlra.steps import k_core, k_gradient, k_gradients
+
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal(shape)
+    core = rng.standard_normal(ranks)
+    us = [np.linalg.qr(rng.standard_normal((n, r)))[0] for n, r in zip(shape, ranks, strict=True)]
+    if lib == "torch":
+        z, core, us = torch.from_numpy(z), torch.from_numpy(core), [torch.from_numpy(u)
+                                                                     for u in us]
+    gs = [k_core(core, i)[0] for i in range(len(shape))]
+    got = k_gradients(z, gs, us)
+    for i in range(len(shape)):
+        want = k_gradient(z, gs[i], us, i)
+        assert tuple(got[i].shape) == (shape[i], ranks[i])
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="one entry per mode"):
+        k_gradients(z, gs[:-1], us)

@@ -9,6 +9,9 @@ built from the same dense ``nn.Conv2d`` by a truncated HOSVD at equal ranks:
 * ``tdlrt``: :class:`tucker_dlra.nn.TuckerConv2d` with ``forward_mode="factorized"``
   (1x1 conv with :math:`U_1^\\top`, 3x3 conv with :math:`C \\times_3 U_3 \\times_4 U_4`,
   1x1 conv with :math:`U_0`);
+* ``tdlrt-kernel-only``: the same layer with ``param_grads = False``, the way
+  :class:`tucker_dlra.nn.TDLRT` trains it (backward computes the input gradient and the
+  dense kernel gradient only, no factor gradients);
 * ``vanilla``: :class:`tucker_dlra.nn.VanillaTuckerConv` (same path, plain parameters);
 * ``tltorch``: ``tltorch.FactorizedConv.from_conv(conv, rank, factorization="tucker",
   implementation="factorized")`` (needs ``pip install tensorly-torch``; skipped with a
@@ -80,6 +83,9 @@ def main() -> dict:
     conv = nn.Conv2d(256, 256, 3, padding=1).to(dev)
     variants: dict[str, nn.Module] = {"dense": conv}
     variants["tdlrt"] = TuckerConv2d.from_conv(conv, rank=RANKS, forward_mode="factorized")
+    variants["tdlrt-kernel-only"] = TuckerConv2d.from_conv(conv, rank=RANKS,
+                                                           forward_mode="factorized")
+    variants["tdlrt-kernel-only"].param_grads = False  # as TDLRT trains it
     variants["vanilla"] = VanillaTuckerConv.from_conv(conv, rank=RANKS,
                                                       forward_mode="factorized")
     note = None
