@@ -505,7 +505,10 @@ class _TuckerConvNd(_TuckerLayer):
     -----
     Both paths compute the same function (checked against ``F.convNd`` with the rebuilt
     kernel).  The kernel gradient capture for the optimizer is described in the module
-    docstring.
+    docstring.  The bias is added by the last stage (no extra pass over the output).
+    Without a graph (``torch.no_grad``, inference) the 2-d factorized path returns its
+    output in channels-last memory format (same shape and values; the following ReLU,
+    batch-norm and pooling then run their faster channels-last kernels).
     """
 
     _N = 2

@@ -242,7 +242,10 @@ class TDLRT(Optimizer):
     workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
     -- gives exactly the single-process step.  DDP all-reduces ``param.grad`` (the
     core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
-    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.
+    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
+    optimizer switches its layers to the kernel-only backward (``layer.param_grads =
+    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
+    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
 
     Examples
     --------
