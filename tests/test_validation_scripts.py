@@ -110,9 +110,10 @@ def test_paper_tables_runs_and_skips(tmp_path, monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------ robustness_spectral.py
-def test_spectral_models_share_the_start():
+@pytest.mark.parametrize("decades", [3.0, 6.0])
+def test_spectral_models_share_the_start(decades):
     rs = _load("robustness_spectral")
-    models = rs.build_models(0, (1, 28, 28), 10, 1.0, None)
+    models = rs.build_models(0, (1, 28, 28), 10, 1.0, None, decades)
     for name in ("conv1", "conv2"):
         a, b, c = (getattr(models[m], name) for m in ("tdlrt", "vanilla-tucker", "vanilla-cp"))
         wa = a.weight_full().detach()
@@ -121,7 +122,10 @@ def test_spectral_models_share_the_start():
             float(torch.linalg.vector_norm(wa)), rel=1e-5)
         # CP term weights decay over three powers of ten (columns of A_1.. have unit norm)
         lam = torch.linalg.vector_norm(c.factors[0].detach(), dim=0)
-        assert float(lam[0] / lam[-1]) == pytest.approx(1e3, rel=1e-4)
+        assert float(lam[0] / lam[-1]) == pytest.approx(10**decades, rel=1e-4)
+        # the Tucker core's mode-0 spectrum spans at least about `decades` powers of ten
+        sv = torch.linalg.svdvals(unfold(a.core.detach(), 0))
+        assert float(sv[0] / sv[-1]) > 10 ** (decades - 1)
         assert torch.equal(a.bias, c.bias)
     assert torch.equal(models["tdlrt"].fc1.weight, models["vanilla-cp"].fc1.weight)
 

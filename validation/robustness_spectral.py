@@ -90,10 +90,13 @@ def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECAD
 
 
 def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_fraction: float,
-                 cp_rank: int | None) -> dict[str, Any]:
-    """The three LeNet5 variants of one seed (same dense linear layers, same Tucker start).
+                 cp_rank: int | None, decades: float = DECADES) -> dict[str, Any]:
+    r"""The three LeNet5 variants of one seed (same dense linear layers, same Tucker start).
 
-    Returns ``{method: model}``.
+    ``decades``: every mode of the core is scaled by powers of ten falling over this many
+    decades (CP: the term weights); 3 is the layers' ``init="spectral"``, other values redraw
+    the TDLRT core as a Gaussian times :math:`\mathrm{diag}(10^{-\mathrm{decades}\,j/(r_i-1)})`
+    in every mode, at the same norm.  Returns ``{method: model}``.
     """
     import torch
     from torch import nn
@@ -111,6 +114,15 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     with torch.no_grad():
         for name in ("conv1", "conv2"):
             src, t_layer, c_layer = (getattr(m, name) for m in (tdlrt, vt, cp))
+            if decades != DECADES:
+                from tucker_dlra import multi_mode_product
+
+                c = torch.randn(src.core.shape, generator=gen, dtype=src.core.dtype)
+                c = multi_mode_product(c, [torch.diag(torch.logspace(
+                    0.0, -decades if r > 1 else 0.0, r, dtype=c.dtype)) for r in src.ranks])
+                c = c * (float(torch.linalg.vector_norm(src.core)) / float(
+                    torch.linalg.vector_norm(c)))
+                src.core.copy_(c)
             if tuple(t_layer.ranks) != tuple(src.ranks):
                 raise RuntimeError(f"{name}: vanilla Tucker ranks {t_layer.ranks} != TDLRT ranks "
                                    f"{src.ranks}")
@@ -118,7 +130,7 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
             for p, q in zip(t_layer.factors, src.factors, strict=True):
                 p.copy_(q)
             norm = float(torch.linalg.vector_norm(src.weight_full()))
-            spectral_cp_(c_layer, norm, gen)
+            spectral_cp_(c_layer, norm, gen, decades)
             for m in (t_layer, c_layer):
                 m.bias.copy_(src.bias)
     return {"tdlrt": tdlrt, "vanilla-tucker": vt, "vanilla-cp": cp}
@@ -249,7 +261,8 @@ def plot(data: dict, path: Path) -> Path:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     fig.suptitle("LeNet5 / MNIST, conv layers at an overestimated rank with spectral init "
-                 "(paper Sec. 4.3, Fig. 2 right); band = min..max over seeds", fontsize=10)
+                 f"(singular values over {cfg.get('decades', DECADES):g} powers of ten; paper "
+                 "Sec. 4.3, Fig. 2 right); band = min..max over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -292,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank-fraction", type=float, default=1.0,
                     help="Tucker rank of the conv layers as a fraction of each mode [1.0: full]")
     ap.add_argument("--cp-rank", type=int, default=None, help="CP rank [max(n_out, n_in)]")
+    ap.add_argument("--decades", type=float, default=DECADES,
+                    help="powers of ten spanned by each mode's singular values [3: the layers' "
+                    "init='spectral']; other values write robustness_spectral_d<decades>.*")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--fresh", action="store_true")
@@ -310,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {k: getattr(args, k) for k in ("dataset", "steps", "eval_every", "test_limit",
                                           "batch_size", "lr", "momentum", "taus",
                                           "rank_fraction", "cp_rank")}
-    path = args.out / "robustness_spectral.json"
+    stem = "robustness_spectral" + ("" if args.decades == DECADES else f"_d{args.decades:g}")
+    if args.decades != DECADES:
+        meta["decades"] = args.decades
+    path = args.out / f"{stem}.json"
     data = {"meta": meta, "runs": {}}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
@@ -327,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             continue
         models = build_models(seed, train_set.image_shape, train_set.num_classes,
-                              args.rank_fraction, args.cp_rank)
+                              args.rank_fraction, args.cp_rank, args.decades)
         for key, m, tau in todo:
             print(f"[{time.strftime('%H:%M:%S')}] {key} seed {seed}: {args.steps} steps",
                   flush=True)
@@ -340,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", diverged at step {rec['diverged_at']}" if rec["diverged_at"] else ""),
                   flush=True)
     _atomic_write(path, json.dumps(data) + "\n")
-    png = plot(data, args.out / "robustness_spectral.png")
+    png = plot(data, args.out / f"{stem}.png")
     print("\n".join(summary_lines(data)))
     print(f"wrote {path} and {png}")
     return 0
