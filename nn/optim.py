@@ -485,15 +485,16 @@ class TDLRT(Optimizer):
             basis_t = basis
         if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
             raise _NonFiniteUpdate
-        # the bases are orthonormal by construction (augment_basis / orth): truncate skips
-        # their re-orthonormalising QRs
+        # truncate re-orthonormalises the bases by QR (not orthonormal=True: augment_basis
+        # keeps U itself first, so without it the factors' orthonormality would drift over
+        # the steps, measured 1.4e-4 in float32 on CUDA after a few steps)
         if group["adaptive"]:  # lines 10-12
-            t, info = truncate(TuckerTensor(c1, basis_t, orthonormal=True), rtol=tau, rule=rule,
+            t, info = truncate(TuckerTensor(c1, basis_t), rtol=tau, rule=rule,
                                max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
                                full_output=True)
         elif group["integrator"] == "parallel":  # truncated back to the current ranks
-            t, info = truncate(TuckerTensor(c1, basis_t, orthonormal=True), rank=list(c.shape),
-                               rule=rule, full_output=True)
+            t, info = truncate(TuckerTensor(c1, basis_t), rank=list(c.shape), rule=rule,
+                               full_output=True)
         else:
             t = TuckerTensor(c1, basis_t, orthonormal=True)
         valid = _tucker_rank(t.rank)
