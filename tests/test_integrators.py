@@ -500,7 +500,9 @@ def test_structured_step_never_dense(monkeypatch, backend):
                                                                        strict=True)]
     ref = TuckerTensor(y0.core, ref_fs)
     diff = y1 - ref
-    assert float(diff.norm()) < 1e-9 * float(ref.norm())
+    # error = what the truncation discarded (its bound) + the rk4 step error (~h^5)
+    assert float(diff.norm()) <= info.error_bound + 1e-10 * float(ref.norm())
+    assert info.error_bound <= 1e-8 * float(ref.norm())
 
     def bad(t, y):
         out = F(t, y)

@@ -421,3 +421,17 @@ def test_full_rank_modes_use_the_identity_basis_and_change_nothing(backend):
     np.testing.assert_allclose(backend.to_numpy(ya.full()), backend.to_numpy(ys.full()),
                                atol=1e-12)
     assert ya.core.dtype == xa.dtype
+
+
+def test_norm_of_a_difference_is_accurate_below_sqrt_eps(backend):
+    """(a - b).norm() must not cancel like sqrt(<a,a> + <b,b> - 2<a,b>) does."""
+    rng = np.random.default_rng(7)
+    core = rng.standard_normal((3, 4, 2))
+    fs = [np.linalg.qr(rng.standard_normal((n, r)))[0] for n, r in [(20, 3), (15, 4), (9, 2)]]
+    a = TuckerTensor(backend.asarray(core), [backend.asarray(u) for u in fs])
+    delta = 1e-11
+    b = TuckerTensor(backend.asarray(core + delta * np.ones_like(core)),
+                     [backend.asarray(u) for u in fs])
+    exact = delta * np.sqrt(core.size)
+    got = float((b - a).norm())
+    assert abs(got - exact) <= 1e-3 * exact

@@ -163,16 +163,19 @@ class TuckerTensor:
         r"""Frobenius norm :math:`\|W\|`.
 
         With orthonormal factors (``self.orthonormal``) this is :math:`\|C\|`, cost
-        :math:`O(\prod r_i)`; otherwise it is computed exactly from the Gram matrices
-        :math:`U_i^H U_i`, cost :math:`O(\sum_i n_i r_i^2)`.  Never forms the dense tensor.
+        :math:`O(\prod r_i)`.  Otherwise the factors are orthonormalised first
+        (:meth:`orthonormalize`: QR :math:`U_i = Q_i R_i`, then
+        :math:`\|C \times_i R_i\|`), cost :math:`O(\sum_i n_i r_i^2)` plus the core
+        products.  Never forms the dense tensor.  Unlike
+        :math:`\langle W, W\rangle^{1/2}` from the Gram matrices :math:`U_i^H U_i`,
+        this stays accurate for a difference of nearby tensors (``(a - b).norm()``): the
+        Gram route cancels to :math:`\sqrt{\varepsilon}\,\|a\|`, the QR route to
+        :math:`\varepsilon\,\|a\|`.
         """
-        xp = self.xp
         if self.orthonormal:
+            xp = self.xp
             return xp.linalg.vector_norm(xp.reshape(self.core, (-1,)))
-        val = xp.real(self.inner(self)) if xp.isdtype(self.dtype, "complex floating") else (
-            self.inner(self)
-        )
-        return xp.sqrt(xp.clip(val, 0.0, None))
+        return self.orthonormalize().norm()
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other: TuckerTensor) -> TuckerTensor:
