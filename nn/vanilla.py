@@ -203,7 +203,7 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
 
     Parameters
     ----------
-    x : tensor (N, c_in, *spatial) (batched) -- any number of spatial dims
+    x : tensor of shape ``(N, c_in, *spatial)`` (batched), any number of spatial dims
     w : tensor (c_out, c_in)
     bias : tensor (c_out,), optional
     channels_last : bool
@@ -400,8 +400,9 @@ class VanillaTuckerConv(_VanillaConv):
 
     Parameters
     ----------
-    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-    padding_mode
+    in_channels, out_channels, kernel_size, stride, padding
+        As for ``nn.ConvNd``.
+    dilation, groups, bias, padding_mode
         As for ``nn.ConvNd``.
     rank : None, int, float in (0, 1] or tuple of d ints
         Tucker rank of the kernel (d = dim + 2 modes: out, in/groups, spatial...), see
@@ -510,7 +511,10 @@ class VanillaCPConv(_VanillaConv):
         CP rank R; a fraction :math:`\kappa` gives :math:`\lceil\kappa\, r_{\max}\rceil`
         with :math:`r_{\max} = \max(n_0, n_1)` (the larger channel count; the CP rank of a
         generic kernel is at least that).  Default: :math:`r_{\max}`.
-    Other parameters as for :class:`VanillaTuckerConv`.
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        As for :class:`VanillaTuckerConv`.
+    bias, padding_mode, dim, forward_mode, device, dtype
+        As for :class:`VanillaTuckerConv`.
 
     Notes
     -----
@@ -639,7 +643,10 @@ class VanillaMatrixConv(_VanillaConv):
     rank : int or float in (0, 1]
         Matrix rank r; a fraction gives :math:`\lceil\kappa\,r_{\max}\rceil`,
         :math:`r_{\max} = \min(n_0, n_1 k)`.  Default: :math:`r_{\max}`.
-    Other parameters as for :class:`VanillaTuckerConv`.
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        As for :class:`VanillaTuckerConv`.
+    bias, padding_mode, dim, forward_mode, device, dtype
+        As for :class:`VanillaTuckerConv`.
 
     Notes
     -----
