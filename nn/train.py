@@ -258,7 +258,15 @@ def build_training_model(cfg: TrainConfig, shape: tuple[int, int, int],
     rank: int | float | None = cfg.rank if cfg.rank is not None else cfg.rank_fraction
     if rank is None and kind != "tdlrt":
         rank = 0.5  # vanilla baselines need a fixed rank; the paper's kappa
-    return tuckerize(model, rank=rank, include=include, kind=kind, max_rank=cfg.max_rank)
+    model = tuckerize(model, rank=rank, include=include, kind=kind, max_rank=cfg.max_rank)
+    if kind != "tdlrt":
+        # training from scratch: the vanilla layers start from their own initialisation
+        # (kernel variance of PyTorch's default), not from a truncated HOSVD of a random
+        # dense kernel, which keeps a few per cent of its norm at these ranks and stalls SGD
+        for m in model.modules():
+            if m.__class__.__name__.startswith("Vanilla"):
+                m.reset_parameters()
+    return model
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
