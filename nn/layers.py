@@ -60,7 +60,7 @@ from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
 
-from .vanilla import pointwise
+from .vanilla import conv_options_repr, pointwise
 
 __all__ = [
     "TuckerConv1d",
@@ -772,19 +772,9 @@ class _TuckerConvNd(_TuckerLayer):
         return layer
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}, ranks={self.ranks}")
-        if self.padding != (0,) * self._N:
-            s += f", padding={self.padding}"
-        if self.dilation != (1,) * self._N:
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode!r}"
-        return s + f", forward_mode={self.forward_mode!r}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, ranks={self.ranks}"
+                + conv_options_repr(self, self._N) + f", forward_mode={self.forward_mode!r}")
 
 
 def _from_dense(layer: _TuckerLayer, w: torch.Tensor, bias: torch.Tensor | None, rank: RankArg,

@@ -197,6 +197,22 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
     raise ValueError(f"kind must be 'dense', 'tucker', 'cp' or 'matrix'; got {kind!r}")
 
 
+def conv_options_repr(m: nn.Module, dim: int) -> str:
+    """The non-default ``nn.ConvNd`` options of a conv-like module, as ``extra_repr`` shows them."""
+    s = ""
+    if tuple(m.padding) != (0,) * dim:
+        s += f", padding={m.padding}"
+    if tuple(m.dilation) != (1,) * dim:
+        s += f", dilation={m.dilation}"
+    if m.groups != 1:
+        s += f", groups={m.groups}"
+    if m.bias is None:
+        s += ", bias=False"
+    if m.padding_mode != "zeros":
+        s += f", padding_mode={m.padding_mode!r}"
+    return s
+
+
 def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
               channels_last: bool = False) -> torch.Tensor:
     r"""1x1 convolution :math:`y_{n,:,\ell} = W x_{n,:,\ell} + b` as one batched GEMM.
@@ -360,19 +376,9 @@ class _VanillaConv(nn.Module):
         return sum(p.numel() for n, p in self.named_parameters() if n != "bias")
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}, {self.factorization}_rank={self.ranks}")
-        if self.padding != (0,) * self.dim:
-            s += f", padding={self.padding}"
-        if self.dilation != (1,) * self.dim:
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        return s
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, {self.factorization}_rank={self.ranks}"
+                + conv_options_repr(self, self.dim))
 
     @classmethod
     def _config_from(cls, conv: nn.Module) -> dict:
