@@ -197,6 +197,12 @@ def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Se
     raise ValueError(f"kind must be 'dense', 'tucker', 'cp' or 'matrix'; got {kind!r}")
 
 
+def _orthonormal_init_(u: torch.Tensor) -> None:
+    """Fill ``u`` (n x r, n >= r) in place with random orthonormal columns (QR of a Gaussian)."""
+    q, _ = torch.linalg.qr(torch.randn(u.shape, dtype=u.dtype, device=u.device))
+    u.copy_(q)
+
+
 def conv_options_repr(m: nn.Module, dim: int) -> str:
     """The non-default ``nn.ConvNd`` options of a conv-like module, as ``extra_repr`` shows them."""
     s = ""
@@ -456,8 +462,7 @@ class VanillaTuckerConv(_VanillaConv):
         """Random orthonormal factors, Kaiming-scaled Gaussian core, default bias."""
         with torch.no_grad():
             for u in self.factors:
-                q, _ = torch.linalg.qr(torch.randn(u.shape, dtype=u.dtype, device=u.device))
-                u.copy_(q)
+                _orthonormal_init_(u)
             scale = math.sqrt(math.prod(self.kernel_shape) / math.prod(self.ranks))
             self.core.normal_(0.0, self._target_std() * scale)
         self._reset_bias()
@@ -687,9 +692,7 @@ class VanillaMatrixConv(_VanillaConv):
     def reset_parameters(self) -> None:
         """Orthonormal random U, Gaussian V with PyTorch's default kernel variance."""
         with torch.no_grad():
-            q, _ = torch.linalg.qr(torch.randn(self.u.shape, dtype=self.u.dtype,
-                                               device=self.u.device))
-            self.u.copy_(q)
+            _orthonormal_init_(self.u)
             std = self._target_std() * math.sqrt(self.kernel_shape[0] / self.ranks)
             self.v.normal_(0.0, std)
         self._reset_bias()
@@ -790,9 +793,7 @@ class VanillaLowRankLinear(nn.Module):
     def reset_parameters(self) -> None:
         """Orthonormal U, Gaussian V; bias as ``nn.Linear``."""
         with torch.no_grad():
-            q, _ = torch.linalg.qr(torch.randn(self.u.shape, dtype=self.u.dtype,
-                                               device=self.u.device))
-            self.u.copy_(q)
+            _orthonormal_init_(self.u)
             std = math.sqrt(self.out_features / (3.0 * self.in_features * self.ranks))
             self.v.normal_(0.0, std)
             if self.bias is not None:

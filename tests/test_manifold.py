@@ -3,8 +3,6 @@ exact on the tangent space (4), with a residual orthogonal to it; dense and Tuck
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from algebra_helpers import DTYPES, einsum_full, eps_of, rtol_for, shapes, unfold_np
@@ -12,7 +10,7 @@ from conftest import random_array, random_orthonormal
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tucker_dlra import TuckerTensor, tangent_components, tangent_project
+from tucker_dlra import TuckerTensor, tangent_components, tangent_project, valid_rank
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -21,12 +19,8 @@ seeds = st.integers(0, 2**31 - 1)
 def manifold_case(draw):
     """A point W = C x_i U_i with orthonormal U_i and well-conditioned core unfoldings."""
     shape = draw(shapes(max_order=5))
-    d = len(shape)
     rank = [draw(st.integers(1, n)) for n in shape]
-    # full-rank core unfoldings need r_i <= prod_{j != i} r_j
-    for _ in range(d):
-        for i in range(d):
-            rank[i] = min(rank[i], max(1, math.prod(rank[:i] + rank[i + 1 :])))
+    rank = list(valid_rank(rank))  # full-rank core unfoldings: r_i <= prod_{j != i} r_j
     dtype = draw(st.sampled_from(DTYPES))
     seed = draw(st.integers(0, 2**31 - 1))
     return tuple(shape), tuple(rank), dtype, seed

@@ -14,6 +14,7 @@ import array_api_compat
 
 __all__ = [
     "namespace",
+    "import_torch",
     "conj",
     "ct",
     "dtype_eps",
@@ -59,6 +60,20 @@ def namespace(*arrays: Array) -> Any:
     if key and all(t.__module__ in _CACHED_MODULES for t in key):
         _NS_CACHE[key] = xp
     return xp
+
+
+def import_torch() -> Any:
+    """Import and return :mod:`torch` on demand (the core never imports it at import time).
+
+    The one place where the core reaches torch: for problem builders and demos asked for
+    ``backend="torch"``.  Raises ``ImportError`` with an install hint when it is missing.
+    """
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("backend='torch' needs PyTorch: "
+                          "pip install 'tucker-dlra[torch]'") from exc
+    return torch
 
 
 def is_complex(xp: Any, x: Array) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import TuckerTensor, hosvd, integrate
+from .backend import import_torch
 
 __all__ = ["main", "kernel_like_tensor"]
 
@@ -50,9 +51,7 @@ def kernel_like_tensor(shape: Sequence[int] = (64, 64, 3, 3), decay: float = 0.8
 
 def _to_backend(x: np.ndarray, backend: str):
     if backend == "torch":
-        import torch
-
-        return torch.from_numpy(x)
+        return import_torch().from_numpy(x)
     return x
 
 

@@ -41,7 +41,7 @@ import array_api_compat
 import numpy as np
 
 from ._validate import check_int, check_tolerance
-from .backend import ct
+from .backend import ct, import_torch
 from .tensor import multi_mode_product, unfold
 from .tucker import TuckerTensor, pad_core
 
@@ -92,8 +92,7 @@ class _Target:
         self.device = device
         self._cache: dict[int, tuple[np.ndarray, Array]] = {}
         if backend == "torch":
-            import torch
-
+            torch = import_torch()
             self.torch = torch
             self.torch_dtype = getattr(torch, name)
             self.device = torch.device(device) if device is not None else torch.device("cpu")
