@@ -37,13 +37,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from ._validate import check_int, check_tolerance
-from .backend import ct, import_torch
+from .backend import import_torch
 from .tensor import multi_mode_product, unfold
-from .tucker import TuckerTensor, pad_core
+from .tucker import TuckerTensor, pad_core, pad_rank
 
 __all__ = [
     "Problem",
@@ -1009,45 +1008,6 @@ def tucker_tiny_singular_values(
         source="NUMERICS.md T4(a)",
         meta=dict(n=n, d=d, rank=rank, seed=seed if isinstance(seed, int) else None),
     )
-
-
-def pad_rank(y: TuckerTensor, rank: int | Sequence[int], seed: int = 0) -> TuckerTensor:
-    r"""The same tensor represented at a larger Tucker rank (zero-padded core).
-
-    Each factor :math:`U_i` is completed by random orthonormal columns orthogonal to it
-    and the core is zero-padded (:func:`~tucker_dlra.pad_core`), so the result equals
-    ``y`` exactly but its core unfoldings are singular.  Used to start fixed-rank
-    integrators at the rank of an exact flow (:func:`gradient_flow`) and to test rank
-    adaptivity from an overestimated rank (issue 3).  Cost :math:`O(\sum_i n_i r_i^2)`.
-    """
-    if not isinstance(y, TuckerTensor):
-        raise TypeError(f"y must be a TuckerTensor; got {type(y).__name__}")
-    d = y.ndim
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        rank = (int(rank),) * d
-    rank = tuple(rank)
-    if len(rank) != d:
-        raise ValueError(f"rank must have one entry per mode ({d}); got {rank}")
-    y = y if y.orthonormal else y.orthonormalize()
-    rng = _rng(seed)
-    xp = y.xp
-    factors = []
-    for i, (u, r) in enumerate(zip(y.factors, rank, strict=True)):
-        n, r0 = u.shape
-        if not r0 <= r <= n:
-            raise ValueError(f"rank[{i}] must be in [{r0}, {n}] (current rank .. mode size); "
-                             f"got {r}")
-        if r == r0:
-            factors.append(u)
-            continue
-        g = xp.asarray(rng.standard_normal((n, r - r0)), dtype=u.dtype,
-                       device=array_api_compat.device(u))
-        for _ in range(2):  # Gram-Schmidt twice against span U_i
-            g = g - u @ (ct(xp, u) @ g)
-        q, _ = xp.linalg.qr(g)
-        factors.append(xp.concat([u, q], axis=1))
-    core = pad_core(y.core, [(0, r - r0) for r, r0 in zip(rank, y.rank, strict=True)])
-    return TuckerTensor(core, factors, orthonormal=True)
 
 
 def _rk4_path(f: Callable, y: Any, t0: float, h: float, n: int) -> list:

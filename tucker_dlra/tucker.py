@@ -18,6 +18,7 @@ from .backend import (
     ct,
     dtype_eps,
     eigh_descending,
+    is_complex,
     namespace,
     qr,
     svd_left,
@@ -25,7 +26,8 @@ from .backend import (
 from .tensor import multi_mode_product, unfold
 
 __all__ = [
-    "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "valid_rank", "RULES",
+    "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "pad_rank", "valid_rank",
+    "RULES",
 ]
 
 Array = Any
@@ -298,6 +300,79 @@ def pad_core(core: Array, pads: Sequence[tuple[int, int]]) -> Array:
     return core
 
 
+def pad_rank(y: TuckerTensor, rank: RankSpec, seed: int = 0) -> TuckerTensor:
+    r"""The same tensor represented at a larger Tucker rank: orthonormal completion + zero core.
+
+    Each factor :math:`U_i \in \mathbb{K}^{n_i\times r_i^0}` is completed to
+    :math:`[U_i, \tilde U_i]` with :math:`r_i - r_i^0` orthonormal columns orthogonal to
+    :math:`U_i` (Gaussian columns from ``numpy.random.default_rng(seed)``, projected out of
+    :math:`\mathrm{span}\,U_i` twice and orthonormalised by QR), and the core is
+    zero-padded (:func:`pad_core`).  The result equals ``y`` exactly (up to rounding in the
+    orthonormalisation of a non-orthonormal ``y``) but its core unfoldings are singular.
+
+    This is the standard way to start a fixed-rank integrator (:func:`~tucker_dlra.bug`,
+    :func:`~tucker_dlra.projector_splitting`) at rank ``rank`` from a lower-rank initial
+    value.  The random completion makes the overlap matrices :math:`U_i^{1H}U_i^0` of the
+    first step generically invertible.  The first step then has to find the missing
+    directions from :math:`F(t_0, Y_0)` alone: its local error is :math:`O(h)` instead of
+    :math:`O(h^2)` in the components that the start does not contain, and later steps carry
+    this error along (a start-up error of size :math:`O(h)`, not amplified).  Integrators
+    that cannot handle singular core unfoldings (:func:`~tucker_dlra.direct`: the
+    pseudo-inverse of Eq. (8)) must not be started from a padded tensor.
+
+    Parameters
+    ----------
+    y : TuckerTensor
+    rank : int or sequence of int
+        New rank per mode, :math:`r_i^0 \le r_i \le n_i` (an int applies to every mode).
+    seed : int, default 0
+        Seed of the random completion.
+
+    Returns
+    -------
+    TuckerTensor with orthonormal factors and rank ``rank``.
+
+    Notes
+    -----
+    Cost :math:`O(\sum_i n_i r_i^2)` plus the padded core :math:`O(\prod_i r_i)`.
+    """
+    import numpy as np  # the completion is drawn on the host so every backend gets the same
+
+    if not isinstance(y, TuckerTensor):
+        raise TypeError(f"y must be a TuckerTensor; got {type(y).__name__}")
+    d = y.ndim
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        rank = (int(rank),) * d
+    try:
+        rank = tuple(int(r) for r in rank)  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(f"rank must be an int or a sequence of {d} ints; got {rank!r}") from None
+    if len(rank) != d:
+        raise ValueError(f"rank must have one entry per mode ({d}); got {rank}")
+    y = y if y.orthonormal else y.orthonormalize()
+    rng = np.random.default_rng(seed)
+    xp = y.xp
+    factors = []
+    for i, (u, r) in enumerate(zip(y.factors, rank, strict=True)):
+        n, r0 = (int(v) for v in u.shape)
+        if not r0 <= r <= n:
+            raise ValueError(f"rank[{i}] must be in [{r0}, {n}] (the current rank of mode {i} "
+                             f".. its size; padding cannot lower a rank, use truncate); got {r}")
+        if r == r0:
+            factors.append(u)
+            continue
+        g = rng.standard_normal((n, r - r0))
+        if is_complex(xp, y.core):
+            g = g + 1j * rng.standard_normal((n, r - r0))
+        g = xp.asarray(g, dtype=u.dtype, device=_device(u))
+        for _ in range(2):  # Gram-Schmidt twice against span U_i
+            g = g - u @ (ct(xp, u) @ g)
+        q, _ = qr(xp, g)
+        factors.append(xp.concat([u, q], axis=1))
+    core = pad_core(y.core, [(0, r - r0) for r, r0 in zip(rank, y.rank, strict=True)])
+    return TuckerTensor(core, factors, orthonormal=True)
+
+
 def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
     r"""Largest ranks :math:`\le` ``ranks`` with :math:`r_i \le \prod_{j \ne i} r_j` for all i.
 
@@ -538,6 +613,22 @@ def _with_norm(info: TruncationInfo, norm: float) -> TruncationInfo:
                           norm, info.methods)
 
 
+def _check_not_above(rank: RankSpec, current: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """``truncate`` cannot raise a rank: name the real limit (the current rank, not n_i)."""
+    if rank is None:
+        return
+    vals = [rank] * len(current) if isinstance(rank, int) else list(rank)  # type: ignore
+    if len(vals) != len(current):
+        return  # per_mode reports the length error
+    for i, (v, r) in enumerate(zip(vals, current, strict=True)):
+        if isinstance(v, int) and not isinstance(v, bool) and r < v <= shape[i]:
+            raise ValueError(
+                f"rank[{i}] = {v} exceeds the current Tucker rank {r} of mode {i} (mode size "
+                f"{shape[i]}): truncation can only lower a rank; represent the tensor at a "
+                f"larger rank with tucker_dlra.pad_rank (zero-padded core, orthonormal "
+                f"completion of the factors)")
+
+
 def truncate(
     t: TuckerTensor,
     rtol: float | None = None,
@@ -595,6 +686,7 @@ def truncate(
         qs, core = list(qs), multi_mode_product(t.core, list(rs))
     norm = _finite_norm(xp, core, "t")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
+    _check_not_above(rank, t.rank, t.shape)
     bases, info = _choose_ranks(core, rank, tol, rule, max_rank, min_rank, method)
     new_core = multi_mode_product(core, bases, transpose=True)
     factors = [q if p is None else q @ p for q, p in zip(qs, bases, strict=True)]

@@ -18,6 +18,7 @@ NUMERICS.md section 1).  This module provides
 
 from __future__ import annotations
 
+import contextvars
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -47,7 +48,8 @@ SUBSTEPS = ("euler", "rk4", "exact")
 
 
 class IntegrationError(ValueError):
-    """F misbehaved during a step: wrong shape, wrong dtype or non-finite values.
+    """A step failed: F misbehaved (wrong shape, dtype, non-finite values, wrong argument
+    type) or the integration blew up (non-finite state, norm growth far beyond what F allows).
 
     Attributes
     ----------
@@ -304,6 +306,53 @@ def check_fixed_rank(y0: TuckerTensor, method: str) -> None:
 
 
 # ---------------------------------------------------------------------------- F adapter
+@dataclass
+class StepProbe:
+    r"""What the first evaluation of F in a step saw (recorded for :func:`integrate`).
+
+    ``growth_rate`` is :math:`\mathrm{Re}\langle Y, F(t, Y)\rangle / \|Y\|^2`, the rate
+    :math:`\tfrac{d}{dt}\log\|Y\|` that F allows at the evaluated point, and
+    ``stiffness`` is :math:`\|F(t, Y)\| / \|Y\|` (a lower bound of the Lipschitz constant
+    of a linear F).  Both are ``nan`` when :math:`Y = 0`.
+    """
+
+    norm_y: float
+    norm_f: float
+    growth_rate: float
+    stiffness: float
+
+
+#: Set by :func:`integrate` to a list: every step context appends its :class:`StepProbe`.
+_PROBES: contextvars.ContextVar[list | None] = contextvars.ContextVar("_PROBES", default=None)
+
+#: Attributes of a TuckerTensor that an F written for ``structured=True`` typically touches.
+_TUCKER_ATTRS = ("core", "factors", "rank", "xp", "full", "orthonormal", "inner", "norm")
+
+
+def _probe_of(arg: Any, z: Any, xp: Any) -> StepProbe:
+    """Norms and Rayleigh quotient of one evaluation (cheap: no dense tensor is formed)."""
+    if isinstance(arg, TuckerTensor):
+        ny = float(arg.norm())
+        if isinstance(z, TuckerTensor):
+            nf = float(z.norm())
+        else:
+            nf = float(xp.linalg.vector_norm(xp.reshape(z, (-1,))))
+        ip = complex(arg.inner(z))
+    else:
+        ny = float(xp.linalg.vector_norm(xp.reshape(arg, (-1,))))
+        if isinstance(z, TuckerTensor):
+            nf = float(z.norm())
+            ip = complex(z.inner(arg))
+            ip = ip.conjugate()
+        else:
+            nf = float(xp.linalg.vector_norm(xp.reshape(z, (-1,))))
+            ip = complex(xp.sum(xp.conj(arg) * z) if is_complex(xp, arg) or is_complex(xp, z)
+                         else xp.sum(arg * z))
+    if not ny > 0.0 or not math.isfinite(ny):
+        return StepProbe(ny, nf, math.nan, math.nan)
+    return StepProbe(ny, nf, ip.real / ny**2, nf / ny)
+
+
 class _Context:
     """One step's access to F: counting, output checks, sharing F(t0, Y0).
 
@@ -335,13 +384,27 @@ class _Context:
         self.nfev = 0
         self._z0: Any = None
         self.like = y0.core
+        self.norm0 = float(y0.norm())
 
     # -- evaluation -------------------------------------------------------------
     def __call__(self, t: float, y: TuckerTensor) -> Any:
         arg = y if self.structured else y.full()
-        z = self.F(t, arg)
+        try:
+            z = self.F(t, arg)
+        except AttributeError as exc:
+            if self.structured or not any(f"'{a}'" in str(exc) for a in _TUCKER_ATTRS):
+                raise
+            raise self._fail(
+                f"raised AttributeError ({exc}): F reads TuckerTensor attributes but, with "
+                f"structured=False, receives the dense tensor (a {type(arg).__name__}); pass "
+                f"structured=True to give F the TuckerTensor", t) from exc
         self.nfev += 1
-        return self._check(z, t)
+        z = self._check(z, t, arg)
+        if self.nfev == 1:
+            probes = _PROBES.get()
+            if probes is not None:
+                probes.append(_probe_of(arg, z, self.xp))
+        return z
 
     def z0(self, y: TuckerTensor) -> Any:
         """:math:`F(t_0, Y_0)`, evaluated once per step (``y`` must represent Y0)."""
@@ -349,10 +412,32 @@ class _Context:
             self._z0 = self(self.t0, y)
         return self._z0
 
+    def _nonfinite(self, t: float, arg: Any) -> IntegrationError:
+        """Tell a blow-up of the integrator (state already huge or non-finite) from a bad F."""
+        if arg is not None:
+            parts = [arg.core, *arg.factors] if isinstance(arg, TuckerTensor) else [arg]
+            xp = self.xp
+            if not all(bool(xp.all(xp.isfinite(p))) for p in parts):
+                return IntegrationError(
+                    f"the integrator's state became non-finite inside step {self.step} "
+                    f"(t = {t:.10g}) before F was evaluated: the method or its substep solver "
+                    f"is unstable at this step size (not a fault of F); reduce h, increase "
+                    f"substeps, or use substep='exact' for a linear F", self.step, t)
+            n_arg = (float(arg.norm()) if isinstance(arg, TuckerTensor)
+                     else float(xp.linalg.vector_norm(xp.reshape(arg, (-1,)))))
+            if self.norm0 > 0 and n_arg > 1e8 * self.norm0:
+                return IntegrationError(
+                    f"F returned non-finite values at step {self.step} (t = {t:.10g}) because "
+                    f"the integrator's state blew up inside the step (norm {n_arg:.3g}, "
+                    f"{n_arg / self.norm0:.3g} times the step's start value): the method or "
+                    f"its substep solver is unstable at this step size; reduce h, increase "
+                    f"substeps, or use substep='exact' for a linear F", self.step, t)
+        return self._fail("returned non-finite values (inf or nan) at a finite argument", t)
+
     def _fail(self, what: str, t: float) -> IntegrationError:
         return IntegrationError(f"F {what} at step {self.step} (t = {t:.10g})", self.step, t)
 
-    def _check(self, z: Any, t: float) -> Any:
+    def _check(self, z: Any, t: float, arg: Any = None) -> Any:
         xp = self.xp
         if isinstance(z, TuckerTensor):
             if z.shape != self.shape:
@@ -382,7 +467,7 @@ class _Context:
             fixed.append(p)
         for p in fixed:
             if not bool(xp.all(xp.isfinite(p))):
-                raise self._fail("returned non-finite values (inf or nan)", t)
+                raise self._nonfinite(t, arg)
         if isinstance(z, TuckerTensor):
             return TuckerTensor(fixed[0], fixed[1:], orthonormal=z.orthonormal)
         return fixed[0]
