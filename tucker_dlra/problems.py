@@ -323,45 +323,26 @@ def apply_linear_tucker(terms: Sequence[LinearTerm], y: TuckerTensor,
                         to: Callable | None = None) -> TuckerTensor:
     r"""The linear operator of :func:`apply_linear` applied to a TuckerTensor, in Tucker form.
 
-    Returns a TuckerTensor whose mode-i factor is :math:`[U_i, M_{i,1}U_i, \dots]`
-    (one block per distinct matrix acting on mode i) and whose core holds
-    :math:`c_k C` in the block of term k.  For :math:`\sum_i Y\times_i A_i` the rank
-    is :math:`2r` per mode and the core has d nonzero blocks of size :math:`r^d`.
-    Never forms a dense tensor: cost :math:`O(\sum_k \sum_{i\in S_k} n_i^2 r_i)`
-    plus the block core, :math:`O((\max_i b_i)^d \prod r_i)`.
+    A thin wrapper of :meth:`tucker_dlra.operators.LinearOperator.apply_tucker` (the
+    public, documented form of this operator): the mode-i factor is
+    :math:`[U_i, M_{i,1}U_i, \dots]` (one block per distinct matrix acting on mode i) and
+    the core holds :math:`c_k C` in the block of term k.  For :math:`\sum_i Y\times_i A_i`
+    the rank is :math:`2r` per mode and the core has d nonzero blocks of size :math:`r^d`.
+    ``to`` converts the host matrices to ``y``'s library first (else they are converted
+    by the operator).  Never forms a dense tensor.
     """
-    xp = y.xp
-    d = y.ndim
-    mats_per_mode: list[list[np.ndarray]] = [[] for _ in range(d)]
-    blocks = []
-    for coef, mats in terms:
-        idx = []
-        for i in range(d):
-            if i in mats:
-                m = mats[i]
-                for j, known in enumerate(mats_per_mode[i]):
-                    if known is m:
-                        idx.append(j + 1)
-                        break
-                else:
-                    mats_per_mode[i].append(m)
-                    idx.append(len(mats_per_mode[i]))
-            else:
-                idx.append(0)
-        blocks.append((coef, idx))
-    r = y.rank
-    nb = [1 + len(ms) for ms in mats_per_mode]
-    core = None
-    for coef, idx in blocks:
-        pads = [(j * r[i], (nb[i] - 1 - j) * r[i]) for i, j in enumerate(idx)]
-        blk = pad_core(y.core * coef if coef != 1 else y.core, pads)
-        core = blk if core is None else core + blk
-    factors = []
-    for i in range(d):
-        parts = [y.factors[i]] + [(m if to is None else to(m)) @ y.factors[i]
-                                  for m in mats_per_mode[i]]
-        factors.append(xp.concat(parts, axis=1) if len(parts) > 1 else parts[0])
-    return TuckerTensor(core, factors)
+    from .operators import LinearOperator
+
+    if to is not None:
+        conv: dict[int, Any] = {}
+
+        def once(m: Any) -> Any:  # convert each distinct matrix once (keeps shared blocks)
+            if id(m) not in conv:
+                conv[id(m)] = to(m)
+            return conv[id(m)]
+
+        terms = [(c, {i: once(m) for i, m in mats.items()}) for c, mats in terms]
+    return LinearOperator(terms).apply_tucker(y)
 
 
 def expm_multiply_taylor(apply: Callable[[np.ndarray], np.ndarray], y: np.ndarray, t: float,

@@ -29,6 +29,7 @@ from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
 from ..steps import c_gradient, k_core, k_gradient, k_tensor
 from ..tucker import TruncationInfo, TuckerTensor, truncate, valid_rank
+from .expo import krylov_substep
 
 __all__ = [
     "IntegrationError",
@@ -37,6 +38,7 @@ __all__ = [
     "euler_substep",
     "rk4_substep",
     "exact_substep",
+    "krylov_substep",
 ]
 
 Array = Any
@@ -44,7 +46,7 @@ State = Any  # an array or a tuple of arrays
 Substep = Callable[[Callable[[float, State], State], float, State, float], State]
 
 #: Names accepted by the ``substep`` argument of every integrator.
-SUBSTEPS = ("euler", "rk4", "exact")
+SUBSTEPS = ("euler", "rk4", "exact", "krylov")
 
 
 class IntegrationError(ValueError):
@@ -243,6 +245,7 @@ _SOLVERS: dict[str, Substep] = {
     "euler": euler_substep,
     "rk4": rk4_substep,
     "exact": exact_substep,
+    "krylov": krylov_substep,
 }
 
 
