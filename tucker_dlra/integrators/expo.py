@@ -79,7 +79,7 @@ def _expm(a: np.ndarray) -> np.ndarray:
 
 
 def _corrected_expm(hm: np.ndarray, k: int, tau: float) -> np.ndarray:
-    """:math:`e^{\tau\hat H_k}` with the corrected (k+1)x(k+1) Arnoldi matrix."""
+    r""":math:`e^{\tau\hat H_k}` with the corrected (k+1)x(k+1) Arnoldi matrix."""
     big = np.zeros((k + 1, k + 1), dtype=complex)
     big[: k + 1, :k] = tau * hm[: k + 1, :k]
     return _expm(big)
