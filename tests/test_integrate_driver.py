@@ -408,3 +408,45 @@ def test_krylov_substep_against_expm():
 def test_hosvd_helper_still_importable():  # the core API used by the docs examples
     x = np.random.default_rng(0).standard_normal((4, 4, 4))
     assert hosvd(x, rank=2).rank == (2, 2, 2)
+
+
+# --------------------------------------------------------------------------- parallel BUG
+
+
+def test_parallel_bug_fixed_rank_is_first_order_within_the_published_bound():
+    """Truncated to a fixed rank, the parallel BUG drops the blocks new in two or more modes
+    (an O(h^2) local error): its global error is best + O(h), the first-order robust bound
+    c0 delta + c1 eps + c2 h of Ceruti, Kusch & Lubich (SISC 2024), so its ratio to the best
+    rank-r error tends to 1 as h -> 0 (while at a fixed moderate h it can be many times the
+    best error when that is small).  Its norm is not conserved: the added blocks grow it by
+    O(h) on a norm-conserving problem."""
+    from tucker_dlra.problems import tucker_tiny_singular_values
+
+    p = tucker_tiny_singular_values(rank=6)
+    ref, best = p.solution(1.0), p.best_error(1.0)
+    excess, ratio = [], []
+    hs = (0.1, 0.05, 0.025)
+    for h in hs:
+        y = integrate(p.F, p.y0, (0, 1), h, method="parallel_bug", rank=6).y[-1]
+        err = float(np.linalg.norm(y.full() - ref))
+        excess.append(err - best)
+        ratio.append(err / best)
+    assert all(e > 0 for e in excess)
+    assert all(e / h < 1.5 for e, h in zip(excess, hs, strict=True)), excess  # best + c2 h
+    assert all(0.3 < b / a < 0.7 for a, b in zip(excess[:-1], excess[1:], strict=True)), excess
+    assert ratio[0] > 4 and ratio[-1] < 2.5, ratio
+    # norm drift on the norm-conserving Schroedinger equation: O(h), not conserved
+    q = schrodinger(n=30, rank=4)
+    drift = []
+    for h in (0.1, 0.05):
+        y = integrate(q.F_tucker, q.y0, (0, 0.5), h, method="parallel_bug", rank=4,
+                      structured=True).y[-1]
+        drift.append(float(y.norm()) - 1.0)
+    assert drift[0] > drift[1] > 0 and 0.3 < drift[1] / drift[0] < 0.7, drift
+    # with a tolerance (rejection on) it is as accurate as the rank-adaptive BUG
+    e_par = integrate(q.F_tucker, q.y0, (0, 0.5), 0.05, method="parallel_bug", atol=1e-6,
+                      structured=True)
+    e_ra = integrate(q.F_tucker, q.y0, (0, 0.5), 0.05, method="ra_bug", atol=1e-6,
+                     structured=True)
+    sol = q.solution(0.5)
+    assert _rel(e_par.y[-1].full(), sol) < 2 * _rel(e_ra.y[-1].full(), sol)
