@@ -254,7 +254,10 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
         since the name promises rank adaptivity, ``integrate`` warns
         (``UserWarning``) unless ``rank=`` states the fixed rank explicitly.
     substep, substeps, structured
-        See :func:`ra_bug`.
+        See :func:`ra_bug`.  ``substep`` is one of :data:`~tucker_dlra.integrators.SUBSTEPS`
+        (``"euler"``, ``"rk4"``, ``"exact"``, ``"krylov"``; the last two need a linear,
+        autonomous F, see :func:`~tucker_dlra.integrators.krylov_substep`) or a callable
+        ``substep(f, t0, y0, h) -> y1``.
     callback : callable, optional
         ``callback(t, y)`` after each step; returning ``True`` stops the integration.
     keep : bool, default True
