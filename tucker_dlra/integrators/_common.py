@@ -387,7 +387,7 @@ class _Context:
         self.nfev = 0
         self._z0: Any = None
         self.like = y0.core
-        self.norm0 = float(y0.norm())
+        self._y0 = y0  # its norm is computed only to diagnose a failure (no host sync)
 
     # -- evaluation -------------------------------------------------------------
     def __call__(self, t: float, y: TuckerTensor) -> Any:
@@ -428,11 +428,12 @@ class _Context:
                     f"substeps, or use substep='exact' for a linear F", self.step, t)
             n_arg = (float(arg.norm()) if isinstance(arg, TuckerTensor)
                      else float(xp.linalg.vector_norm(xp.reshape(arg, (-1,)))))
-            if self.norm0 > 0 and n_arg > 1e8 * self.norm0:
+            norm0 = float(self._y0.norm())
+            if norm0 > 0 and n_arg > 1e8 * norm0:
                 return IntegrationError(
                     f"F returned non-finite values at step {self.step} (t = {t:.10g}) because "
                     f"the integrator's state blew up inside the step (norm {n_arg:.3g}, "
-                    f"{n_arg / self.norm0:.3g} times the step's start value): the method or "
+                    f"{n_arg / norm0:.3g} times the step's start value): the method or "
                     f"its substep solver is unstable at this step size; reduce h, increase "
                     f"substeps, or use substep='exact' for a linear F", self.step, t)
         return self._fail("returned non-finite values (inf or nan) at a finite argument", t)
