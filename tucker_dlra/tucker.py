@@ -624,9 +624,9 @@ def _check_not_above(rank: RankSpec, current: tuple[int, ...], shape: tuple[int,
         if isinstance(v, int) and not isinstance(v, bool) and r < v <= shape[i]:
             raise ValueError(
                 f"rank[{i}] = {v} exceeds the current Tucker rank {r} of mode {i} (mode size "
-                f"{shape[i]}): truncation can only lower a rank; represent the tensor at a "
-                f"larger rank with tucker_dlra.pad_rank (zero-padded core, orthonormal "
-                f"completion of the factors)")
+                f"{shape[i]}): truncation can only lower a rank, so it must be in [1, {r}]; "
+                f"represent the tensor at a larger rank with tucker_dlra.pad_rank "
+                f"(zero-padded core, orthonormal completion of the factors)")
 
 
 def truncate(
