@@ -478,3 +478,19 @@ def test_documented_solve_ivp_substep_recipe():
     assert _rel(c.y[-1].full(), d.y[-1].full()) < 1e-8
     e = integrate(G, q.y0, (0, 0.2), 0.1, method="direct", substep=sub)
     assert _rel(e.y[-1].full(), c.y[-1].full()) < 0.05
+
+
+def test_structured_integrate_with_checks_never_forms_a_dense_tensor(monkeypatch):
+    """The blow-up probe and the result bookkeeping keep the structured path dense-free."""
+    rng = np.random.default_rng(12)
+    op = kronecker_sum([_skew(rng, 30) for _ in range(3)], coef=1.0)
+    y0 = TuckerTensor(rng.standard_normal((3, 3, 3)), [_orth(rng, 30, 3) for _ in range(3)],
+                      orthonormal=True)
+
+    def no_full(self):
+        raise AssertionError("a dense tensor was formed")
+
+    monkeypatch.setattr(TuckerTensor, "full", no_full)
+    res = integrate(op, y0, (0, 0.2), 0.05, method="ra_bug", rtol=1e-8, structured=True,
+                    t_eval=[0.07, 0.2], substep="krylov")
+    assert res.success and res.t == [0.07, 0.2]
