@@ -61,16 +61,20 @@ False`` turns it off.  Writes through ``p.data`` bypass the version counter: cal
 
 Measured path choice (CUDA)
 ---------------------------
-On the devices of :data:`PATH_SELECTOR` (CUDA by default), ``forward_mode="auto"`` without
-a graph (``torch.no_grad``) picks the dense or the factorized path by timing both once per
-(layer configuration, ranks, input shape, dtype, device), like cuDNN's benchmark mode: a
-warm-up call of each, then a few interleaved timed calls (CUDA events), the smaller median
-wins and is kept for the process (:class:`PathSelector`).  Elsewhere, and for training
-forwards, the FLOP rule below decides.
+On the devices of :data:`PATH_SELECTOR` (CUDA by default), ``forward_mode="auto"`` picks
+the dense or the factorized path by timing both once per (layer configuration, ranks, input
+shape and strides, dtype, device), like cuDNN's benchmark mode: a warm-up call of each, then
+a few interleaved timed calls (CUDA events), the smaller median wins and is kept for the
+process (:class:`PathSelector`).  Forwards without a graph (``torch.no_grad``) time the
+forward alone; training forwards with gradient capture time forward + backward (kernel
+gradient, and the input gradient when the input requires it) on a private copy of the layer,
+keyed also by the backward variant.  Elsewhere (CPU; forwards with a graph but no capture)
+the FLOP rule below decides.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import statistics
@@ -212,12 +216,15 @@ class PathSelector:
             return False
         return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
-    def choose(self, key: tuple, candidates: dict[str, Callable[[], Any]],
-               device: torch.device) -> str:
-        """The cached choice for ``key``, measuring the ``candidates`` on first use."""
+    def choose(self, key: tuple, candidates: dict[str, Callable[[], Any]]
+               | Callable[[], dict[str, Callable[[], Any]]], device: torch.device) -> str:
+        """The cached choice for ``key``, measuring the ``candidates`` on first use
+        (``candidates`` may be a function returning them, called only then)."""
         hit = self.choices.get(key)
         if hit is not None:
             return hit
+        if callable(candidates):
+            candidates = candidates()
         for fn in candidates.values():  # warm-up: cuDNN autotuning, caches, allocations
             fn()
         samples: dict[str, list[float]] = {p: [] for p in candidates}
@@ -654,11 +661,39 @@ class _TuckerLayer(nn.Module):
         if self.forward_mode != "auto":
             return self.forward_mode
         sel = PATH_SELECTOR
-        if not self._capturing() and self._graph_free() and sel.enabled(x.device):
-            cands = {"dense": lambda: self._run_path(x, "dense"),
-                     "factorized": lambda: self._run_path(x, "factorized")}
-            return sel.choose(self._path_key(x), cands, x.device)
+        if sel.enabled(x.device):
+            if self._capturing():  # training: forward + backward of each path
+                key = ("train", self._kernel_only(), x.requires_grad, *self._path_key(x))
+                return sel.choose(key, lambda: self._training_candidates(x), x.device)
+            if self._graph_free():
+                cands = {"dense": lambda: self._run_path(x, "dense"),
+                         "factorized": lambda: self._run_path(x, "factorized")}
+                return sel.choose(self._path_key(x), cands, x.device)
         return self._flop_choice(x)
+
+    def _training_candidates(self, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+        r"""Training forward + backward of each path, on a private copy of the layer.
+
+        The copy (``copy.deepcopy``: core, factors and bias, :math:`O(\sum_i n_i r_i +
+        \prod_i r_i)`) has its own parameters, so the timed backward passes leave this
+        layer's ``.grad`` and ``grad_full`` untouched; its kernel cache is cleared before
+        every call (a training step changes the kernel, so each real forward rebuilds it).
+        The input is detached and requires grad as ``x`` does (same backward work).
+        """
+        clone = copy.deepcopy(self)
+        clone.train()
+        xx = x.detach().requires_grad_(x.requires_grad)
+
+        def run(path: str) -> None:
+            clone.forward_mode = path
+            clone.clear_kernel_cache()
+            clone.grad_full = None
+            for p in clone.parameters():
+                p.grad = None
+            y = clone(xx)
+            y.backward(torch.ones_like(y))
+
+        return {"dense": lambda: run("dense"), "factorized": lambda: run("factorized")}
 
     def _flop_choice(self, x: torch.Tensor) -> str:
         """The FLOP rule of ``forward_mode="auto"`` (see :data:`FACTORIZED_FLOP_RATIO`)."""
@@ -711,6 +746,10 @@ class _TuckerConvNd(_TuckerLayer):
         dense count is at least :data:`FACTORIZED_MIN_FLOPS` (see
         :meth:`flops`, :meth:`_plan`: the cheapest of three variants, with the 1x1
         convolution of :math:`U_1^\top` and/or of :math:`U_0` folded into the small kernel).
+        On CUDA, a forward without autograd graph (``torch.no_grad``) instead takes the
+        path measured faster for its configuration and input shape (:class:`PathSelector`,
+        module docstring).  ``"dense"`` without a graph reuses the cached kernel
+        (:meth:`cached_weight`): one convolution, as ``nn.ConvNd``.
     device, dtype : as for torch modules.
 
     Notes
@@ -1048,7 +1087,8 @@ class LowRankLinear(_TuckerLayer):
     forward_mode : {"auto", "dense", "factorized"}
         ``"factorized"`` computes :math:`((x U_1) C^\top) U_0^\top`, cost
         :math:`n_{in} r_1 + r_0 r_1 + n_{out} r_0` per sample instead of
-        :math:`n_{in} n_{out}`.
+        :math:`n_{in} n_{out}`; ``"auto"``: the FLOP rule (:data:`FACTORIZED_FLOP_RATIO`),
+        or on CUDA without a graph the path measured faster (:class:`PathSelector`).
 
     Notes
     -----

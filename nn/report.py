@@ -425,6 +425,8 @@ _MEM_FIELDS = ("params", "optimizer_state", "gradients", "step_workspace")
 class MemoryReport:
     r"""Bytes of a model + optimizer, beside the same model dense (:func:`memory_report`).
 
+    All attributes are byte counts, except ``layers``.
+
     Attributes
     ----------
     params, optimizer_state :

@@ -164,6 +164,15 @@ def test_measured_path_choice_on_cuda():
     with torch.no_grad():
         layer(x)
     assert len(L.PATH_SELECTOR.choices) == n
+    # training: forward + backward timed on a private copy; gradients of one backward
+    layer.train()
+    ref = copy.deepcopy(layer)
+    ref.forward_mode = "dense"
+    layer(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    assert any(k[0] == "train" for k in L.PATH_SELECTOR.choices)
+    torch.testing.assert_close(layer.grad_full, ref.grad_full, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(layer.core.grad, ref.core.grad, rtol=1e-4, atol=1e-3)
 
 
 def test_kernel_cache_follows_steps_on_cuda():

@@ -271,15 +271,17 @@ def test_measured_choice_picks_the_faster_path_once_per_shape(make, faster, sele
     assert len(timer.calls) == 12 and len(sel.choices) == 2
 
 
-def test_measured_choice_ties_keep_dense_and_training_uses_the_flop_rule(selector):
+def test_measured_choice_ties_keep_dense_and_graph_forwards_use_the_flop_rule(selector):
     sel, timer = selector({"dense": 1.0, "factorized": 1.0})
     layer = _conv(forward_mode="auto").eval()
     x = _x(layer)
     _infer(layer, x)
     assert list(sel.choices.values()) == ["dense"]
     n = len(timer.calls)
+    layer(x).sum().backward()  # eval with a graph (no capture): FLOP rule, no timing
     layer.train()
-    layer(x).sum().backward()  # training (graph needed): FLOP rule, no timing
+    layer.capture_grad = False
+    layer(x).sum().backward()  # training without capture: likewise
     with torch.no_grad():
         layer.eval()
         layer.forward_mode = "factorized"  # explicit modes are never measured
@@ -306,3 +308,33 @@ def test_cpu_flop_rule_unchanged_without_selector():
     assert layer._choose(x) == layer._flop_choice(x) == "factorized"
     small = nn.Conv2d(1, 2, 3)  # a dense layer is untouched by any of this
     assert small(torch.randn(1, 1, 5, 5)).shape == (1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("param_grads", [True, False])
+@pytest.mark.parametrize("faster", ["dense", "factorized"])
+def test_measured_training_choice_leaves_the_layer_untouched(param_grads, faster, selector):
+    """Training forwards time forward + backward on a private copy: the layer's gradients
+    (``grad_full``, ``.grad``) are those of one backward pass, whichever path won."""
+    slower = "factorized" if faster == "dense" else "dense"
+    sel, timer = selector({faster: 1.0, slower: 2.0}, repeats=2)
+    layer = _conv(forward_mode="auto")
+    layer.param_grads = param_grads
+    ref = copy.deepcopy(layer)
+    ref.forward_mode = "dense"
+    x = _x(layer).requires_grad_(True)
+    xr = x.detach().clone().requires_grad_(True)
+    (layer(x) ** 2).sum().backward()
+    (ref(xr) ** 2).sum().backward()
+    assert len(timer.calls) == 4
+    (key,) = sel.choices
+    assert key[:3] == ("train", not param_grads, True) and sel.choices[key] == faster
+    assert layer._choose(x) == faster
+    torch.testing.assert_close(layer.grad_full, ref.grad_full, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-10)
+    for pa, pb in zip(layer.parameters(), ref.parameters(), strict=True):
+        if pb.grad is None:
+            assert pa.grad is None
+        else:
+            torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-10, atol=1e-10)
+    layer(x.detach()).sum().backward()  # the input needs no gradient: another key
+    assert len(sel.choices) == 2 and len(timer.calls) == 8
