@@ -7,7 +7,14 @@ from .datasets import DATASETS, ArrayDataset, DatasetError, load_dataset
 from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_tucker_layer
 from .models import MODELS, LeNet5, build_model
 from .optim import TDLRT
-from .report import CompressionReport, LayerReport, compression_report, parameter_counts
+from .report import (
+    CompressionReport,
+    LayerReport,
+    MemoryReport,
+    compression_report,
+    memory_report,
+    parameter_counts,
+)
 from .train import TrainConfig, evaluate, train
 from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
 
@@ -27,6 +34,7 @@ __all__ = [
     "CompressionReport",
     "LayerReport",
     "LowRankLinear",
+    "MemoryReport",
     "TDLRT",
     "TuckerConv1d",
     "TuckerConv2d",
@@ -37,6 +45,7 @@ __all__ = [
     "VanillaTuckerConv",
     "compression_report",
     "is_tucker_layer",
+    "memory_report",
     "parameter_counts",
     "to_dense",
     "tuckerize",
