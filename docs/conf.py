@@ -46,7 +46,7 @@ extensions = [
 # autodoc / napoleon (NumPy-style docstrings)
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_ivar = True  # "Attributes" sections as :ivar: (no duplicates with dataclass fields)
@@ -133,6 +133,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "show_memory": False,
     "min_reported_time": 1,
+    "write_computation_times": False,  # its page loads scripts from a CDN
     "capture_repr": (),  # printed output only: no dumped reprs of return values
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
@@ -157,10 +158,13 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
     "logo": {"text": f"tucker-dlra {release}"},
-    "secondary_sidebar_items": ["page-toc", "sourcelink"],
+    # the gallery pages print wide tables: no right-hand sidebar there
+    "secondary_sidebar_items": {"*": ["page-toc", "sourcelink"], "start/*": ["page-toc"],
+                                "api/*": ["page-toc", "sourcelink"], "auto_examples/*": []},
     "header_links_before_dropdown": 6,
 }
-html_sidebars = {"index": [], "**": ["sidebar-nav-bs"]}
+# the flat learning-order toctree gives no section navigation: only the gallery keeps it
+html_sidebars = {"*": [], "start/*": [], "api/*": []}
 html_context = {"default_mode": "light"}
 html_copy_source = True
 pygments_style = "sphinx"
