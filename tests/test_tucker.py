@@ -435,3 +435,38 @@ def test_norm_of_a_difference_is_accurate_below_sqrt_eps(backend):
     exact = delta * np.sqrt(core.size)
     got = float((b - a).norm())
     assert abs(got - exact) <= 1e-3 * exact
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_orthonormal_flag_is_checked_where_data_enters(dtype):
+    """``orthonormal=True`` with a factor that is not orthonormal is refused (it gave a wrong
+    ``norm()`` and ``truncate`` passed the false flag on); rounding-level deviations pass."""
+    rng = np.random.default_rng(0)
+    core = rng.standard_normal((2, 3, 2)).astype(dtype)
+    good = [random_orthonormal(rng, n, r, dtype) for n, r in ((4, 2), (5, 3), (3, 2))]
+    t = TuckerTensor(core, good, orthonormal=True)
+    np.testing.assert_allclose(float(t.norm()), np.linalg.norm(t.full()), rtol=1e-5)
+    bad = list(good)
+    bad[1] = 2.0 * good[1]
+    with pytest.raises(ValueError, match=r"factors\[1\] must have orthonormal columns"):
+        TuckerTensor(core, bad, orthonormal=True)
+    # an unflagged tensor with the same factors: norm and truncate are right, result flagged
+    u = TuckerTensor(core, bad)
+    np.testing.assert_allclose(float(u.norm()), np.linalg.norm(u.full()), rtol=1e-5)
+    y = truncate(u)
+    assert y.orthonormal
+    check_orthonormal(y.factors)
+    np.testing.assert_allclose(float(y.norm()), np.linalg.norm(u.full()), rtol=1e-5)
+    # rounding-level drift of the dtype is accepted
+    eps = np.finfo(np.float32 if dtype in (np.float32,) else np.float64).eps
+    drift = [g + 10 * eps * rng.standard_normal(g.shape).astype(dtype) for g in good]
+    assert TuckerTensor(core, drift, orthonormal=True).orthonormal
+
+
+def test_arithmetic_keeps_the_flag_only_on_the_same_bases():
+    rng = np.random.default_rng(1)
+    core = rng.standard_normal((2, 2))
+    fs = [random_orthonormal(rng, 4, 2, np.float64) for _ in range(2)]
+    t = TuckerTensor(core, fs, orthonormal=True)
+    assert (-t).orthonormal and (2.0 * t).orthonormal and (t / 3.0).orthonormal
+    assert not (t + t).orthonormal
