@@ -400,6 +400,16 @@ class _TuckerLayer(nn.Module):
     def _kernel_hook(self, g: torch.Tensor) -> None:
         self._store_grad(g)
 
+    def _check_input_dtype(self, x: torch.Tensor) -> None:
+        """The input must have the layer's dtype (as for ``nn.Conv2d``; a clear message).
+
+        Under ``torch.autocast`` mixed dtypes are the point, and are left to autocast.
+        """
+        if x.dtype != self.core.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{type(self).__name__} has dtype {self.core.dtype}; got an input of "
+                            f"dtype {x.dtype} (convert one of them, e.g. x.to({self.core.dtype}) "
+                            f"or layer.to({x.dtype}))")
+
     def _kernel_only(self) -> bool:
         """Training forward whose backward computes only :math:`G` (``param_grads=False``)."""
         return not getattr(self, "param_grads", True) and self._capturing()
@@ -735,6 +745,12 @@ class _TuckerConvNd(_TuckerLayer):
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
                              f"input; got shape {tuple(x.shape)}")
+        cin = x.shape[-self._N - 1]
+        if cin != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects in_channels = {self.in_channels} "
+                             f"input channels (dimension {x.dim() - self._N - 1}); got {cin} "
+                             f"in an input of shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
@@ -899,6 +915,7 @@ class LowRankLinear(_TuckerLayer):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "
                              f"got shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         capture = self._capturing()
         if capture and self._kernel_only():  # backward computes dL/dx and G only

@@ -395,6 +395,18 @@ def _choose_ranks(
     total = math.prod(shape)
     upper = [min(n, total // n) if n else 0 for n in shape]
     ranks = per_mode(rank, d, "rank", upper)
+    if all(r is not None for r in ranks):
+        fixed = [int(r) for r in ranks]  # type: ignore[arg-type]
+        if tol is not None:
+            raise ValueError("give at most one of rank and rtol/atol (a rank fixes every mode, "
+                             "the tolerance would be ignored); use None entries in rank for the "
+                             "modes the tolerance should choose")
+        for i in range(d):
+            others = math.prod(fixed[:i] + fixed[i + 1:])
+            if fixed[i] > others:
+                raise ValueError(
+                    f"rank = {tuple(fixed)} is not a Tucker rank: rank[{i}] = {fixed[i]} exceeds "
+                    f"the product {others} of the other ranks (valid: {valid_rank(fixed)})")
     rmax = per_mode(max_rank, d, "max_rank", upper, clamp=True)
     rmin = per_mode(min_rank, d, "min_rank", upper, clamp=True)
     if rule not in RULES:
@@ -547,6 +559,11 @@ def hosvd(
     if x.ndim < 1:
         raise ValueError("x must have at least one mode")
     xp = namespace(x)
+    _check_nonempty(x.shape, "x")
+    if _is_half(xp, x.dtype):  # factorise in float32, hand back the input's dtype
+        res = hosvd(xp.astype(x, xp.float32), rank, rtol, atol, max_rank, min_rank, rule,
+                    method, full_output)
+        return _cast_result(xp, res, x.dtype)
     norm = _finite_norm(xp, x, "x")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(x, rank, tol, rule, max_rank, min_rank, method)
@@ -555,6 +572,29 @@ def hosvd(
     if full_output:
         return t, _with_norm(info, float(norm))
     return t
+
+
+def _is_half(xp: Any, dtype: Any) -> bool:
+    """float16 / bfloat16: no linear algebra kernels (QR, eigh, SVD) in NumPy or torch."""
+    return xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits == 16
+
+
+def _cast_result(xp: Any, res: Any, dtype: Any) -> Any:
+    """A float32 result of :func:`hosvd`/:func:`truncate` in the half dtype of the input.
+
+    The factors stay orthonormal to the half precision's rounding (far inside the tolerance
+    of :func:`check_orthonormal`).
+    """
+    t, info = res if isinstance(res, tuple) else (res, None)
+    t = TuckerTensor._orthonormal(xp.astype(t.core, dtype), [xp.astype(u, dtype)
+                                                               for u in t.factors])
+    return (t, info) if info is not None else t
+
+
+def _check_nonempty(shape: Sequence[int], name: str) -> None:
+    if any(int(n) == 0 for n in shape):
+        raise ValueError(f"{name} has an empty mode (shape {tuple(int(n) for n in shape)}); "
+                         "every mode must have size >= 1")
 
 
 def _with_norm(info: TruncationInfo, norm: float) -> TruncationInfo:
@@ -612,6 +652,13 @@ def truncate(
     if not isinstance(t, TuckerTensor):
         raise TypeError(f"t must be a TuckerTensor; got {type(t).__name__}")
     xp = t.xp
+    _check_nonempty(t.shape, "t")
+    _check_nonempty(t.rank, "t.core")
+    if _is_half(xp, t.dtype):  # factorise in float32, hand back the input's dtype
+        t32 = TuckerTensor(xp.astype(t.core, xp.float32),
+                           [xp.astype(u, xp.float32) for u in t.factors])
+        res = truncate(t32, rtol, atol, rank, max_rank, min_rank, rule, method, full_output)
+        return _cast_result(xp, res, t.dtype)
     if t.orthonormal:
         qs, core = list(t.factors), t.core
     else:
