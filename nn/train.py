@@ -769,7 +769,7 @@ def train(cfg: TrainConfig, resume: bool = False,
             + (f"  conv compression eval {row['eval_compression']:.1f}% train "
                f"{row['train_compression']:.1f}%" if comp else "")
             + (f"  {_ranks_text(ranks)}" if ranks and len(ranks) <= 3 else "")
-            + f"  ({elapsed:.1f} s)")
+            + f"  (cumulative {elapsed:.1f} s)")
         record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
         _write_metrics(out, record)
         save_checkpoint(out / CHECKPOINT, {

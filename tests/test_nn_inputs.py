@@ -47,3 +47,20 @@ def test_tdlrt_tau_must_be_below_one(tau):
     """tau is a relative tolerance in [0, 1), as the command line says."""
     with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
         TDLRT(TuckerConv2d(3, 4, 3).parameters(), lr=0.1, tau=tau)
+
+
+def test_vanilla_tucker_from_conv_with_a_core_larger_than_a_tucker_rank():
+    """kappa = 0.5 of a (20, 1, 5, 5) kernel asks for ranks (10, 1, 3, 3), not a multilinear
+    rank (10 > 1 * 3 * 3): the layer keeps that core, holding the HOSVD at (9, 1, 3, 3)."""
+    from tucker_dlra.nn import VanillaTuckerConv
+
+    from tucker_dlra import hosvd
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 20, 5, dtype=torch.float64)
+    layer = VanillaTuckerConv.from_conv(conv, rank=0.5)
+    assert tuple(layer.core.shape) == (10, 1, 3, 3)
+    want = hosvd(conv.weight.detach(), rank=(9, 1, 3, 3)).full()
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x, want, conv.bias)
+    torch.testing.assert_close(layer(x), ref, rtol=1e-10, atol=1e-10)
