@@ -8,7 +8,7 @@ from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_
 from .models import MODELS, LeNet5, build_model
 from .optim import TDLRT
 from .report import CompressionReport, LayerReport, compression_report, parameter_counts
-from .train import TrainConfig, evaluate, train
+from .train import CheckpointError, TrainConfig, evaluate, load_checkpoint, train
 from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
 
 __all__ = [
@@ -16,11 +16,13 @@ __all__ = [
     "DATASETS",
     "MODELS",
     "ArrayDataset",
+    "CheckpointError",
     "DatasetError",
     "LeNet5",
     "TrainConfig",
     "build_model",
     "evaluate",
+    "load_checkpoint",
     "load_dataset",
     "train",
     "KINDS",
