@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=sorted(MODELS), default="lenet5",
                    help="network architecture (the paper's Section 4)")
     g.add_argument("--dataset", choices=sorted(DATASETS), default="mnist-subset",
-                   help="mnist-subset (shipped, 10k/2k real MNIST images), mnist, fashion-mnist, "
+                   help="mnist-subset (shipped: 10k training images, 9k trained on and 1k for "
+                   "validation by default, 2k test images of real MNIST), mnist, fashion-mnist, "
                    "cifar10 (from --data-dir) [mnist-subset]")
     g.add_argument("--method", choices=list(METHODS), default="tdlrt",
                    help="baseline (dense), tdlrt (Algorithm 1), tdlrt-parallel (parallel BUG), "
@@ -156,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "paper's numbers), split keeps the total error <= tau*||C|| [per_mode]")
     r = g.add_mutually_exclusive_group()
     r.add_argument("--rank", type=_pos_int("rank"),
-                   help="initial (TDLRT) or fixed (vanilla) rank of every mode, clipped per mode")
+                   help="initial (TDLRT) or fixed (vanilla) rank of every mode, clipped per mode "
+                   "[see --rank-fraction]")
     r.add_argument("--rank-fraction", type=_unit_interval("rank-fraction", True, False),
-                   help="initial/fixed rank as a fraction kappa of each mode's size (vanilla "
-                   "default 0.5; TDLRT default: full rank)")
-    g.add_argument("--max-rank", type=_pos_int("max-rank"), help="upper bound on every rank")
+                   help="initial/fixed rank as a fraction kappa of each mode's size [vanilla: "
+                   "0.5; TDLRT: full rank]")
+    g.add_argument("--max-rank", type=_pos_int("max-rank"),
+                   help="upper bound on every rank [no bound]")
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_pos_int("epochs"), default=None,
                    help="training epochs (with --resume: the new total) [15]")
@@ -181,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_int, default=0,
                    help="seed of the initialisation, the data order and the validation split")
     g.add_argument("--max-steps", type=_pos_int("max-steps"),
-                   help="stop after this many optimizer steps (tiny runs)")
+                   help="stop after this many optimizer steps (tiny runs) [no limit]")
     g = t.add_argument_group("data")
-    g.add_argument("--data-dir", type=Path, help="folder with the dataset files")
+    g.add_argument("--data-dir", type=Path,
+                   help="folder with the dataset files [none: only mnist-subset works]")
     g.add_argument("--download", action="store_true",
                    help="download missing files (MD5-verified) into DATA_DIR/<dataset>/")
     g.add_argument("--mirror", help="base URL to download from instead of the public mirrors "
@@ -191,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=_unit_interval("val-fraction"), default=0.1,
                    help="share of the training images held out for validation [0.1]")
     g.add_argument("--train-limit", type=_pos_int("train-limit"),
-                   help="use only this many training images (before the validation split)")
+                   help="use only this many training images (before the validation split) [all]")
     g.add_argument("--test-limit", type=_pos_int("test-limit"),
-                   help="use only this many test images")
+                   help="use only this many test images [all]")
     g = t.add_argument_group("run")
     g.add_argument("--out", type=Path,
                    help="output folder [runs/<model>-<dataset>-<method>[-tau<tau>]-seed<seed>]")

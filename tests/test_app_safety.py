@@ -197,3 +197,22 @@ def test_onnx_export_of_the_factorized_model_matches_torch(run, tmp_path, capsys
     assert code == 0, err
     code2, out2, _ = run_cli(["evaluate", run / "checkpoint.pt", "--json"], capsys)
     assert json.loads(out)["accuracy"] == json.loads(out2)["accuracy"]
+
+
+def test_every_option_has_help_text_and_shows_its_default(capsys):
+    import argparse
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sp in sub.choices.items():
+        fmt = sp._get_formatter()
+        for a in sp._actions:
+            if not a.option_strings or a.dest == "help":
+                continue
+            assert a.help, (name, a.option_strings)
+            if not isinstance(a, argparse._StoreTrueAction):
+                assert "[" in fmt._get_help_string(a), (name, a.option_strings)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "learning rate [0.05]" in out and "[no limit]" in out
