@@ -214,5 +214,5 @@ def test_every_option_has_help_text_and_shows_its_default(capsys):
                 assert "[" in fmt._get_help_string(a), (name, a.option_strings)
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "learning rate [0.05]" in out and "[no limit]" in out
