@@ -571,11 +571,17 @@ def resolve_device(name: str) -> torch.device:
 
 def clean_stale_temporaries(out: str | os.PathLike) -> list[Path]:
     """Delete the hidden temporary files (``.<name>.<random>.tmp``) that a run killed during an
-    atomic write leaves in its folder (names of :data:`RUN_FILES`); return the deleted paths."""
+    atomic write leaves in its folder (names of :data:`RUN_FILES`, and the figures' temporary
+    files in ``plots/``); return the deleted paths."""
     out = Path(out)
     gone = []
     for p in out.glob(".*.tmp") if out.is_dir() else ():
         if p.is_file() and p.name.startswith(tuple(f".{n}." for n in RUN_FILES)):
+            p.unlink()
+            gone.append(p)
+    plots = out / "plots"
+    for p in plots.glob(".*.png.tmp.png") if plots.is_dir() else ():  # see plots._save
+        if p.is_file():
             p.unlink()
             gone.append(p)
     return gone

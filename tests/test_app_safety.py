@@ -80,10 +80,13 @@ def test_resume_removes_the_temporary_file_of_a_killed_write(run, tmp_path, caps
     stale.write_bytes(b"torn")
     keep = folder / ".my-notes.tmp"
     keep.write_text("not ours")
+    (folder / "plots").mkdir(exist_ok=True)
+    stale_png = folder / "plots" / ".ranks.png.tmp.png"
+    stale_png.write_bytes(b"torn")
     code, out, err = run_cli(["train", "--resume", "--out", folder, "--epochs", "1",
                               "--quiet"], capsys)
     assert code == 0, err
-    assert not stale.exists() and keep.exists()
+    assert not stale.exists() and not stale_png.exists() and keep.exists()
 
 
 def test_output_files_respect_the_umask(run):
