@@ -185,6 +185,7 @@ class TrainConfig:
 
 
 def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -203,7 +204,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_umask()) if hasattr(os, "fchmod") else None
+            if hasattr(os, "fchmod"):  # POSIX: mkstemp created it 0o600
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
