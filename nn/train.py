@@ -842,5 +842,6 @@ def format_summary(record: dict[str, Any]) -> str:
                  f"steps of batch {cfg['batch_size']}, {ms:.0f} ms/step incl. evaluation)")
     if "out" in s:
         lines.append(f"outputs             {s['out']}/ (metrics.csv, metrics.json, "
-                     "checkpoint.pt" + (", plots/" if s.get("plots") else "") + ")")
+                     "checkpoint.pt" + (", report.txt" if s.get("report") else "")
+                     + (", plots/" if s.get("plots") else "") + ")")
     return "\n".join(lines)
