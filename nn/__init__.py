@@ -15,7 +15,7 @@ from .report import (
     memory_report,
     parameter_counts,
 )
-from .train import TrainConfig, evaluate, train
+from .train import CheckpointError, TrainConfig, evaluate, load_checkpoint, train
 from .vanilla import VanillaCPConv, VanillaLowRankLinear, VanillaMatrixConv, VanillaTuckerConv
 
 __all__ = [
@@ -23,11 +23,13 @@ __all__ = [
     "DATASETS",
     "MODELS",
     "ArrayDataset",
+    "CheckpointError",
     "DatasetError",
     "LeNet5",
     "TrainConfig",
     "build_model",
     "evaluate",
+    "load_checkpoint",
     "load_dataset",
     "train",
     "KINDS",

@@ -79,6 +79,7 @@ import math
 import numbers
 import statistics
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -91,6 +92,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
+from tucker_dlra.tucker import orthonormality_defects
 
 from .vanilla import conv_options_repr, pointwise
 
@@ -407,6 +409,7 @@ class _TuckerLayer(nn.Module):
         self._hooked_id: int | None = None
         self.cache_kernel = True  # keep W between graph-free forwards (module docstring)
         self._kcache: tuple | None = None
+        self.register_load_state_dict_post_hook(_TuckerLayer._after_load)
         _LAYERS.add(self)
 
     # ------------------------------------------------------------------ properties
@@ -521,23 +524,26 @@ class _TuckerLayer(nn.Module):
 
     def tucker(self) -> TuckerTensor:
         """The kernel as a :class:`tucker_dlra.TuckerTensor` of detached core and factors."""
-        return TuckerTensor(self.core.detach(), [f.detach() for f in self.factors],
-                            orthonormal=True)
+        # orthonormal by the layer's invariant (kept by TDLRT, restored on load)
+        return TuckerTensor._orthonormal(self.core.detach(), [f.detach() for f in self.factors])
 
     @torch.no_grad()
     def set_tucker(self, t: TuckerTensor) -> None:
-        """Replace core and factors by those of ``t`` (ranks may change).
+        r"""Replace core and factors by those of ``t`` (ranks may change).
 
         The same Parameter objects are kept (``p.data = new``), so optimizers keep their
         references; storage is reallocated at the new size (memory really falls when
         ranks shrink).  Gradients of these parameters and ``grad_full`` are cleared.
-        Factors must have orthonormal columns (not checked here; see
-        :func:`tucker_dlra.check_orthonormal`).
+        A ``t`` not flagged orthonormal is orthonormalised first
+        (:meth:`tucker_dlra.TuckerTensor.orthonormalize`, cost :math:`O(\sum_i n_i r_i^2)`;
+        the flag itself is checked when ``t`` is built).
         """
         if not isinstance(t, TuckerTensor):
             raise TypeError(f"t must be a tucker_dlra.TuckerTensor; got {type(t).__name__}")
         if tuple(t.shape) != self.kernel_shape:
             raise ValueError(f"t has shape {t.shape}; this layer's kernel has {self.kernel_shape}")
+        if not t.orthonormal:
+            t = t.orthonormalize()
         fk = {"device": self.core.device, "dtype": self.core.dtype}
         params = [self.core, *self.factors]
         self.clear_kernel_cache()
@@ -589,6 +595,16 @@ class _TuckerLayer(nn.Module):
     def _kernel_hook(self, g: torch.Tensor) -> None:
         self._store_grad(g)
 
+    def _check_input_dtype(self, x: torch.Tensor) -> None:
+        """The input must have the layer's dtype (as for ``nn.Conv2d``; a clear message).
+
+        Under ``torch.autocast`` mixed dtypes are the point, and are left to autocast.
+        """
+        if x.dtype != self.core.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{type(self).__name__} has dtype {self.core.dtype}; got an input of "
+                            f"dtype {x.dtype} (convert one of them, e.g. x.to({self.core.dtype}) "
+                            f"or layer.to({x.dtype}))")
+
     def _kernel_only(self) -> bool:
         """Training forward whose backward computes only :math:`G` (``param_grads=False``)."""
         return not getattr(self, "param_grads", True) and self._capturing()
@@ -634,8 +650,41 @@ class _TuckerLayer(nn.Module):
                 self.grad_full = None
             else:
                 error_msgs.append(f"{prefix}: inconsistent Tucker checkpoint (core {ranks})")
+        self._load_prefix = prefix  # for the post-load check (factors load after this)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    @staticmethod
+    def _after_load(module: _TuckerLayer, incompatible: Any) -> None:
+        """Load-state-dict post hook: see :meth:`_reorthonormalize_loaded`."""
+        prefix = module.__dict__.pop("_load_prefix", "")
+        keys = [prefix + "core"] + [f"{prefix}factors.{i}" for i in range(module.order)]
+        if not any(k in incompatible.missing_keys for k in keys):
+            module._reorthonormalize_loaded(prefix)
+
+    @torch.no_grad()
+    def _reorthonormalize_loaded(self, prefix: str) -> None:
+        r"""Restore orthonormal factors after a load, keeping the kernel (with a warning).
+
+        TDLRT (Algorithm 1) and :meth:`tucker` rely on :math:`U_i^\top U_i = I`; a loaded
+        factor that violates it (beyond the tolerance of
+        :func:`tucker_dlra.check_orthonormal`, far above the drift of training) is replaced
+        by the QR :math:`U_i = Q_i R_i`, :math:`U_i \leftarrow Q_i`,
+        :math:`C \leftarrow C \times_i R_i`: the same kernel, now in a valid representation.
+        The checkpoint's kernel is kept rather than refused, since it is what was saved.
+        Cost :math:`O(\sum_i n_i r_i^2)` per load.
+        """
+        bad = orthonormality_defects([f.detach() for f in self.factors])
+        if not bad:
+            return
+        t = TuckerTensor(self.core.detach(), [f.detach() for f in self.factors]).orthonormalize()
+        self.core.copy_(t.core)
+        for f, q in zip(self.factors, t.factors, strict=True):
+            f.copy_(q)
+        names = ", ".join(f"{prefix}factors.{i} (||U^T U - I|| = {dev:.2e} > {tol:.2e})"
+                          for i, dev, tol in bad)
+        warnings.warn(f"loaded Tucker factors are not orthonormal: {names}; re-orthonormalised "
+                      f"by QR with the core adjusted (the kernel is unchanged)", stacklevel=2)
 
     # ------------------------------------------------------------------ forward selection
     def _check_mode(self, mode: str) -> str:
@@ -963,6 +1012,12 @@ class _TuckerConvNd(_TuckerLayer):
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
                              f"input; got shape {tuple(x.shape)}")
+        cin = x.shape[-self._N - 1]
+        if cin != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects in_channels = {self.in_channels} "
+                             f"input channels (dimension {x.dim() - self._N - 1}); got {cin} "
+                             f"in an input of shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
@@ -1136,6 +1191,7 @@ class LowRankLinear(_TuckerLayer):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "
                              f"got shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         capture = self._capturing()
         if capture and self._kernel_only():  # backward computes dL/dx and G only

@@ -71,7 +71,8 @@ def _check_group(group: dict) -> None:
         raise TypeError(f"nesterov must be a bool; got {group['nesterov']!r}")
     if group["nesterov"] and (mu <= 0 or damp != 0):
         raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
-    check_tolerance(group["tau"], "tau")
+    if check_tolerance(group["tau"], "tau") is not None and group["tau"] >= 1:
+        raise ValueError(f"tau must be in [0, 1) (relative tolerance); got {group['tau']!r}")
     if group["tau"] is None:
         raise TypeError("tau must be a real number >= 0; got None")
     if not isinstance(group["adaptive"], bool):

@@ -353,7 +353,14 @@ def compression_report(
         example_input = torch.zeros((1,) + dims, dtype=ref.dtype if ref is not None else None,
                                     device=ref.device if ref is not None else None)
     if example_input is not None:
-        shapes = _record_shapes(model, mods, example_input)
+        try:
+            shapes = _record_shapes(model, mods, example_input)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            what = (f"input_shape {tuple(example_input.shape[1:])}" if input_shape is not None
+                    else f"example_input of shape {tuple(example_input.shape)}")
+            first = " ".join(str(exc).split())[:300]
+            raise ValueError(f"{what} does not fit the model: its forward pass fails ({first})"
+                             ) from None
     state = optimizer.state if optimizer is not None else {}
     rows = []
     for name, m in mods.items():

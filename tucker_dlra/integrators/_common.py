@@ -473,7 +473,9 @@ class _Context:
             if not bool(xp.all(xp.isfinite(p))):
                 raise self._nonfinite(t, arg)
         if isinstance(z, TuckerTensor):
-            return TuckerTensor(fixed[0], fixed[1:], orthonormal=z.orthonormal)
+            if z.orthonormal:  # same bases as z (checked or built orthonormal)
+                return TuckerTensor._orthonormal(fixed[0], fixed[1:])
+            return TuckerTensor(fixed[0], fixed[1:])
         return fixed[0]
 
     # -- substep right-hand sides ---------------------------------------------------
@@ -541,7 +543,7 @@ def c_step(ctx: _Context, core0: Array, factors: Sequence[Array], starts_at_y0: 
     h = ctx.h if h is None else h
     factors = list(factors)
     f = ctx.rhs(
-        lambda c: TuckerTensor(c, factors, orthonormal=True),
+        lambda c: TuckerTensor._orthonormal(c, factors),
         lambda z, ya: c_gradient(z, factors),
         start=core0 if (starts_at_y0 and t0 == ctx.t0) else None,
     )

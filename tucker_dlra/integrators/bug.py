@@ -108,7 +108,7 @@ def bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "r
     u1 = [orth_columns(xp, k) for k in ks]
     c0 = galerkin_core(y0.core, y0.factors, u1)
     c1 = c_step(ctx, c0, u1, starts_at_y0=False)
-    y1 = TuckerTensor(c1, u1, orthonormal=True)
+    y1 = TuckerTensor._orthonormal(c1, u1)
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, t=t0, h=h)
 
 
@@ -125,7 +125,7 @@ def augmented_step(ctx, y0: TuckerTensor) -> TuckerTensor:
     c0 = pad_core(y0.core, [(0, uh.shape[1] - u.shape[1])
                             for u, uh in zip(y0.factors, uhat, strict=True)])
     c1 = c_step(ctx, c0, uhat, starts_at_y0=True)
-    return TuckerTensor(c1, uhat, orthonormal=True)
+    return TuckerTensor._orthonormal(c1, uhat)
 
 
 def ra_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "rk4",

@@ -111,7 +111,7 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
         m = [int(u.shape[1]) for u in new]
         cbar = c_step(ctx, y.core, y.factors, starts_at_y0=True)
         chat = parallel_core(cbar, gs, ks, new)
-        y_aug = TuckerTensor(chat, uhat, orthonormal=True)
+        y_aug = TuckerTensor._orthonormal(chat, uhat)
         y1, tinfo = adjust_rank(y_aug, base_rank, rtol, atol, max_rank, min_rank, rule,
                                 truncation_method)
         eta = None
@@ -126,8 +126,8 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
                 bound = c_eta * max(theta, 1e-300) / h
                 if full or eta > bound:
                     rejected += 1
-                    y = TuckerTensor(pad_core(y.core, [(0, mi) for mi in m]), uhat,
-                                     orthonormal=True)
+                    y = TuckerTensor._orthonormal(pad_core(y.core, [(0, mi) for mi in m]),
+                                                  uhat)
                     continue
         break
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, truncation=tinfo, rejected=rejected, t=t0,
