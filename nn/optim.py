@@ -23,20 +23,16 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from tucker_dlra import (
-    RULES,
-    TuckerTensor,
-    augment_basis,
-    c_gradient,
-    galerkin_core,
-    k_core,
-    k_gradient,
-    multi_mode_product,
-    parallel_core,
-    truncate,
-)
+from tucker_dlra import RULES, TuckerTensor, c_gradient
 from tucker_dlra._validate import check_tolerance
-from tucker_dlra.backend import namespace, orth_columns
+from tucker_dlra.bug_step import (
+    NonFiniteCore,
+    Truncation,
+    bug_step,
+    core_transport,
+    k_starts,
+    k_transport,
+)
 from tucker_dlra.steps import k_gradients
 
 from .layers import _TuckerLayer, tucker_layers
@@ -113,41 +109,29 @@ class _NonFiniteUpdate(Exception):
     """Internal: an intermediate of the step is not finite (nothing has been written)."""
 
 
-def _tucker_rank(ranks: tuple[int, ...]) -> tuple[int, ...]:
-    """Largest ranks <= ``ranks`` with :math:`r_i \\le \\prod_{j\\ne i} r_j` (valid Tucker rank)."""
-    r = list(ranks)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(r)):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                r[i], changed = others, True
-    return tuple(r)
+def _finite_flag(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    """0-d bool tensor: all entries of all ``tensors`` are finite (no host sync).
 
-
-def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """All entries finite; one host sync.
-
-    Real tensors are reduced by ``torch.aminmax`` (NaN propagates to both extremes, an
-    infinity shows in one of them; ~10x faster than ``isfinite(t).all()`` on CPU); the many
-    small cores and factors of a step are concatenated first (one reduction).
+    One ``_foreach_norm(ord=inf)`` over the list (NaN propagates into the max-norm, an
+    infinity is its value), then one reduction: a handful of ATen ops whatever the number
+    of tensors.  ``None`` for an empty list.
     """
     ts = [t for t in tensors if t.numel()]
     if not ts:
-        return True
+        return None
     dev = ts[0].device
-    small = [t.reshape(-1).to(dev) for t in ts if t.numel() <= 65536 and not t.is_complex()]
-    big = [t for t in ts if t.numel() > 65536 or t.is_complex()]
-    if small:
-        big.append(torch.cat(small))
-    flags = []
-    for t in big:
-        if t.is_complex():
-            flags.append(torch.isfinite(t).all().reshape(1).to(dev))
-        else:
-            flags.append(torch.isfinite(torch.stack(torch.aminmax(t))).all().reshape(1).to(dev))
-    return bool(torch.cat(flags).all())
+    norms = torch._foreach_norm(ts, ord=math.inf)
+    if any(n.device != dev for n in norms):  # pragma: no cover - mixed devices
+        norms = [n.to(dev) for n in norms]
+    dt = torch.promote_types(norms[0].dtype, torch.float32)
+    return torch.isfinite(torch.stack([n.to(dt) for n in norms]
+                                      if any(n.dtype != dt for n in norms) else norms)).all()
+
+
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """All entries finite; one host sync (see :func:`_finite_flag`)."""
+    flag = _finite_flag(tensors)
+    return True if flag is None else bool(flag)
 
 
 class TDLRT(Optimizer):
@@ -341,32 +325,71 @@ class TDLRT(Optimizer):
         for layer in self._layers(self._index()):
             layer.grad_full = None
 
-    # ------------------------------------------------------------------ descent rules
+    # ------------------------------------------------------------------ descent rule
     @staticmethod
-    def _direction(g: torch.Tensor, x: torch.Tensor, state: dict, group: dict
-                   ) -> tuple[torch.Tensor, dict]:
-        """Descent direction of one substep and the new state (functional; nothing mutated)."""
-        wd = group["weight_decay"]
-        if wd:
-            g = g + wd * x
-        new: dict[str, Any] = {}
-        if group["descent"] == "adam":
-            b1, b2 = group["betas"]
-            step = int(state.get("step", 0)) + 1
-            m = state.get("exp_avg")
-            v = state.get("exp_avg_sq")
-            m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
-            v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
-            denom = (v / (1 - b2 ** step)).sqrt() + group["eps"]
-            new.update(step=step, exp_avg=m, exp_avg_sq=v)
-            return (m / (1 - b1 ** step)) / denom, new
-        mu = group["momentum"]
-        if mu == 0:
-            return g, new
-        buf = state.get("momentum_buffer")
-        buf = g.clone() if buf is None else mu * buf + (1 - group["dampening"]) * g
-        new["momentum_buffer"] = buf
-        return (g + mu * buf if group["nesterov"] else buf), new
+    def _descend(xs: list[torch.Tensor], gs: list[torch.Tensor], states: list[dict],
+                 groups: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
+        r"""One descent step :math:`x - \lambda\,d(g)` on many tensors (functional).
+
+        The single descent rule of the optimizer, for the K-steps (Algorithm 1, line 4),
+        the C-step (line 9) and every other parameter: SGD with momentum, dampening,
+        Nesterov and L2 weight decay, or Adam -- the formulas of ``torch.optim.SGD`` /
+        ``torch.optim.Adam``.  Returns the new values and the new states; nothing is
+        mutated.  Tensors sharing a param group are updated by ``torch._foreach_*`` calls
+        (a fixed number of kernels per group).  Cost :math:`O(\text{numel})`.
+        """
+        n = len(xs)
+        out_x: list[Any] = [None] * n
+        out_s: list[Any] = [None] * n
+        buckets: dict[int, list[int]] = {}
+        for k, grp in enumerate(groups):
+            buckets.setdefault(id(grp), []).append(k)
+        for idx in buckets.values():
+            group = groups[idx[0]]
+            x = [xs[k] for k in idx]
+            g = [gs[k] for k in idx]
+            st = [states[k] for k in idx]
+            lr, wd = group["lr"], group["weight_decay"]
+            if wd:
+                g = torch._foreach_add(g, x, alpha=wd)
+            if group["descent"] == "adam":
+                b1, b2 = group["betas"]
+                steps = [int(s.get("step", 0)) + 1 for s in st]
+                m = [s["exp_avg"] if "exp_avg" in s else torch.zeros_like(gi)
+                     for s, gi in zip(st, g, strict=True)]
+                v = [s["exp_avg_sq"] if "exp_avg_sq" in s else torch.zeros_like(gi)
+                     for s, gi in zip(st, g, strict=True)]
+                m = torch._foreach_lerp(m, g, 1 - b1)
+                v = torch._foreach_mul(v, b2)
+                torch._foreach_addcmul_(v, g, g, value=1 - b2)
+                denom = torch._foreach_sqrt(v)
+                torch._foreach_div_(denom, [math.sqrt(1 - b2 ** t) for t in steps])
+                torch._foreach_add_(denom, group["eps"])
+                new = torch._foreach_addcdiv(x, m, denom,
+                                             [-lr / (1 - b1 ** t) for t in steps])
+                new_st = [{**s, "step": t, "exp_avg": mi, "exp_avg_sq": vi}
+                          for s, t, mi, vi in zip(st, steps, m, v, strict=True)]
+            else:
+                mu = group["momentum"]
+                if mu:
+                    old = [s.get("momentum_buffer") for s in st]
+                    have = [k for k, b in enumerate(old) if b is not None]
+                    buf = [gi.clone() for gi in g]
+                    if have:
+                        kept = torch._foreach_mul([old[k] for k in have], mu)
+                        torch._foreach_add_(kept, [g[k] for k in have],
+                                            alpha=1 - group["dampening"])
+                        for k, b in zip(have, kept, strict=True):
+                            buf[k] = b
+                    d = torch._foreach_add(g, buf, alpha=mu) if group["nesterov"] else buf
+                    new_st = [{**s, "momentum_buffer": b} for s, b in zip(st, buf, strict=True)]
+                else:
+                    d = g
+                    new_st = [dict(s) for s in st]
+                new = torch._foreach_add(x, d, alpha=-lr)
+            for j, k in enumerate(idx):
+                out_x[k], out_s[k] = new[j], new_st[j]
+        return out_x, out_s
 
     @staticmethod
     def _check_state(state: dict, p: torch.Tensor, what: str) -> None:
@@ -381,6 +404,7 @@ class TDLRT(Optimizer):
     # ------------------------------------------------------------------ transports
     @staticmethod
     def _transport_k(state: dict, b: torch.Tensor) -> dict:
+        """K-step state into new coordinates: :math:`M B` (squares for second moments)."""
         out = dict(state)
         for k in _MOMENT_KEYS:
             if k in out:
@@ -391,17 +415,15 @@ class TDLRT(Optimizer):
         return out
 
     @staticmethod
-    def _transport_core(state: dict, old: list, new: list) -> dict:
+    def _transport_core(state: dict, a: list[torch.Tensor]) -> dict:
+        """Core state into new coordinates (:func:`tucker_dlra.bug_step.core_transport`)."""
         out = dict(state)
-        if not any(k in out for k in _MOMENT_KEYS + _SQ_KEYS):
-            return out
         for k in _MOMENT_KEYS:
             if k in out:
-                out[k] = c_gradient(TuckerTensor(out[k], old), new)
+                out[k] = core_transport(out[k], a)
         for k in _SQ_KEYS:
             if k in out:
-                mats = [un.T @ uo for uo, un in zip(old, new, strict=True)]
-                out[k] = multi_mode_product(out[k], [a * a for a in mats])
+                out[k] = core_transport(out[k], a, square=True)
         return out
 
     # ------------------------------------------------------------------ Algorithm 1
@@ -428,119 +450,157 @@ class TDLRT(Optimizer):
         mn = [a if b is None else max(a, b) for a, b in zip(layer.min_rank, gmin, strict=True)]
         return mx, [min(a, b) for a, b in zip(mn, mx, strict=True)]
 
-    def _k_phase(self, layer: _TuckerLayer, index: dict) -> dict:
-        """Algorithm 1 lines 1-8 for one layer (functional): K-steps, new bases, C~."""
-        core_p, fac_p = layer.core, list(layer.factors)
-        cgroup = index[id(core_p)][1]
-        fgroups = [index[id(p)][1] for p in fac_p]
-        c = core_p.detach()
-        us = [p.detach() for p in fac_p]
-        grad = layer.grad_full.to(dtype=c.dtype, device=c.device)
-        xp = namespace(c)
-        for p in fac_p:
-            self._check_state(self.state[p], p, "a Tucker factor")
-        self._check_state(self.state[core_p], core_p, "a Tucker core")
-        # lines 1-4: K-steps for all modes from the same point (Theorem 1)
-        cores = [k_core(c, i) for i in range(len(us))]
-        gs = [g_i for g_i, _ in cores]
-        kgrads = k_gradients(grad, gs, us)  # Theorem 1, shared partial contractions
-        ks, kstates = [], []
-        for i, (_, s_i) in enumerate(cores):
-            k0 = us[i] @ s_i
-            dk, st = self._direction(kgrads[i], k0, self.state[fac_p[i]], fgroups[i])
-            ks.append(k0 - fgroups[i]["lr"] * dk)
-            kstates.append({**self.state[fac_p[i]], **st})
-        if not _all_finite(ks):
-            raise _NonFiniteUpdate
-        ctx = {"layer": layer, "c": c, "us": us, "grad": grad, "gs": gs, "ks": ks,
-               "kstates": kstates, "group": cgroup, "cstate": self.state[core_p]}
-        if cgroup["integrator"] == "bug":
-            if cgroup["adaptive"]:  # lines 5-7: augmentation, U kept first
-                basis = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
-            else:  # fixed-rank BUG
-                basis = [orth_columns(xp, k) for k in ks]
-            ctx["basis"] = basis
-            ctx["c0"] = galerkin_core(c, us, basis)  # line 8 (zero-padded core if adaptive)
-        else:  # parallel BUG: the C-step runs in the old bases
-            ctx["basis"], ctx["c0"] = us, c
-        return ctx
+    def _kernel_gradients(self, layers: list[_TuckerLayer]) -> list[torch.Tensor]:
+        r"""The dense kernel gradients :math:`G = \nabla_W\mathcal L` the step consumes.
 
-    def _c_phase(self, ctx: dict, grad: torch.Tensor) -> dict:
-        """Algorithm 1 lines 9-12 for one layer from the C-step gradient's dense ``grad``."""
-        layer, c, us, group = ctx["layer"], ctx["c"], ctx["us"], ctx["group"]
-        basis, c0 = ctx["basis"], ctx["c0"]
-        lr, tau, rule = group["lr"], float(group["tau"]), group["rule"]
+        The single place where the step reads ``layer.grad_full`` (cast to the core's
+        dtype and device), before any other computation: a data-parallel wrapper
+        all-reduces these tensors here (every quantity of the step is linear in G).
+        """
+        return [layer.grad_full.to(dtype=layer.core.dtype, device=layer.core.device)
+                for layer in layers]
+
+    def _variant(self, group: dict) -> str:
+        if group["integrator"] == "parallel":
+            return "parallel"
+        return "ra_bug" if group["adaptive"] else "bug"
+
+    def _truncation(self, layer: _TuckerLayer, group: dict) -> Truncation | None:
+        """Algorithm 1, lines 10-12 for this layer: ``rtol=tau`` with the rank bounds."""
+        core = layer.core
+        if group["integrator"] == "bug" and not group["adaptive"]:
+            return None
+        if not group["adaptive"]:  # parallel, fixed rank: back to the current ranks
+            return Truncation(rank=list(core.shape), rule=group["rule"])
+        aug = [min(2 * int(r), n) for r, n in zip(core.shape, layer.kernel_shape, strict=True)]
         mx, mn = self._bounds(layer, group)
-        kstates = ctx["kstates"]
-        cstate = self._transport_core(ctx["cstate"], us, basis)
-        dc, st = self._direction(c_gradient(grad, basis), c0, cstate, group)  # line 9
-        c1 = c0 - lr * dc
-        cstate = {**cstate, **st}
-        info = None
-        if group["integrator"] == "parallel":  # assemble the augmented core (NUMERICS 1.3)
-            aug = [augment_basis(u, k) for u, k in zip(us, ctx["ks"], strict=True)]
-            new_dirs = [a[:, u.shape[1]:] for a, u in zip(aug, us, strict=True)]
-            c1, basis_t = parallel_core(c1, ctx["gs"], ctx["ks"], new_dirs), aug
-        else:
-            basis_t = basis
-        if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
-            raise _NonFiniteUpdate
-        # truncate re-orthonormalises the bases by QR (not orthonormal=True: augment_basis
-        # keeps U itself first, so without it the factors' orthonormality would drift over
-        # the steps, measured 1.4e-4 in float32 on CUDA after a few steps)
-        if group["adaptive"]:  # lines 10-12
-            t, info = truncate(TuckerTensor(c1, basis_t), rtol=tau, rule=rule,
-                               max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
-                               full_output=True)
-        elif group["integrator"] == "parallel":  # truncated back to the current ranks
-            t, info = truncate(TuckerTensor(c1, basis_t), rank=list(c.shape), rule=rule,
-                               full_output=True)
-        else:
-            t = TuckerTensor(c1, basis_t, orthonormal=True)
-        valid = _tucker_rank(t.rank)
-        if valid != t.rank:  # tolerance rules may disagree across modes on rounding-level
-            t = truncate(t, rank=list(valid))  # values; lossless re-rounding (as ra_bug)
-        # vector transport of the state into the coordinates of the new point
-        new_f = list(t.factors)
-        d = len(us)
-        for i in range(d):
-            if not any(k in kstates[i] for k in _MOMENT_KEYS + _SQ_KEYS):
-                continue  # no state to move (momentum 0, SGD)
-            g_new, _ = k_core(t.core, i)
-            eye = torch.eye(us[i].shape[1], dtype=c.dtype, device=c.device)
-            embed = TuckerTensor(ctx["gs"][i], [eye if j == i else us[j] for j in range(d)])
-            kstates[i] = self._transport_k(kstates[i], k_gradient(embed, g_new, new_f, i))
-        cstate = self._transport_core(cstate, basis, new_f)
-        return {"layer": layer, "tucker": t, "kstates": kstates, "cstate": cstate,
-                "info": info}
+        return Truncation(rtol=float(group["tau"]), rule=group["rule"],
+                          max_rank=_fit(mx, aug), min_rank=_fit(mn, aug))
 
-    def _second_pass(self, closure: Callable[[], Any], ctxs: list[dict],
-                     layers: list[_TuckerLayer], index: dict) -> dict[int, torch.Tensor]:
+    def _compute(self, active: list[_TuckerLayer], grads: list[torch.Tensor],
+                 plain: list[tuple[torch.Tensor, dict]], index: dict,
+                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer]) -> dict:
+        """Every update of the step (nothing written): Algorithm 1 for all Tucker layers by
+        :func:`tucker_dlra.bug_step.bug_step` with the descent rule as substep solver, and
+        the descent rule on the plain parameters; one host read-back for all ranks and the
+        finiteness of every new tensor."""
+        fac_p = [list(layer.factors) for layer in active]
+        core_p = [layer.core for layer in active]
+        cgroups = [index[id(p)][1] for p in core_p]
+        for layer, fs in zip(active, fac_p, strict=True):
+            for p in fs:
+                self._check_state(self.state[p], p, "a Tucker factor")
+            self._check_state(self.state[layer.core], layer.core, "a Tucker core")
+        ys = [layer.tucker() for layer in active]
+        variants = [self._variant(g) for g in cgroups]
+        truncs = [self._truncation(layer, g) for layer, g in zip(active, cgroups, strict=True)]
+        kept: dict[str, Any] = {}
+
+        def k_solve(starts: list) -> list[list[torch.Tensor]]:
+            # Algorithm 1, lines 3-4: one descent step on every K_i (Theorem 1 gradients)
+            kgrads = [k_gradients(g, st.gs, y.factors)
+                      for g, st, y in zip(grads, starts, ys, strict=True)]
+            flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
+            new, st = self._descend(
+                [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
+                [self.state[fac_p[t][i]] for t, i in flat],
+                [index[id(fac_p[t][i])][1] for t, i in flat])
+            ks = [[None] * y.ndim for y in ys]
+            kept["kstates"] = [[None] * y.ndim for y in ys]
+            for (t, i), k, s in zip(flat, new, st, strict=True):
+                ks[t][i], kept["kstates"][t][i] = k, s
+            return ks
+
+        def c_solve(cores0: list, bases: list, at_y0: list) -> list[torch.Tensor]:
+            # Algorithm 1, line 9: one descent step on the Galerkin core
+            gz = list(grads)
+            two = [t for t, v in enumerate(variants) if v == "bug" and closure is not None]
+            if two:
+                g2 = self._second_pass(closure, [active[t] for t in two],
+                                       [cores0[t] for t in two], [bases[t] for t in two],
+                                       layers, index)
+                for t, g in zip(two, g2, strict=True):
+                    gz[t] = g
+            cstates = []
+            for t, y in enumerate(ys):
+                st = self.state[core_p[t]]
+                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
+                    st = self._transport_core(st, [b.T @ u for b, u in
+                                                   zip(bases[t], y.factors, strict=True)])
+                cstates.append(st)
+            cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
+            new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
+            kept["cstates"], kept["bases"] = st, bases
+            return new
+
+        plain_new, plain_st = self._descend(
+            [p for p, _ in plain],
+            [p.grad for p, _ in plain], [self.state[p] for p, _ in plain],
+            [g for _, g in plain]) if plain else ([], [])
+
+        def extra(parts: list) -> list[torch.Tensor]:
+            ts = [k for pt in parts for k in pt.ks] + [pt.y1.core for pt in parts]
+            ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
+            ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
+            flag = _finite_flag(ts)
+            return [] if flag is None else [flag]
+
+        try:
+            parts, host = bug_step(ys, k_solve, c_solve, variants, truncs, extra)
+        except NonFiniteCore:
+            raise _NonFiniteUpdate from None
+        if host and host[0] != 1.0:
+            raise _NonFiniteUpdate
+        # transport of the linear state into the coordinates of the new point
+        need_k = [t for t in range(len(ys))
+                  if any(any(k in s for k in _MOMENT_KEYS + _SQ_KEYS)
+                         for s in kept["kstates"][t])]
+        news = k_starts([parts[t].y1 for t in need_k]) if need_k else []
+        kstates = kept["kstates"]
+        cstates = list(kept["cstates"])
+        for t, pt in enumerate(parts):
+            new_f = pt.y1.factors
+            if t in need_k:
+                a = [un.T @ uo for un, uo in zip(new_f, ys[t].factors, strict=True)]
+                ns = news[need_k.index(t)]
+                for i in range(ys[t].ndim):
+                    b = k_transport(pt.start.gs[i], ns.gs[i], a, i)
+                    kstates[t][i] = self._transport_k(kstates[t][i], b)
+            if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS):
+                cstates[t] = self._transport_core(
+                    cstates[t], [un.T @ b for un, b in zip(new_f, kept["bases"][t],
+                                                           strict=True)])
+        return {"parts": parts, "kstates": kstates, "cstates": cstates,
+                "plain": (plain_new, plain_st)}
+
+    def _second_pass(self, closure: Callable[[], Any], layers2: list[_TuckerLayer],
+                     cores0: list, bases: list, layers: list[_TuckerLayer],
+                     index: dict) -> list[torch.Tensor]:
         r"""Fixed-rank BUG with a closure: :math:`\nabla_W\mathcal L` at the Galerkin point.
 
         Temporarily sets each such layer to :math:`C \times_i (U^{new\top}_i U_i) \times_i
         U^{new}_i`, re-evaluates ``closure`` and reads the layers' new ``grad_full``; then
         restores every parameter, gradient and captured ``grad_full`` (nothing else moves).
         """
-        originals = [(ctx["layer"], TuckerTensor(ctx["c"].clone(),
-                                                 [u.clone() for u in ctx["us"]]))
-                     for ctx in ctxs]
+        originals = [(layer, TuckerTensor(layer.core.detach().clone(),
+                                          [u.detach().clone() for u in layer.factors]))
+                     for layer in layers2]
         grads = {id(p): p.grad for p, _ in index.values()}
         fulls = {id(layer): layer.grad_full for layer in layers}
         try:
-            for ctx in ctxs:
-                ctx["layer"].set_tucker(TuckerTensor(ctx["c0"], ctx["basis"]))
+            for layer, c0, b in zip(layers2, cores0, bases, strict=True):
+                layer.set_tucker(TuckerTensor(c0, b))
             with torch.enable_grad():
                 loss = closure()
-            out = {}
-            for ctx in ctxs:
-                g = ctx["layer"].grad_full
+            out = []
+            for layer in layers2:
+                g = layer.grad_full
                 if g is None:
                     raise RuntimeError("TDLRT.step(closure): the closure must run forward and "
                                        "backward (its second call gave no kernel gradient)")
-                out[id(ctx["layer"])] = g.to(dtype=ctx["c"].dtype)
+                out.append(g.to(dtype=layer.core.dtype))
             if (loss is not None and not _all_finite([torch.as_tensor(loss)])) \
-                    or not _all_finite(list(out.values())):
+                    or not _all_finite(out):
                 raise _NonFiniteUpdate
             return out
         finally:
@@ -550,7 +610,6 @@ class TDLRT(Optimizer):
                 p.grad = grads[id(p)]
             for layer in layers:
                 layer.grad_full = fulls[id(layer)]
-
 
     # ------------------------------------------------------------------ the step
     def _nonfinite(self, msg: str) -> None:
@@ -563,6 +622,13 @@ class TDLRT(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of Algorithm 1 for every Tucker layer, the descent rule for the rest.
+
+        All Tucker layers are processed together (:func:`tucker_dlra.bug_step.bug_step`:
+        the small QRs and eigendecompositions batched over equal shapes, the ranks of all
+        layers decided on the device); every update -- Tucker and plain parameters -- is
+        computed before any is written.  Host synchronisations: one for the finiteness of
+        the gradients, one for the ranks together with the finiteness of the update (plus
+        one per SVD fallback or re-rounding, rare, and the closure's loss).
 
         Parameters
         ----------
@@ -610,30 +676,14 @@ class TDLRT(Optimizer):
             active.append(layer)
         plain = [(p, g) for p, g in index.values()
                  if id(p) not in tucker_ids and p.grad is not None]
-        grads = [layer.grad_full for layer in active] + [p.grad for p, _ in plain]
-        if not _all_finite(grads):
+        grads = self._kernel_gradients(active)
+        if not _all_finite(grads + [p.grad for p, _ in plain]):  # host sync 1
             self._nonfinite("TDLRT.step: non-finite gradient (NaN or inf, e.g. from a non-finite "
                             "loss); the model and the optimizer state were left untouched.")
             return loss
-        # compute every Tucker update first, then commit (atomic step)
-        try:
-            ctxs = [self._k_phase(layer, index) for layer in active]
-            two_pass = [ctx for ctx in ctxs if closure is not None
-                        and ctx["group"]["integrator"] == "bug" and not ctx["group"]["adaptive"]]
-            g2 = self._second_pass(closure, two_pass, layers, index) if two_pass else {}
-            results = [self._c_phase(ctx, g2.get(id(ctx["layer"]), ctx["grad"])) for ctx in ctxs]
+        try:  # compute every update first (host sync 2), then commit: atomic step
+            res = self._compute(active, grads, plain, index, closure, layers)
         except _NonFiniteUpdate:
-            results = None
-        if results is None:
-            self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
-                            "the model and the optimizer state were left untouched.")
-            return loss
-        new_tensors = []
-        for r in results:
-            new_tensors += [r["tucker"].core, *r["tucker"].factors]
-            for st in [*r["kstates"], r["cstate"]]:
-                new_tensors += [v for v in st.values() if torch.is_tensor(v)]
-        if not _all_finite(new_tensors):
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
@@ -643,53 +693,21 @@ class TDLRT(Optimizer):
                 if name.endswith("core"):
                     names[id(p)] = name[: -len("core")].rstrip(".") or "core"
         info_all = {}
-        for k, r in enumerate(results):
-            layer = r["layer"]
-            layer.set_tucker(r["tucker"])
-            for p, st in zip(layer.factors, r["kstates"], strict=True):
+        for k, (layer, pt) in enumerate(zip(active, res["parts"], strict=True)):
+            layer.set_tucker(pt.y1)
+            for p, st in zip(layer.factors, res["kstates"][k], strict=True):
                 self.state[p] = st
-            self.state[layer.core] = r["cstate"]
-            info = r["info"]
+            self.state[layer.core] = res["cstates"][k]
+            info = pt.info
             info_all[names.get(id(layer.core), k)] = {
                 "ranks": layer.ranks,
                 "error_bound": 0.0 if info is None else info.error_bound,
                 "tails": () if info is None else info.tails,
             }
-        for p, group in plain:
-            self._plain_update(p, group)
+        new_x, new_st = res["plain"]
+        if new_x:
+            torch._foreach_copy_([p for p, _ in plain], new_x)
+        for (p, _), st in zip(plain, new_st, strict=True):
+            self.state[p] = st
         self.last_step_info = info_all
         return loss
-
-    def _plain_update(self, p: torch.Tensor, group: dict) -> None:
-        """The same descent rule (SGD with momentum or Adam) on an ordinary parameter.
-
-        In place, with the formulas of ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2
-        weight decay added to the gradient).
-        """
-        state = self.state[p]
-        g = p.grad
-        if group["weight_decay"]:
-            g = g.add(p, alpha=group["weight_decay"])
-        if group["descent"] == "adam":
-            b1, b2 = group["betas"]
-            if "exp_avg" not in state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] = int(state["step"]) + 1
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            bc1, bc2 = 1 - b1 ** state["step"], 1 - b2 ** state["step"]
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
-            p.addcdiv_(m, denom, value=-group["lr"] / bc1)
-            return
-        mu = group["momentum"]
-        if mu:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.clone(g).detach()
-            else:
-                buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
-            g = g.add(buf, alpha=mu) if group["nesterov"] else buf
-        p.add_(g, alpha=-group["lr"])

@@ -259,77 +259,94 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             modes.append({"ident": ident, "gram": gi})
         metas.append({"d": d, "shape": shape, "ranks": ranks, "rmax": rmax, "rmin": rmin,
                       "tol": tol_kind, "modes": modes})
-    # non-finite entries (a diverged update) would make eigh fail: zero them here, the
-    # core's norm (read back below) reports them
-    grams = [namespace(g).where(namespace(g).isfinite(g), g, namespace(g).zeros_like(g))
-             for g in grams]
-    eig = batched(_eigh_desc, grams) if grams else []
-    # device-side decisions, one vector per item: [norm, then per mode rank, tail2, ok]
-    vecs = []
-    for t, (core, _, spec) in enumerate(items):
-        xp = namespace(core)
-        m = metas[t]
-        d = m["d"]
-        norm = xp.linalg.vector_norm(xp.reshape(core, (-1,)))
-        if m["tol"] == "rtol":
-            tol = spec.rtol * norm
-        elif m["tol"] == "atol":
-            tol = xp.asarray(float(spec.atol), dtype=norm.dtype, device=_device(core))
-        else:
-            tol = None
-        mode_tol = None if tol is None else (tol / math.sqrt(d) if spec.rule == "split" else tol)
-        eps = dtype_eps(xp, core.dtype)
-        parts = [xp.reshape(norm, (1,))]
-        for i, md in enumerate(m["modes"]):
-            if md["gram"] is None:
-                continue
-            w, v = eig[md["gram"]]
-            w = xp.clip(w, min=0.0)
-            md["w"], md["v"] = w, v
-            k = int(w.shape[0])
-            tail2 = xp.flip(xp.cumulative_sum(xp.flip(w, axis=0)), axis=0)
-            tail2 = xp.concat([tail2, xp.zeros((1,), dtype=w.dtype, device=_device(w))])
-            noise2 = 100.0 * m["shape"][i] * eps * w[0]
-            fixed = m["ranks"][i]
-            if fixed is None and mode_tol is not None:
-                thr2 = mode_tol * mode_tol
-                slack = 2.0 * m["shape"][i] * eps * w[0]
-                cut = thr2 - slack
-                cut = xp.where(cut > 0, cut, xp.zeros_like(cut))
-                r = xp.sum(xp.astype(tail2[:k] > cut, xp.int64))
-                ok = thr2 >= noise2
-            else:
-                r = xp.asarray(k if fixed is None else fixed, dtype=xp.int64,
-                               device=_device(w))
-                ok = (xp.asarray(True, device=_device(w)) if fixed is None or fixed >= k
-                      else w[fixed] >= noise2)
-            if m["rmax"][i] is not None:
-                r = xp.clip(r, max=m["rmax"][i])
-            r = xp.clip(r, min=m["rmin"][i] if m["rmin"][i] is not None else 1, max=k)
-            tail_r = xp.sum(xp.where(xp.arange(k + 1, device=_device(w)) == r, tail2,
-                                     xp.zeros_like(tail2)))
-            if spec.method == "gram":
-                ok = xp.asarray(True, device=_device(w))
-            parts.append(xp.stack([xp.astype(r, norm.dtype), xp.astype(tail_r, norm.dtype),
-                                   xp.astype(ok, norm.dtype)]))
-        vecs.append(xp.astype(xp.concat(parts), xp.float64))
-    flat = list(vecs)
+    # device-side decisions, batched per Gram size: one row per (item, mode)
+    buckets: dict[tuple, list[int]] = {}
+    for gi, g in enumerate(grams):
+        buckets.setdefault((tuple(g.shape), str(g.dtype), str(_device(g))), []).append(gi)
+    norms = [namespace(c).linalg.vector_norm(namespace(c).reshape(c, (-1,)))
+             for c, _, _ in items]
+    flat: list[Array] = []
+    if norms:
+        xpn = namespace(norms[0])
+        flat.append(xpn.astype(xpn.stack([xpn.astype(n, xpn.float64) for n in norms]),
+                               xpn.float64))
+    row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
+    eig: dict[int, tuple] = {}
+    for bnum, idx in enumerate(buckets.values()):
+        xp = namespace(grams[idx[0]])
+        dev = _device(grams[idx[0]])
+        g = xp.stack([grams[gi] for gi in idx])
+        # a diverged update would make eigh fail: zero non-finite entries (the read-back
+        # norm reports them)
+        g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
+        w, v = _eigh_desc(g)
+        w = xp.where(w > 0, w, xp.zeros_like(w))
+        nb, k = int(w.shape[0]), int(w.shape[1])
+        eps = dtype_eps(xp, w.dtype)
+        coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
+        for row, gi in enumerate(idx):
+            t, i = gwhere[gi]
+            row_of[gi] = (bnum, row)
+            m, spec = metas[t], items[t][2]
+            scale = 1.0 / math.sqrt(m["d"]) if spec.rule == "split" else 1.0
+            tol_row = m["ranks"][i] is None and m["tol"] is not None
+            need.append(tol_row)
+            coef.append(spec.rtol * scale if tol_row and m["tol"] == "rtol" else 0.0)
+            add.append(float(spec.atol) * scale if tol_row and m["tol"] == "atol" else 0.0)
+            fixed.append(k if m["ranks"][i] is None else int(m["ranks"][i]))
+            rmax.append(k if m["rmax"][i] is None else int(m["rmax"][i]))
+            rmin.append(1 if m["rmin"][i] is None else int(m["rmin"][i]))
+            msz.append(float(m["shape"][i]))
+            gram_only.append(spec.method == "gram")
+            item.append(t)
+
+        def arr(vals: list, dt: Any, xp: Any = xp, dev: Any = dev) -> Array:
+            return xp.asarray(vals, dtype=dt, device=dev)
+
+        nvec = xp.astype(xp.take(_to_device(flat[0], dev), arr(item, xp.int64)), w.dtype)
+        tol = nvec * arr(coef, w.dtype) + arr(add, w.dtype)
+        thr2 = tol * tol
+        lam0 = w[:, 0]
+        msz_a = arr(msz, w.dtype)
+        cut = thr2 - 2.0 * eps * msz_a * lam0
+        cut = xp.where(cut > 0, cut, xp.zeros_like(cut))
+        tail2 = xp.flip(xp.cumulative_sum(xp.flip(w, axis=1), axis=1), axis=1)
+        r_tol = xp.sum(xp.astype(tail2 > cut[:, None], xp.int64), axis=1)
+        fixed_a = arr(fixed, xp.int64)
+        need_a = arr(need, xp.bool)
+        r = xp.where(need_a, r_tol, fixed_a)
+        r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
+                       xp.full_like(r, k))
+        cols = xp.arange(k, dtype=xp.int64, device=dev)[None, :]
+        tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
+        noise2 = 100.0 * eps * msz_a * lam0
+        w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
+        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k) | (w_fix >= noise2))
+        ok = ok | arr(gram_only, xp.bool)
+        flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
+                                                   xp.astype(ok, w.dtype)]), xp.float64),
+                               (-1,)))
+        eig_bucket = (w, v)
+        for gi in idx:
+            eig[gi] = (eig_bucket, row_of[gi][1], k, len(flat) - 1)
+    n_fixed = len(flat)
     for e in extra:
         xe = namespace(e)
         flat.append(xp_flat64(xe, e))
     host: list[float] = []
+    offsets = []
     if flat:
         xp0 = namespace(flat[0])
-        host = _to_host(xp0, xp0.concat([xp0.to_device(f, _device(flat[0]))
-                                         if _device(f) != _device(flat[0]) else f
-                                         for f in flat]))
-    pos = 0
+        pos0 = 0
+        for f in flat:
+            offsets.append(pos0)
+            pos0 += int(f.shape[0])
+        host = _to_host(xp0, xp0.concat([_to_device(f, _device(flat[0])) for f in flat]))
     results = []
     for t, (core, factors, spec) in enumerate(items):
         xp = namespace(core)
         m = metas[t]
-        norm = host[pos]
-        pos += 1
+        norm = host[t]
         if not math.isfinite(norm):
             raise NonFiniteCore(f"t must have finite entries (no NaN or inf); its norm is {norm}")
         tol = (spec.rtol * norm if m["tol"] == "rtol"
@@ -345,15 +362,17 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             if md["gram"] is None:
                 redo = True
                 continue
-            r, tail2, ok = host[pos:pos + 3]
-            pos += 3
+            (w, v), row, k, fpos = eig[md["gram"]]
+            nb = int(w.shape[0])
+            base = offsets[fpos]
+            r, tail2, ok = (host[base + row], host[base + nb + row], host[base + 2 * nb + row])
             if spec.method == "auto" and not ok:
                 redo = True
             r = int(r)
             chosen.append(r)
-            tails.append(math.sqrt(max(tail2, 0.0)) if r < md["w"].shape[0] else 0.0)
+            tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
             methods.append("gram")
-            bases.append(md["v"][:, :r])
+            bases.append(v[row, :, :r])
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor(core, factors, orthonormal=True), spec, tol))
             continue
@@ -367,12 +386,19 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                               methods=tuple(methods))
         results.append(_rerounded(TuckerTensor(new_core, new_f, orthonormal=True), info,
                                   spec.method))
-    return results, host[pos:]
+    return results, host[offsets[n_fixed]:] if len(flat) > n_fixed else []
 
 
 def xp_flat64(xp: Any, a: Array) -> Array:
     """``a`` flattened to float64 (for the joint host read-back)."""
     return xp.astype(xp.reshape(a, (-1,)), xp.float64)
+
+
+def _to_device(x: Array, device: Any) -> Array:
+    """``x`` on ``device`` (no copy when it is there already)."""
+    import array_api_compat
+
+    return x if _device(x) == device else array_api_compat.to_device(x, device)
 
 
 def _to_host(xp: Any, v: Array) -> list[float]:
@@ -540,7 +566,7 @@ def bug_step(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(b)
         else:
             cores0.append(y.core)
-            bases.append(list(y.factors))
+            bases.append(y.factors)
         at_y0.append(True)
     cores1 = list(c_solve(cores0, bases, at_y0))
     parts: list[StepParts] = []
