@@ -2,8 +2,9 @@
 
 :class:`OpCounter` is a ``TorchDispatchMode`` that counts every ATen operation dispatched
 while it is active; ``aten._local_scalar_dense`` (what ``.item()``, ``float(t)``,
-``bool(t)`` and ``t.tolist()`` call) is a device-to-host synchronisation.  Counts do not
-depend on timing, so tests may assert them.
+``bool(t)`` call) and ``Tensor.tolist()`` (which on the CPU reads memory without
+dispatching, and on an accelerator copies to the host) are device-to-host
+synchronisations.  Counts do not depend on timing, so tests may assert them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,23 @@ class OpCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.by_name: Counter[str] = Counter()
+        self.host_reads = 0
+        self._tolist: Any = None
+
+    def __enter__(self) -> OpCounter:
+        self._tolist = torch.Tensor.tolist
+        original = self._tolist
+
+        def tolist(t: torch.Tensor) -> Any:
+            self.host_reads += 1
+            return original(t)
+
+        torch.Tensor.tolist = tolist  # type: ignore[method-assign]
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        torch.Tensor.tolist = self._tolist  # type: ignore[method-assign]
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
         name = str(func.overloadpacket) if hasattr(func, "overloadpacket") else str(func)
@@ -38,8 +56,8 @@ class OpCounter(TorchDispatchMode):
 
     @property
     def syncs(self) -> int:
-        """Device-to-host synchronisations (``aten._local_scalar_dense`` calls)."""
-        return sum(self.by_name[n] for n in _SYNC_OPS)
+        """Device-to-host synchronisations (``aten._local_scalar_dense``, ``tolist``)."""
+        return sum(self.by_name[n] for n in _SYNC_OPS) + self.host_reads
 
 
 def count_step(opt: torch.optim.Optimizer) -> OpCounter:

@@ -1,0 +1,151 @@
+"""The batched TDLRT step: host syncs per step, equality with the per-layer step, and an
+atomic commit that covers the plain (dense) parameters too."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv1d, TuckerConv2d, tuckerize
+from tucker_dlra.nn._profiling import OpCounter, count_step
+from tucker_dlra.nn.models import LeNet5, vgg16
+
+
+def _one_step(model, x, opt):
+    opt.zero_grad()
+    model(x).square().mean().backward()
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg16"])
+def test_at_most_two_host_syncs_per_step(name):
+    """Finiteness of the gradients (1) + ranks with the finiteness of the update (2),
+    whatever the number of layers."""
+    torch.manual_seed(0)
+    if name == "vgg16":
+        model, x = vgg16(), torch.randn(2, 3, 32, 32)
+    else:
+        model, x = LeNet5(), torch.randn(2, 1, 28, 28)
+    model = tuckerize(model, rank=0.1, include=[nn.Conv2d])
+    opt = TDLRT(model.parameters(), lr=0.01, momentum=0.9, tau=0.1)
+    for _ in range(2):  # the second step also transports momentum
+        _one_step(model, x, opt)
+        c = count_step(opt)
+        assert c.syncs <= 2, c.by_name.most_common(5)
+        assert c.ops > 0
+
+
+def test_op_counter_counts_syncs_and_tolist():
+    t = torch.arange(3.0)
+    with OpCounter() as c:
+        float(t.sum())
+        t.tolist()
+    assert c.syncs == 2 and c.by_name["aten.sum"] == 1
+    assert torch.Tensor.tolist is not None and t.tolist() == [0.0, 1.0, 2.0]
+
+
+class _Branches(nn.Module):
+    """Independent layers of mixed kinds, shapes, ranks and dtypes, each on its own input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = TuckerConv2d(3, 8, 3, padding=1, rank=(3, 2, 3, 3), dtype=torch.float64)
+        self.b = TuckerConv2d(3, 8, 3, padding=1, rank=(3, 2, 3, 3), dtype=torch.float64)
+        self.c = TuckerConv1d(4, 6, 3, padding=1, rank=(2, 3, 3), dtype=torch.float32)
+        self.d = LowRankLinear(12, 5, rank=4, dtype=torch.float64)
+        self.e = LowRankLinear(9, 7, rank=2, dtype=torch.float32)
+        self.dense = nn.Linear(5, 3, dtype=torch.float64)
+
+    def forward(self, xs):
+        outs = [self.a(xs[0]), self.b(xs[1]), self.c(xs[2]), self.d(xs[3]), self.e(xs[4]),
+                self.dense(xs[5])]
+        return sum(o.double().square().mean() for o in outs)
+
+
+def _inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s, dt=torch.float64: torch.randn(*s, generator=g, dtype=dt)  # noqa: E731
+    return [r(2, 3, 6, 6), r(2, 3, 6, 6), r(2, 4, 7, dt=torch.float32), r(3, 12),
+            r(3, 9, dt=torch.float32), r(3, 5)]
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.9, tau=0.1),
+                                dict(descent="adam", tau=0.05),
+                                dict(integrator="parallel", momentum=0.5, tau=0.2)])
+def test_batched_step_equals_per_layer_steps(kw):
+    """One TDLRT over all layers = one TDLRT per layer (to rounding), over steps with rank
+    changes; layers of equal shape (a, b) share the batched QR/eigh calls."""
+    torch.manual_seed(3)
+    model = _Branches()
+    ref = copy.deepcopy(model)
+    lr = 0.05 if kw.get("descent") == "adam" else 0.3
+    opt = TDLRT(model.parameters(), lr=lr, **kw)
+    opts = [TDLRT(m.parameters(), lr=lr, **kw) for m in ref.children()]
+    ranks = []
+    for step in range(4):
+        xs = _inputs(step)
+        opt.zero_grad()
+        model(xs).backward()
+        opt.step()
+        for o in opts:
+            o.zero_grad()
+        ref(xs).backward()
+        for o in opts:
+            o.step()
+        for (name, m), r in zip(model.named_children(), ref.children(), strict=True):
+            if hasattr(m, "ranks"):
+                assert m.ranks == r.ranks, name
+            for p, q in zip(m.parameters(), r.parameters(), strict=True):
+                tol = 1e-5 if p.dtype == torch.float32 else 1e-11
+                torch.testing.assert_close(p, q, rtol=tol, atol=tol)
+        ranks.append((model.a.ranks, model.c.ranks, model.d.ranks))
+    assert len(set(ranks)) > 1  # the ranks changed on the way
+
+
+def test_skip_covers_dense_parameters():
+    """An overflow in a plain parameter's update leaves the Tucker layers untouched too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(TuckerConv2d(2, 4, 3, rank=(2, 2, 3, 3)), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 2))
+    tucker = [p for n, p in model.named_parameters() if n.startswith("0.")]
+    dense = [p for n, p in model.named_parameters() if not n.startswith("0.")]
+    opt = TDLRT([{"params": tucker}, {"params": dense, "lr": 1e30}], lr=0.1, momentum=0.9,
+                nonfinite="skip")
+    x = torch.randn(3, 2, 5, 5)
+    model(x).square().mean().backward()
+    with torch.no_grad():
+        model[2].bias.grad.fill_(1e10)  # finite gradient, update 1e40 overflows float32
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()
+    assert opt.skipped_steps == 1
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert p.shape == q.shape and torch.equal(p.detach(), q)
+    assert all(len(opt.state[p]) == 0 for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.param_groups[1]["lr"] = 0.1
+        opt.step()  # the same gradients with a sane rate: applied
+    assert not torch.equal(model[2].bias.detach(), before[-1])
+
+
+def test_step_consumes_kernel_gradients_from_one_hook():
+    """``_kernel_gradients`` is the single reader of ``grad_full``: scaling there scales G."""
+    torch.manual_seed(1)
+    layer = TuckerConv2d(2, 3, 3, rank=(2, 2, 3, 3), dtype=torch.float64, bias=False)
+    twin = copy.deepcopy(layer)
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+
+    class Halved(TDLRT):
+        def _kernel_gradients(self, layers):
+            return [g / 2 for g in super()._kernel_gradients(layers)]
+
+    o1, o2 = Halved(layer.parameters(), lr=0.2, tau=0.1), TDLRT(twin.parameters(), lr=0.1,
+                                                                  tau=0.1)
+    for m, o in ((layer, o1), (twin, o2)):
+        F.mse_loss(m(x), torch.zeros(2, 3, 3, 3, dtype=torch.float64)).backward()
+        o.step()
+    torch.testing.assert_close(layer.weight_full(), twin.weight_full(), rtol=1e-12, atol=1e-13)
