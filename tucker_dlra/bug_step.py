@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._validate import per_mode
@@ -62,6 +62,11 @@ __all__ = [
     "k_transport",
     "core_transport",
     "bug_step",
+    "bug_step_begin",
+    "bug_step_end",
+    "read_back",
+    "truncate_prepare",
+    "truncate_finish",
     "VARIANTS",
 ]
 
@@ -225,6 +230,26 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     ``extra`` (flattened, as floats).  Cost per item :math:`O(\sum_i \hat r_i \prod_j
     \hat r_j + \hat r_i^3)` plus the core product; one device-to-host transfer in all.
     """
+    plan = truncate_prepare(items, extra)
+    return truncate_finish(plan, read_back(plan))
+
+
+@dataclass
+class TruncPlan:
+    """Device half of :func:`truncate_many` (everything before the host read-back)."""
+
+    items: list
+    metas: list
+    eig: dict
+    offsets: list
+    n_fixed: int
+    vector: Any
+
+
+def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
+                     extra: Sequence[Array] = ()) -> TruncPlan:
+    """First half of :func:`truncate_many`: Gram matrices, batched ``eigh`` and the rank
+    decisions on the device, gathered in one vector; no host synchronisation."""
     metas, grams, gwhere = [], [], []
     for t, (core, _factors, spec) in enumerate(items):
         xp = namespace(core)
@@ -281,7 +306,7 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
         w, v = _eigh_desc(g)
         w = xp.where(w > 0, w, xp.zeros_like(w))
-        nb, k = int(w.shape[0]), int(w.shape[1])
+        k = int(w.shape[1])
         eps = dtype_eps(xp, w.dtype)
         coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
         for row, gi in enumerate(idx):
@@ -333,15 +358,29 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     for e in extra:
         xe = namespace(e)
         flat.append(xp_flat64(xe, e))
-    host: list[float] = []
-    offsets = []
+    offsets, pos0 = [], 0
+    for f in flat:
+        offsets.append(pos0)
+        pos0 += int(f.shape[0])
+    vector = None
     if flat:
         xp0 = namespace(flat[0])
-        pos0 = 0
-        for f in flat:
-            offsets.append(pos0)
-            pos0 += int(f.shape[0])
-        host = _to_host(xp0, xp0.concat([_to_device(f, _device(flat[0])) for f in flat]))
+        vector = xp0.concat([_to_device(f, _device(flat[0])) for f in flat])
+    return TruncPlan(list(items), metas, eig, offsets, n_fixed, vector)
+
+
+def read_back(plan: TruncPlan) -> list[float]:
+    """The step's one device-to-host transfer: ranks, tails, norms and extras."""
+    if plan.vector is None:
+        return []
+    return _to_host(namespace(plan.vector), plan.vector)
+
+
+def truncate_finish(plan: TruncPlan, host: Sequence[float]
+                    ) -> tuple[list[tuple[TuckerTensor, TruncationInfo]], list[float]]:
+    """Second half of :func:`truncate_many`: bases and cores at the read-back ranks."""
+    items, metas, eig, offsets, n_fixed = (plan.items, plan.metas, plan.eig, plan.offsets,
+                                           plan.n_fixed)
     results = []
     for t, (core, factors, spec) in enumerate(items):
         xp = namespace(core)
@@ -386,7 +425,7 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                               methods=tuple(methods))
         results.append(_rerounded(TuckerTensor(new_core, new_f, orthonormal=True), info,
                                   spec.method))
-    return results, host[offsets[n_fixed]:] if len(flat) > n_fixed else []
+    return results, list(host[offsets[n_fixed]:]) if len(offsets) > n_fixed else []
 
 
 def xp_flat64(xp: Any, a: Array) -> Array:
@@ -531,6 +570,17 @@ def bug_step(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     products and the truncation (:func:`truncate_many`), per tensor; one host
     synchronisation for all tensors (plus one per re-rounding or SVD fallback, rare).
     """
+    plan = bug_step_begin(ys, k_solve, c_solve, variants, truncations, extra)
+    return bug_step_end(plan, read_back(plan.tplan))
+
+
+def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
+                   variants: Sequence[str], truncations: Sequence[Truncation | None],
+                   extra: Callable[[list[StepParts]], Sequence[Array]] | None = None,
+                   ) -> StepPlan:
+    """Device half of :func:`bug_step` (same arguments): everything up to the host
+    read-back, with no host synchronisation -- a fixed-shape computation when the ranks
+    do not change, which a caller may capture and replay."""
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {v!r}")
@@ -592,9 +642,25 @@ def bug_step(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
                                new))
     extras = list(extra(parts)) if extra is not None else []
     trunc_idx = [t for t, s in enumerate(truncations) if s is not None and variants[t] != "bug"]
-    res, host = truncate_many([(parts[t].y1.core, parts[t].y1.factors, truncations[t])
-                               for t in trunc_idx], extras)
-    for t, (y1, info) in zip(trunc_idx, res, strict=True):
-        parts[t].y1, parts[t].info = y1, info
-    return parts, host
+    tplan = truncate_prepare([(parts[t].y1.core, parts[t].y1.factors, truncations[t])
+                              for t in trunc_idx], extras)
+    return StepPlan(parts, trunc_idx, tplan)
+
+
+@dataclass
+class StepPlan:
+    """Device half of :func:`bug_step`: the untruncated parts and the truncation plan."""
+
+    parts: list[StepParts]
+    trunc_idx: list[int]
+    tplan: TruncPlan
+
+
+def bug_step_end(plan: StepPlan, host: Sequence[float]) -> tuple[list[StepParts], list[float]]:
+    """Host half of :func:`bug_step`: truncation at the read-back ranks (lines 10-12)."""
+    res, extras = truncate_finish(plan.tplan, host)
+    parts = list(plan.parts)
+    for t, (y1, info) in zip(plan.trunc_idx, res, strict=True):
+        parts[t] = replace(parts[t], y1=y1, info=info)
+    return parts, extras
 
