@@ -14,6 +14,7 @@ so ``state_dict``/``load_state_dict`` work unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -28,10 +29,12 @@ from tucker_dlra._validate import check_tolerance
 from tucker_dlra.bug_step import (
     NonFiniteCore,
     Truncation,
-    bug_step,
+    bug_step_begin,
+    bug_step_end,
     core_transport,
     k_starts,
     k_transport,
+    read_back,
 )
 from tucker_dlra.steps import k_gradients
 
@@ -132,6 +135,53 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """All entries finite; one host sync (see :func:`_finite_flag`)."""
     flag = _finite_flag(tensors)
     return True if flag is None else bool(flag)
+
+
+def _group_key(group: dict) -> tuple:
+    """The options of a param group (not its parameters), as a hashable key."""
+    return tuple(sorted((k, repr(v)) for k, v in group.items()
+                        if k not in ("params", "param_names")))
+
+
+def _flatten(obj: Any, leaves: list[torch.Tensor]) -> Any:
+    """Structure of ``obj`` with its tensors replaced by indices into ``leaves``.
+
+    Handles lists, tuples, dicts, dataclasses and :class:`tucker_dlra.TuckerTensor`;
+    anything else is a constant of the structure.
+    """
+    if torch.is_tensor(obj):
+        leaves.append(obj)
+        return ("T", len(leaves) - 1)
+    if isinstance(obj, TuckerTensor):
+        return ("TT", _flatten(obj.core, leaves), _flatten(obj.factors, leaves),
+                obj.orthonormal)
+    if isinstance(obj, list | tuple):
+        return ("L" if isinstance(obj, list) else "U", [_flatten(x, leaves) for x in obj])
+    if isinstance(obj, dict):
+        return ("D", [(k, _flatten(v, leaves)) for k, v in obj.items()])
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return ("DC", type(obj), [(f.name, _flatten(getattr(obj, f.name), leaves))
+                                  for f in dataclasses.fields(obj)])
+    return ("C", obj)
+
+
+def _unflatten(spec: Any, leaves: list[torch.Tensor]) -> Any:
+    """Inverse of :func:`_flatten` with new ``leaves``."""
+    kind = spec[0]
+    if kind == "T":
+        return leaves[spec[1]]
+    if kind == "TT":
+        return TuckerTensor(_unflatten(spec[1], leaves), _unflatten(spec[2], leaves),
+                            orthonormal=spec[3])
+    if kind == "L":
+        return [_unflatten(x, leaves) for x in spec[1]]
+    if kind == "U":
+        return tuple(_unflatten(x, leaves) for x in spec[1])
+    if kind == "D":
+        return {k: _unflatten(v, leaves) for k, v in spec[1]}
+    if kind == "DC":
+        return spec[1](**{k: _unflatten(v, leaves) for k, v in spec[2]})
+    return spec[1]
 
 
 class TDLRT(Optimizer):
@@ -254,9 +304,12 @@ class TDLRT(Optimizer):
                  adaptive: bool = True, integrator: str = "bug", rule: str = "per_mode",
                  max_rank: Any = None, min_rank: Any = None, descent: str = "sgd",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", capture: Any = "auto") -> None:
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite must be 'raise' or 'skip'; got {nonfinite!r}")
+        if capture not in ("auto", True, False) or isinstance(capture, int) and not \
+                isinstance(capture, bool):
+            raise ValueError(f"capture must be 'auto', True or False; got {capture!r}")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay, tau=tau, adaptive=adaptive,
                         integrator=integrator, rule=rule, max_rank=max_rank, min_rank=min_rank,
@@ -265,6 +318,8 @@ class TDLRT(Optimizer):
         _check_group(defaults)
         super().__init__(params, defaults)
         self.nonfinite = nonfinite
+        self.capture = capture
+        self.capture_stats = {"traces": 0, "replays": 0}
         self.last_step_info: dict[Any, dict] = {}
         self.skipped_steps = 0
         self._kernel_only_backward()
@@ -283,12 +338,15 @@ class TDLRT(Optimizer):
         """Pickling: ``Optimizer``'s state plus the ``nonfinite`` policy."""
         state = super().__getstate__()
         state["nonfinite"] = self.nonfinite
+        state["capture"] = self.capture
         return state
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``Optimizer.__getstate__`` keeps only defaults, state and groups)."""
         super().__setstate__(state)
         self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("capture", "auto")
+        self.__dict__.setdefault("capture_stats", {"traces": 0, "replays": 0})
         self.__dict__.setdefault("last_step_info", {})
         self.__dict__.setdefault("skipped_steps", 0)
 
@@ -491,66 +549,28 @@ class TDLRT(Optimizer):
             for p in fs:
                 self._check_state(self.state[p], p, "a Tucker factor")
             self._check_state(self.state[layer.core], layer.core, "a Tucker core")
-        ys = [layer.tucker() for layer in active]
-        variants = [self._variant(g) for g in cgroups]
-        truncs = [self._truncation(layer, g) for layer, g in zip(active, cgroups, strict=True)]
-        kept: dict[str, Any] = {}
-
-        def k_solve(starts: list) -> list[list[torch.Tensor]]:
-            # Algorithm 1, lines 3-4: one descent step on every K_i (Theorem 1 gradients)
-            kgrads = [k_gradients(g, st.gs, y.factors)
-                      for g, st, y in zip(grads, starts, ys, strict=True)]
-            flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
-            new, st = self._descend(
-                [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
-                [self.state[fac_p[t][i]] for t, i in flat],
-                [index[id(fac_p[t][i])][1] for t, i in flat])
-            ks = [[None] * y.ndim for y in ys]
-            kept["kstates"] = [[None] * y.ndim for y in ys]
-            for (t, i), k, s in zip(flat, new, st, strict=True):
-                ks[t][i], kept["kstates"][t][i] = k, s
-            return ks
-
-        def c_solve(cores0: list, bases: list, at_y0: list) -> list[torch.Tensor]:
-            # Algorithm 1, line 9: one descent step on the Galerkin core
-            gz = list(grads)
-            two = [t for t, v in enumerate(variants) if v == "bug" and closure is not None]
-            if two:
-                g2 = self._second_pass(closure, [active[t] for t in two],
-                                       [cores0[t] for t in two], [bases[t] for t in two],
-                                       layers, index)
-                for t, g in zip(two, g2, strict=True):
-                    gz[t] = g
-            cstates = []
-            for t, y in enumerate(ys):
-                st = self.state[core_p[t]]
-                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
-                    st = self._transport_core(st, [b.T @ u for b, u in
-                                                   zip(bases[t], y.factors, strict=True)])
-                cstates.append(st)
-            cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
-            new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
-            kept["cstates"], kept["bases"] = st, bases
-            return new
-
-        plain_new, plain_st = self._descend(
-            [p for p, _ in plain],
-            [p.grad for p, _ in plain], [self.state[p] for p, _ in plain],
-            [g for _, g in plain]) if plain else ([], [])
-
-        def extra(parts: list) -> list[torch.Tensor]:
-            ts = [k for pt in parts for k in pt.ks] + [pt.y1.core for pt in parts]
-            ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
-            ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
-            flag = _finite_flag(ts)
-            return [] if flag is None else [flag]
-
-        try:
-            parts, host = bug_step(ys, k_solve, c_solve, variants, truncs, extra)
+        inputs = {"ys": [layer.tucker() for layer in active], "grads": list(grads),
+                  "kst": [[self.state[p] for p in fs] for fs in fac_p],
+                  "cst": [self.state[p] for p in core_p],
+                  "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
+                  "pst": [self.state[p] for p, _ in plain]}
+        cfg = {"variants": [self._variant(g) for g in cgroups],
+               "truncs": [self._truncation(layer, g)
+                          for layer, g in zip(active, cgroups, strict=True)],
+               "fgroups": [[index[id(p)][1] for p in fs] for fs in fac_p],
+               "cgroups": cgroups, "pgroups": [g for _, g in plain]}
+        if closure is None and self._use_capture(inputs, cfg):
+            out = self._captured(inputs, cfg)
+        else:
+            out = self._phase_a(inputs, cfg, closure, active, layers, index)
+        try:  # host sync 2: ranks, tails, norms and the finiteness of every update
+            parts, host = bug_step_end(out["plan"], read_back(out["plan"].tplan))
         except NonFiniteCore:
             raise _NonFiniteUpdate from None
         if host and host[0] != 1.0:
             raise _NonFiniteUpdate
+        ys, kept = inputs["ys"], out["kept"]
+        plain_new, plain_st = out["plain"]
         # transport of the linear state into the coordinates of the new point
         need_k = [t for t in range(len(ys))
                   if any(any(k in s for k in _MOMENT_KEYS + _SQ_KEYS)
@@ -572,6 +592,119 @@ class TDLRT(Optimizer):
                                                            strict=True)])
         return {"parts": parts, "kstates": kstates, "cstates": cstates,
                 "plain": (plain_new, plain_st)}
+
+    def _phase_a(self, inputs: dict, cfg: dict, closure: Callable[[], Any] | None = None,
+                 active: list | None = None, layers: list | None = None,
+                 index: dict | None = None) -> dict:
+        """Device half of the step (no host sync; a pure function of ``inputs`` without a
+        closure): :func:`tucker_dlra.bug_step.bug_step_begin` with the descent rule as
+        substep solver (Algorithm 1, lines 1-9 and the device part of 10-12), the descent
+        rule on the plain parameters and the finiteness flag of every new tensor."""
+        ys, grads = inputs["ys"], inputs["grads"]
+        variants, cgroups = cfg["variants"], cfg["cgroups"]
+        kept: dict[str, Any] = {}
+
+        def k_solve(starts: list) -> list[list[torch.Tensor]]:
+            # Algorithm 1, lines 3-4: one descent step on every K_i (Theorem 1 gradients)
+            kgrads = [k_gradients(g, st.gs, y.factors)
+                      for g, st, y in zip(grads, starts, ys, strict=True)]
+            flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
+            new, st = self._descend(
+                [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
+                [inputs["kst"][t][i] for t, i in flat], [cfg["fgroups"][t][i] for t, i in flat])
+            ks = [[None] * y.ndim for y in ys]
+            kept["kstates"] = [[None] * y.ndim for y in ys]
+            for (t, i), k, s in zip(flat, new, st, strict=True):
+                ks[t][i], kept["kstates"][t][i] = k, s
+            return ks
+
+        def c_solve(cores0: list, bases: list, at_y0: list) -> list[torch.Tensor]:
+            # Algorithm 1, line 9: one descent step on the Galerkin core
+            gz = list(grads)
+            two = [t for t, v in enumerate(variants) if v == "bug" and closure is not None]
+            if two:
+                g2 = self._second_pass(closure, [active[t] for t in two],
+                                       [cores0[t] for t in two], [bases[t] for t in two],
+                                       layers, index)
+                for t, g in zip(two, g2, strict=True):
+                    gz[t] = g
+            cstates = []
+            for t, y in enumerate(ys):
+                st = inputs["cst"][t]
+                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
+                    st = self._transport_core(st, [b.T @ u for b, u in
+                                                   zip(bases[t], y.factors, strict=True)])
+                cstates.append(st)
+            cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
+            new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
+            kept["cstates"], kept["bases"] = st, bases
+            return new
+
+        plain_new, plain_st = self._descend(
+            inputs["px"], inputs["pg"], inputs["pst"], cfg["pgroups"]) \
+            if inputs["px"] else ([], [])
+
+        def extra(parts: list) -> list[torch.Tensor]:
+            ts = [k for pt in parts for k in pt.ks] + [pt.y1.core for pt in parts]
+            ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
+            ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
+            flag = _finite_flag(ts)
+            return [] if flag is None else [flag]
+
+        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
+        return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
+
+    # ------------------------------------------------------------------ capture
+    def _use_capture(self, inputs: dict, cfg: dict) -> bool:
+        """Whether this step runs through the shape-keyed captured path."""
+        if self.capture is False:
+            return False
+        groups = cfg["cgroups"] + cfg["pgroups"] + [g for gs in cfg["fgroups"] for g in gs]
+        if any(g["descent"] == "adam" for g in groups):
+            return False  # Adam's bias corrections change every step: nothing repeats
+        if self.capture == "auto":
+            ts = inputs["grads"] + inputs["px"]
+            return bool(ts) and all(t.is_cuda for t in ts)
+        return True
+
+    def _captured(self, inputs: dict, cfg: dict) -> dict:
+        """:meth:`_phase_a` through a cache of traced ATen graphs keyed by shapes and options.
+
+        The first step with given shapes (ranks), dtypes, devices, state layout and group
+        options traces :meth:`_phase_a` into an FX graph of ATen operations
+        (``make_fx``); later steps with the same key replay that graph -- no Python, no
+        re-dispatch of the core's small-tensor code.  A rank change gives a new key: the
+        step runs the trace again (eager) and caches it (at most 8 entries).
+        """
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        leaves: list[torch.Tensor] = []
+        spec = _flatten(inputs, leaves)
+        key = (repr(spec), tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
+               repr((cfg["variants"], cfg["truncs"]))
+               + repr([_group_key(g) for g in cfg["cgroups"] + cfg["pgroups"]
+                       + [g for gs in cfg["fgroups"] for g in gs]]))
+        cache = self.__dict__.setdefault("_capture_cache", {})
+        entry = cache.get(key)
+        if entry is None:
+            holder: dict[str, Any] = {}
+
+            def fn(*flat: torch.Tensor) -> list[torch.Tensor]:
+                out = self._phase_a(_unflatten(spec, list(flat)), cfg)
+                outs: list[torch.Tensor] = []
+                holder["spec"] = _flatten(out, outs)
+                return outs
+
+            gm = make_fx(fn)(*leaves)
+            entry = {"gm": gm, "spec": holder["spec"]}
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = entry
+            self.capture_stats["traces"] += 1
+        else:
+            self.capture_stats["replays"] += 1
+        outs = entry["gm"](*leaves)
+        return _unflatten(entry["spec"], list(outs))
 
     def _second_pass(self, closure: Callable[[], Any], layers2: list[_TuckerLayer],
                      cores0: list, bases: list, layers: list[_TuckerLayer],
