@@ -287,7 +287,9 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     # device-side decisions, batched per Gram size: one row per (item, mode)
     buckets: dict[tuple, list[int]] = {}
     for gi, g in enumerate(grams):
-        buckets.setdefault((tuple(g.shape), str(g.dtype), str(_device(g))), []).append(gi)
+        # size classes 4, 8, 16, ...: few batched eigh calls, at most 8x their flops
+        size = max(4, 1 << (int(g.shape[0]) - 1).bit_length())
+        buckets.setdefault((size, str(g.dtype), str(_device(g))), []).append(gi)
     norms = [namespace(c).linalg.vector_norm(namespace(c).reshape(c, (-1,)))
              for c, _, _ in items]
     flat: list[Array] = []
@@ -300,13 +302,27 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     for bnum, idx in enumerate(buckets.values()):
         xp = namespace(grams[idx[0]])
         dev = _device(grams[idx[0]])
-        g = xp.stack([grams[gi] for gi in idx])
+        size = max(4, 1 << (int(grams[idx[0]].shape[0]) - 1).bit_length())
+        sizes = [int(grams[gi].shape[0]) for gi in idx]
+        # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
+        # below all of G's (G is positive semi-definite), so after the descending sort G's
+        # eigenpairs come first, with eigenvectors supported on G's rows
+        g = xp.zeros((len(idx), size, size), dtype=grams[idx[0]].dtype, device=dev)
+        for row, gi in enumerate(idx):
+            g[row, :sizes[row], :sizes[row]] = grams[gi]
         # a diverged update would make eigh fail: zero non-finite entries (the read-back
         # norm reports them)
         g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
+        if any(n < size for n in sizes):
+            eye = xp.eye(size, dtype=g.dtype, device=dev)
+            trace = xp.sum(g * eye, axis=(1, 2))
+            pad = xp.asarray([[0.0] * n + [1.0] * (size - n) for n in sizes], dtype=g.dtype,
+                             device=dev)
+            g = g - eye[None, :, :] * (pad * (1.0 + trace[:, None]))[:, :, None]
         w, v = _eigh_desc(g)
         w = xp.where(w > 0, w, xp.zeros_like(w))
         k = int(w.shape[1])
+        k_rows = xp.asarray(sizes, dtype=xp.int64, device=dev)
         eps = dtype_eps(xp, w.dtype)
         coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
         for row, gi in enumerate(idx):
@@ -318,8 +334,8 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             need.append(tol_row)
             coef.append(spec.rtol * scale if tol_row and m["tol"] == "rtol" else 0.0)
             add.append(float(spec.atol) * scale if tol_row and m["tol"] == "atol" else 0.0)
-            fixed.append(k if m["ranks"][i] is None else int(m["ranks"][i]))
-            rmax.append(k if m["rmax"][i] is None else int(m["rmax"][i]))
+            fixed.append(sizes[row] if m["ranks"][i] is None else int(m["ranks"][i]))
+            rmax.append(sizes[row] if m["rmax"][i] is None else int(m["rmax"][i]))
             rmin.append(1 if m["rmin"][i] is None else int(m["rmin"][i]))
             msz.append(float(m["shape"][i]))
             gram_only.append(spec.method == "gram")
@@ -341,19 +357,19 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         need_a = arr(need, xp.bool)
         r = xp.where(need_a, r_tol, fixed_a)
         r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
-                       xp.full_like(r, k))
+                       k_rows)
         cols = xp.arange(k, dtype=xp.int64, device=dev)[None, :]
         tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
         noise2 = 100.0 * eps * msz_a * lam0
         w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
-        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k) | (w_fix >= noise2))
+        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows) | (w_fix >= noise2))
         ok = ok | arr(gram_only, xp.bool)
         flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
                                                    xp.astype(ok, w.dtype)]), xp.float64),
                                (-1,)))
         eig_bucket = (w, v)
-        for gi in idx:
-            eig[gi] = (eig_bucket, row_of[gi][1], k, len(flat) - 1)
+        for row, gi in enumerate(idx):
+            eig[gi] = (eig_bucket, row_of[gi][1], sizes[row], len(flat) - 1)
     n_fixed = len(flat)
     for e in extra:
         xe = namespace(e)
@@ -411,7 +427,7 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
             chosen.append(r)
             tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
             methods.append("gram")
-            bases.append(v[row, :, :r])
+            bases.append(v[row, :k, :r])
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor(core, factors, orthonormal=True), spec, tol))
             continue
