@@ -1,12 +1,13 @@
 r"""The TDLRT optimizer: Algorithm 1 of the paper as a ``torch.optim.Optimizer``.
 
-Orchestration only (as geoopt does it): every piece of tensor math is a call into the
-core -- :func:`tucker_dlra.steps.k_core` (line 2), :func:`~tucker_dlra.steps.k_gradient`
-(line 4, Theorem 1; all modes at once by :func:`~tucker_dlra.steps.k_gradients`),
-:func:`~tucker_dlra.steps.augment_basis` (lines 5-7),
-:func:`~tucker_dlra.steps.galerkin_core` (line 8), :func:`~tucker_dlra.steps.c_gradient`
-(line 9), :func:`~tucker_dlra.steps.parallel_core` (parallel BUG) and
-:func:`tucker_dlra.truncate` (lines 10-12).  Updates run under ``torch.no_grad()``;
+Orchestration only: the structure of the step (K-phase, augmentation, Galerkin core,
+C-step, truncation, re-rounding, error bound, transport maps) is
+:func:`tucker_dlra.bug_step.bug_step` -- the same code the integrators ``bug``, ``ra_bug``
+and ``parallel_bug`` run -- called once for all Tucker layers with one descent step as
+substep solver (K-gradients of Theorem 1 by :func:`~tucker_dlra.steps.k_gradients`,
+C-gradients by :func:`~tucker_dlra.steps.c_gradient`).  This module keeps the torch
+concerns: param groups, the descent rule (SGD/Adam, :meth:`TDLRT._descend`), the atomic
+commit and the optimizer state.  Updates run under ``torch.no_grad()``;
 parameters keep their identity (``copy_`` when the shape is unchanged, ``p.data = new``
 when ranks change) and all state lives in ``self.state[p]`` with the parameter's shape,
 so ``state_dict``/``load_state_dict`` work unchanged.
@@ -217,13 +218,13 @@ class TDLRT(Optimizer):
         :math:`W_0` (a difference of :math:`O(\lambda)` in the gradient,
         :math:`O(\lambda^2)` in the step).
     integrator : {"bug", "parallel"}
-        ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (NUMERICS.md 1.3): the
-        C-step runs in the old bases with the same :math:`G`, the augmented core is
-        assembled by :func:`tucker_dlra.parallel_core`; with ``adaptive=False`` it is
+        ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (Ceruti, Kusch, Lubich &
+        Sulz): the C-step runs in the old bases with the same :math:`G`, the augmented core
+        is assembled by :func:`tucker_dlra.parallel_core`; with ``adaptive=False`` it is
         truncated back to the current ranks.  There is no step rejection (a training step
         is never repeated), unlike ``tucker_dlra.integrators.parallel_bug``'s default.
     rule : {"per_mode", "split"}
-        Truncation rule (NUMERICS.md section 5); ``"per_mode"`` (default) discards a tail
+        Truncation rule (:data:`tucker_dlra.RULES`); ``"per_mode"`` (default) discards a tail
         :math:`\le\tau\|\hat C\|` in each mode, ``"split"`` guarantees
         :math:`\|\hat C - C'\| \le \tau\|\hat C\|`.
     max_rank, min_rank : int or tuple, optional
@@ -237,14 +238,30 @@ class TDLRT(Optimizer):
         What a step does when a captured kernel gradient or a parameter gradient is not
         finite (or the update would not be): raise ``FloatingPointError`` or skip the step
         with a warning.  Either way the model and the optimizer state are left untouched
-        (the step computes every Tucker update before it writes any).
+        (the step computes every update, Tucker layers and plain parameters, before it
+        writes any).
+    capture : {"auto", True, False}
+        Fixed-shape fast path: the device half of the step (everything before the one
+        read-back of the ranks) is traced into a graph of ATen operations per shape key
+        (ranks, dtypes, state layout, group options) and replayed while the key repeats;
+        a rank change runs eagerly (tracing anew).  ``"auto"``: on when every gradient is
+        on a CUDA device.  Not used with Adam (its bias corrections change every step) or
+        a closure.  ``opt.capture_stats`` counts traces and replays.
 
     Notes
     -----
-    **One pass suffices** (issue 4): after augmentation :math:`\hat U_i` keeps
-    :math:`U_i` as its first columns, so :math:`\tilde C \times_i \hat U_i = W_0`
-    exactly and the C-gradient at the start of the C-step is
-    :math:`G \times_i \hat U_i^\top` (``c_gradient(G, U_hat)``).
+    **One pass suffices**: after augmentation the first :math:`r_i` columns of
+    :math:`\hat U_i` span :math:`U_i` (:math:`U_i = \hat U_i[:, :r_i] R^{11}_i`), so
+    :math:`\tilde C \times_i \hat U_i = W_0` and the C-gradient at the start of the
+    C-step is :math:`G \times_i \hat U_i^\top` (``c_gradient(G, U_hat)``).
+
+    **Batched step.**  All Tucker layers go through one
+    :func:`tucker_dlra.bug_step.bug_step`: the QRs of the core unfoldings and of
+    :math:`[U_i \mid K_i]` and the eigendecompositions of the truncation are batched
+    over equal sizes, the ranks of all layers are decided on the device and read back
+    once; the descent rule runs as ``torch._foreach_*`` calls per param group.  Two host
+    synchronisations per step: the finiteness of the gradients, and the ranks together
+    with the finiteness of every new tensor.
 
     **Optimizer state and vector transport.**  For factor :math:`U_i` the state holds
     the moments of the K-gradient, an :math:`n_i\times r_i` matrix :math:`M` in the
@@ -274,7 +291,9 @@ class TDLRT(Optimizer):
     parameters and state).  :math:`G` is a sum over samples and every quantity derived
     from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
     workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
-    -- gives exactly the single-process step.  DDP all-reduces ``param.grad`` (the
+    -- gives exactly the single-process step.  The step reads every :math:`G` through one
+    method, :meth:`TDLRT._kernel_gradients`, before any computation: the place for an
+    all-reduce.  DDP all-reduces ``param.grad`` (the
     core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
     (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
     optimizer switches its layers to the kernel-only backward (``layer.param_grads =

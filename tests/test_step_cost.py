@@ -190,3 +190,26 @@ def test_capture_option_is_validated():
     layer = TuckerConv2d(2, 3, 3, rank=2)
     with pytest.raises(ValueError, match="capture"):
         TDLRT(layer.parameters(), lr=0.1, capture="always")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_equals_cpu_step_and_capture_replays():
+    """On CUDA (capture='auto' on): the same step as on the CPU, replayed while the ranks
+    repeat."""
+    torch.manual_seed(7)
+    model = _Branches()
+    gpu = copy.deepcopy(model).cuda()
+    opt = TDLRT(model.parameters(), lr=0.3, momentum=0.9, tau=0.1, capture=False)
+    gopt = TDLRT(gpu.parameters(), lr=0.3, momentum=0.9, tau=0.1)
+    for step in range(4):
+        xs = _inputs(step)
+        for m, o, dev in ((model, opt, "cpu"), (gpu, gopt, "cuda")):
+            o.zero_grad()
+            m([x.to(dev) for x in xs]).backward()
+            o.step()
+        for p, q in zip(model.parameters(), gpu.parameters(), strict=True):
+            tol = 1e-4 if p.dtype == torch.float32 else 1e-9
+            assert p.shape == q.shape
+            torch.testing.assert_close(p, q.cpu(), rtol=tol, atol=tol)
+    assert gopt.capture_stats["traces"] >= 1

@@ -1,4 +1,4 @@
-r"""Parallel rank-adaptive BUG (Ceruti, Kusch, Lubich & Sulz), NUMERICS.md section 1.3."""
+r"""Parallel rank-adaptive BUG (Ceruti, Kusch, Lubich & Sulz) with step rejection."""
 
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
 
     Ceruti, Kusch & Lubich, "A parallel rank-adaptive integrator for dynamical low-rank
     approximation" (SISC 2024); Tucker/TTN form by Ceruti, Kusch, Lubich & Sulz
-    ("A parallel basis update and Galerkin integrator for tree tensor networks");
-    NUMERICS.md section 1.3.  All substeps start from the **old** bases:
+    ("A parallel basis update and Galerkin integrator for tree tensor networks").  Each
+    attempt is :func:`~tucker_dlra.bug_step.bug_step` (variant ``"parallel"``); all
+    substeps start from the **old** bases:
 
     1. K-steps as in :func:`ra_bug` (Algorithm 1, lines 2-4), new directions
-       :math:`\tilde U_i` = trailing columns of :math:`\mathrm{orth}[U_i^0, K_i(t_1)]`
-       (:func:`~tucker_dlra.steps.augment_basis`).
+       :math:`\tilde U_i` = trailing columns of the Householder QR of
+       :math:`[U_i^0, K_i(t_1)]` (:func:`~tucker_dlra.bug_step.augment`).
     2. Galerkin step in the old bases: :math:`\bar C(t_1)` from :math:`C^0`.
     3. Augmented core :math:`\hat C` assembled block-wise
        (:func:`~tucker_dlra.steps.parallel_core`): :math:`\bar C(t_1)` in the (old, ..., old)
@@ -64,7 +65,7 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
     ``rtol`` :math:`\cdot\|\hat C\|`.  On rejection :math:`Y_0` is re-expressed in the
     augmented bases (rank :math:`\hat r`) and the step is repeated; rejection stops when no
     mode can grow any more (``max_rank`` or :math:`n_i` reached).  Without it (or with
-    fixed-rank truncation) the rank can collapse at small h (NUMERICS T2).
+    fixed-rank truncation) the rank can collapse at small h.
 
     Parameters
     ----------
