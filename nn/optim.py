@@ -116,20 +116,22 @@ class _NonFiniteUpdate(Exception):
 def _finite_flag(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
     """0-d bool tensor: all entries of all ``tensors`` are finite (no host sync).
 
-    One ``_foreach_norm(ord=inf)`` over the list (NaN propagates into the max-norm, an
-    infinity is its value), then one reduction: a handful of ATen ops whatever the number
-    of tensors.  ``None`` for an empty list.
+    ``_foreach_mul(ts, 0)`` (NaN exactly where an entry is NaN or infinite) and
+    ``_foreach_max`` (NaN propagates), then one reduction: a handful of ATen ops whatever
+    the number of tensors, and no overflow for large finite values.  ``None`` for an
+    empty list.
     """
-    ts = [t for t in tensors if t.numel()]
+    ts = [torch.view_as_real(t) if t.is_complex() else t for t in tensors if t.numel()]
     if not ts:
         return None
     dev = ts[0].device
-    norms = torch._foreach_norm(ts, ord=math.inf)
-    if any(n.device != dev for n in norms):  # pragma: no cover - mixed devices
-        norms = [n.to(dev) for n in norms]
-    dt = torch.promote_types(norms[0].dtype, torch.float32)
-    return torch.isfinite(torch.stack([n.to(dt) for n in norms]
-                                      if any(n.dtype != dt for n in norms) else norms)).all()
+    # x * 0 is 0 for finite x and NaN for NaN and +-inf; the max propagates NaN
+    maxima = torch._foreach_max(torch._foreach_mul(ts, 0.0))
+    if any(n.device != dev for n in maxima):  # pragma: no cover - mixed devices
+        maxima = [n.to(dev) for n in maxima]
+    dt = torch.promote_types(maxima[0].dtype, torch.float32)
+    return torch.isfinite(torch.stack([n.to(dt) for n in maxima]
+                                      if any(n.dtype != dt for n in maxima) else maxima)).all()
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
@@ -451,7 +453,8 @@ class TDLRT(Optimizer):
                 if mu:
                     old = [s.get("momentum_buffer") for s in st]
                     have = [k for k, b in enumerate(old) if b is not None]
-                    buf = [gi.clone() for gi in g]
+                    buf = [None if b is not None else gi.clone() for b, gi in zip(old, g,
+                                                                                   strict=True)]
                     if have:
                         kept = torch._foreach_mul([old[k] for k in have], mu)
                         torch._foreach_add_(kept, [g[k] for k in have],
