@@ -113,6 +113,10 @@ class _NonFiniteUpdate(Exception):
     """Internal: an intermediate of the step is not finite (nothing has been written)."""
 
 
+class _NonFiniteGradient(Exception):
+    """Internal: a gradient the step consumes is not finite (nothing has been written)."""
+
+
 def _finite_flag(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
     """0-d bool tensor: all entries of all ``tensors`` are finite (no host sync).
 
@@ -261,9 +265,10 @@ class TDLRT(Optimizer):
     :func:`tucker_dlra.bug_step.bug_step`: the QRs of the core unfoldings and of
     :math:`[U_i \mid K_i]` and the eigendecompositions of the truncation are batched
     over equal sizes, the ranks of all layers are decided on the device and read back
-    once; the descent rule runs as ``torch._foreach_*`` calls per param group.  Two host
-    synchronisations per step: the finiteness of the gradients, and the ranks together
-    with the finiteness of every new tensor.
+    once, together with the finiteness of the gradients and of every new tensor; the
+    descent rule runs as ``torch._foreach_*`` calls per param group.  Non-finite
+    gradients flow through the step harmlessly (QR propagates NaN; the Gram matrices are
+    cleaned before ``eigh``) and are reported by that one read-back.
 
     **Optimizer state and vector transport.**  For factor :math:`U_i` the state holds
     the moments of the K-gradient, an :math:`n_i\times r_i` matrix :math:`M` in the
@@ -585,12 +590,19 @@ class TDLRT(Optimizer):
             out = self._captured(inputs, cfg)
         else:
             out = self._phase_a(inputs, cfg, closure, active, layers, index)
-        try:  # host sync 2: ranks, tails, norms and the finiteness of every update
-            parts, host = bug_step_end(out["plan"], read_back(out["plan"].tplan))
+        # the host sync: ranks, tails, norms, finiteness of the gradients and the update
+        tplan = out["plan"].tplan
+        host = read_back(tplan)
+        flags = host[tplan.offsets[tplan.n_fixed]:] if len(tplan.offsets) > tplan.n_fixed \
+            else []
+        if flags and flags[1] != 1.0:
+            raise _NonFiniteGradient
+        if flags and flags[0] != 1.0:
+            raise _NonFiniteUpdate
+        try:
+            parts, _ = bug_step_end(out["plan"], host)
         except NonFiniteCore:
             raise _NonFiniteUpdate from None
-        if host and host[0] != 1.0:
-            raise _NonFiniteUpdate
         ys, kept = inputs["ys"], out["kept"]
         plain_new, plain_st = out["plain"]
         # transport of the linear state into the coordinates of the new point
@@ -670,8 +682,12 @@ class TDLRT(Optimizer):
             ts = [k for pt in parts for k in pt.ks] + [pt.y1.core for pt in parts]
             ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
             ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
-            flag = _finite_flag(ts)
-            return [] if flag is None else [flag]
+            u = _finite_flag(ts)
+            g = _finite_flag(list(grads) + list(inputs["pg"]))
+            if u is None and g is None:
+                return []
+            one = torch.ones((), dtype=torch.bool, device=(u if u is not None else g).device)
+            return [torch.stack([one if u is None else u, one if g is None else g])]
 
         plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
         return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
@@ -781,9 +797,10 @@ class TDLRT(Optimizer):
         All Tucker layers are processed together (:func:`tucker_dlra.bug_step.bug_step`:
         the small QRs and eigendecompositions batched over equal shapes, the ranks of all
         layers decided on the device); every update -- Tucker and plain parameters -- is
-        computed before any is written.  Host synchronisations: one for the finiteness of
-        the gradients, one for the ranks together with the finiteness of the update (plus
-        one per SVD fallback or re-rounding, rare, and the closure's loss).
+        computed before any is written.  One host synchronisation reads back the ranks of
+        all layers together with the finiteness of the gradients and of the update (plus
+        one per SVD fallback or re-rounding, rare, the closure's loss, and on CUDA the
+        error check of each batched ``eigh``).
 
         Parameters
         ----------
@@ -832,12 +849,12 @@ class TDLRT(Optimizer):
         plain = [(p, g) for p, g in index.values()
                  if id(p) not in tucker_ids and p.grad is not None]
         grads = self._kernel_gradients(active)
-        if not _all_finite(grads + [p.grad for p, _ in plain]):  # host sync 1
+        try:  # compute every update first (one host sync), then commit: atomic step
+            res = self._compute(active, grads, plain, index, closure, layers)
+        except _NonFiniteGradient:
             self._nonfinite("TDLRT.step: non-finite gradient (NaN or inf, e.g. from a non-finite "
                             "loss); the model and the optimizer state were left untouched.")
             return loss
-        try:  # compute every update first (host sync 2), then commit: atomic step
-            res = self._compute(active, grads, plain, index, closure, layers)
         except _NonFiniteUpdate:
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")

@@ -22,8 +22,9 @@ def _one_step(model, x, opt):
 
 @pytest.mark.parametrize("name", ["lenet5", "vgg16"])
 def test_at_most_two_host_syncs_per_step(name):
-    """Finiteness of the gradients (1) + ranks with the finiteness of the update (2),
-    whatever the number of layers."""
+    """One read-back per step, whatever the number of layers: the ranks of all layers
+    with the finiteness of the gradients and of the update (on CUDA each batched eigh
+    adds its error check: one size class there)."""
     torch.manual_seed(0)
     if name == "vgg16":
         model, x = vgg16(), torch.randn(2, 3, 32, 32)
@@ -34,7 +35,7 @@ def test_at_most_two_host_syncs_per_step(name):
     for _ in range(2):  # the second step also transports momentum
         _one_step(model, x, opt)
         c = count_step(opt)
-        assert c.syncs <= 2, c.by_name.most_common(5)
+        assert c.syncs <= 1, c.by_name.most_common(5)
         assert c.ops > 0
 
 

@@ -286,9 +286,12 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                       "tol": tol_kind, "modes": modes})
     # device-side decisions, batched per Gram size: one row per (item, mode)
     buckets: dict[tuple, list[int]] = {}
+    # on an accelerator every eigh call synchronises with the host (error check): one
+    # size class per dtype there; on the CPU classes 4, 8, 16, ... (at most 8x the flops)
+    big = max((int(g.shape[0]) for g in grams if str(_device(g)) != "cpu"), default=0)
     for gi, g in enumerate(grams):
-        # size classes 4, 8, 16, ...: few batched eigh calls, at most 8x their flops
-        size = max(4, 1 << (int(g.shape[0]) - 1).bit_length())
+        n = int(g.shape[0]) if str(_device(g)) == "cpu" else big
+        size = max(4, 1 << (n - 1).bit_length())
         buckets.setdefault((size, str(g.dtype), str(_device(g))), []).append(gi)
     norms = [namespace(c).linalg.vector_norm(namespace(c).reshape(c, (-1,)))
              for c, _, _ in items]
@@ -302,7 +305,7 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     for bnum, idx in enumerate(buckets.values()):
         xp = namespace(grams[idx[0]])
         dev = _device(grams[idx[0]])
-        size = max(4, 1 << (int(grams[idx[0]].shape[0]) - 1).bit_length())
+        size = next(key[0] for key, val in buckets.items() if val is idx)
         sizes = [int(grams[gi].shape[0]) for gi in idx]
         # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
         # below all of G's (G is positive semi-definite), so after the descending sort G's
