@@ -218,7 +218,8 @@ def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     ``(core, factors, spec)`` of ``items``, with the semantics of
     :func:`~tucker_dlra.truncate` (``orthonormal=True``): per mode the Gram matrix
     :math:`\mathrm{Mat}_i(C)\mathrm{Mat}_i(C)^H`, its eigendecomposition (batched over all
-    modes of all items of equal size), the smallest rank whose discarded tail is within
+    modes of all items, padded block-diagonally to power-of-two size classes; one class on
+    an accelerator), the smallest rank whose discarded tail is within
     the mode's tolerance (on the device), clamped to the bounds.  All ranks, tails and
     norms -- and the arrays of ``extra`` -- are read back in one transfer.  Modes whose
     decision lies below the Gram matrix's resolution (``method="auto"``), and
