@@ -3,7 +3,7 @@ r"""Shared machinery of the DLRA integrators: substep solvers, F adapters, resul
 Every integrator of this package advances a Tucker tensor :math:`Y_0 = C^0 \times_i U_i^0`
 (orthonormal factors) over one step :math:`[t_0, t_0 + h]` of the tensor ODE
 :math:`\dot Y = F(t, Y)` by solving a few *small* ODEs (the K-, C-, S-substeps of
-NUMERICS.md section 1).  This module provides
+small ODEs of the BUG family).  This module provides
 
 * :class:`IntegrationError` -- F returned a wrong shape or non-finite values;
 * :class:`StepInfo` -- what one step did (F evaluations, truncation, rejections);
@@ -27,8 +27,9 @@ from typing import Any
 
 from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
-from ..steps import c_gradient, k_core, k_gradient, k_tensor
-from ..tucker import TruncationInfo, TuckerTensor, truncate, valid_rank
+from ..bug_step import KStart, Truncation, k_starts, truncate_many
+from ..steps import c_gradient, k_gradient, k_tensor
+from ..tucker import TruncationInfo, TuckerTensor
 from .expo import krylov_substep
 
 __all__ = [
@@ -505,31 +506,45 @@ def make_context(F: Callable, y0: TuckerTensor, t0: float, h: float, structured:
 
 
 # ---------------------------------------------------------------------------- factor substeps
-def k_steps(ctx: _Context, y: TuckerTensor, t0: float | None = None,
-            h: float | None = None) -> tuple[list[Array], list[Array]]:
-    r"""All K-steps from the same start (NUMERICS 1.0; Algorithm 1, lines 2-4; Theorem 1).
+def k_steps(ctx: _Context, y: TuckerTensor, t0: float | None = None, h: float | None = None,
+            start: KStart | None = None) -> tuple[list[Array], list[Array]]:
+    r"""All K-steps from the same start (Algorithm 1, lines 2-4; Theorem 1).
 
-    For each mode i: :math:`G_i, S_i` from :func:`~tucker_dlra.steps.k_core`,
-    :math:`K_i(t_0) = U_i S_i`, and
+    For each mode i: :math:`G_i, S_i` from ``start`` (by default
+    :func:`~tucker_dlra.bug_step.k_starts`), :math:`K_i(t_0) = U_i S_i`, and
     :math:`\dot K_i = \mathrm{Mat}_i(F(t, G_i \times_i K_i \times_{j\ne i} U_j))V_i`
-    (:func:`~tucker_dlra.steps.k_gradient`) integrated over the step.
-    Returns ``([K_i(t_1)], [G_i])``.
+    (:func:`~tucker_dlra.steps.k_gradient`) integrated over the step by the context's
+    substep solver.  Returns ``([K_i(t_1)], [G_i])``.  Cost: :math:`d` substep ODEs.
     """
     t0 = ctx.t0 if t0 is None else t0
     h = ctx.h if h is None else h
-    ks, gs = [], []
+    if start is None:
+        start = k_starts([y])[0]
+    ks = []
     shares = t0 == ctx.t0
     for i in range(y.ndim):
-        g, s = k_core(y.core, i)
-        k0 = y.factors[i] @ s
+        g, k0 = start.gs[i], start.k0[i]
         f = ctx.rhs(
             lambda k, g=g, i=i: k_tensor(g, y.factors, k, i),
             lambda z, ya, g=g, i=i: k_gradient(z, g, y.factors, i),
             start=k0 if shares else None,
         )
         ks.append(ctx.solve(f, t0, k0, h))
-        gs.append(g)
-    return ks, gs
+    return ks, list(start.gs)
+
+
+def ode_solvers(ctx: _Context, y: TuckerTensor) -> tuple[Callable, Callable]:
+    """The ``k_solve``/``c_solve`` arguments of :func:`~tucker_dlra.bug_step.bug_step` for
+    one tensor ``y``: the substep ODEs solved by the context's substep solver."""
+
+    def k_solve(starts: Sequence[KStart]) -> list[list[Array]]:
+        return [k_steps(ctx, y, start=starts[0])[0]]
+
+    def c_solve(cores: Sequence[Array], bases: Sequence[Sequence[Array]],
+                at_y0: Sequence[bool]) -> list[Array]:
+        return [c_step(ctx, cores[0], bases[0], starts_at_y0=at_y0[0])]
+
+    return k_solve, c_solve
 
 
 def c_step(ctx: _Context, core0: Array, factors: Sequence[Array], starts_at_y0: bool,
@@ -571,38 +586,38 @@ def _clip_bounds(spec: RankSpec, upper: list[int], name: str) -> RankSpec:
     return [None if v is None else min(v, u) for v, u in zip(vals, upper, strict=True)]
 
 
-def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | None,
-                atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
-                method: str = "auto") -> tuple[TuckerTensor, TruncationInfo]:
-    r"""Rank-adjustment step (Algorithm 1, lines 10-12; NUMERICS 1.2 step 3).
+def truncation_spec(aug_rank: Sequence[int], base_rank: Sequence[int], rtol: float | None,
+                    atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
+                    method: str = "auto") -> Truncation:
+    r"""The rank-adjustment rule of the BUG integrators for an augmented core of ``aug_rank``.
 
-    Truncated HOSVD of the augmented core with :func:`~tucker_dlra.tucker.truncate`:
-    relative tolerance ``rtol`` (:math:`\vartheta = \tau\|\hat C\|`, the paper's
-    "‖C̃ − Ĉ‖ ≤ τ‖C̃‖") or absolute ``atol``; with neither, truncation to
-    ``base_rank`` (the rank before augmentation).  Then ``max_rank``/``min_rank`` and
-    the clamp :math:`r_i \le \prod_{j\ne i} r_j` (lossless second rounding).
+    Relative tolerance ``rtol`` (:math:`\vartheta = \tau\|\hat C\|`, the rounding task
+    :math:`\|\tilde C - \hat C\| \le \tau\|\tilde C\|`) or absolute ``atol``; with
+    neither, truncation to ``base_rank`` (the rank before augmentation).  ``max_rank`` and
+    ``min_rank`` are validated and clipped to what the augmented core can hold.
     """
-    ra = y_aug.rank
+    ra = [int(r) for r in aug_rank]
     total = math.prod(ra)
     upper = [min(r, total // r) if r else 0 for r in ra]
     max_rank = _clip_bounds(max_rank, upper, "max_rank")
     min_rank = _clip_bounds(min_rank, upper, "min_rank")
     if rtol is None and atol is None:
         rank = [min(int(r), u) for r, u in zip(base_rank, upper, strict=True)]
-        y1, info = truncate(y_aug, rank=rank, max_rank=max_rank, min_rank=min_rank, rule=rule,
-                            method=method, full_output=True)
-    else:
-        y1, info = truncate(y_aug, rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank,
-                            rule=rule, method=method, full_output=True)
-    r = valid_rank(y1.rank)
-    if r != y1.rank:
-        y2, info2 = truncate(y1, rank=r, method=method, full_output=True)
-        tails = tuple(math.hypot(a, b) for a, b in zip(info.tails, info2.tails, strict=True))
-        info = TruncationInfo(
-            rank=info2.rank, tails=tails,
-            error_bound=info.error_bound + info2.error_bound,
-            tolerance=info.tolerance, rule=info.rule, norm=info.norm,
-            methods=info.methods,
-        )
-        y1 = y2
-    return y1, info
+        return Truncation(rank=rank, max_rank=max_rank, min_rank=min_rank, rule=rule,
+                          method=method)
+    return Truncation(rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank, rule=rule,
+                      method=method)
+
+
+def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | None,
+                atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
+                method: str = "auto") -> tuple[TuckerTensor, TruncationInfo]:
+    r"""Rank-adjustment step (Algorithm 1, lines 10-12; Ceruti, Kusch & Lubich 2022).
+
+    Truncated HOSVD of the augmented core (:func:`~tucker_dlra.bug_step.truncate_many`)
+    with the rule of :func:`truncation_spec`, then the lossless re-rounding to a valid
+    Tucker rank :math:`r_i \le \prod_{j\ne i} r_j` with the error bounds combined.
+    """
+    spec = truncation_spec(y_aug.rank, base_rank, rtol, atol, max_rank, min_rank, rule, method)
+    (out,), _ = truncate_many([(y_aug.core, y_aug.factors, spec)])
+    return out
