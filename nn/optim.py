@@ -37,8 +37,8 @@ from tucker_dlra import (
 )
 from tucker_dlra._validate import check_tolerance
 from tucker_dlra.backend import namespace, orth_columns
-from tucker_dlra.steps import k_gradients
 
+from . import distributed
 from .layers import _TuckerLayer, tucker_layers
 
 __all__ = ["TDLRT"]
@@ -280,6 +280,7 @@ class TDLRT(Optimizer):
                         eps=eps)
         _check_group(defaults)
         super().__init__(params, defaults)
+        distributed.check_not_sharded([p for g in self.param_groups for p in g["params"]])
         self.nonfinite = nonfinite
         self.last_step_info: dict[Any, dict] = {}
         self.skipped_steps = 0
@@ -428,7 +429,7 @@ class TDLRT(Optimizer):
         mn = [a if b is None else max(a, b) for a, b in zip(layer.min_rank, gmin, strict=True)]
         return mx, [min(a, b) for a, b in zip(mn, mx, strict=True)]
 
-    def _k_phase(self, layer: _TuckerLayer, index: dict) -> dict:
+    def _k_phase(self, layer: _TuckerLayer, index: dict, tgrads: tuple) -> dict:
         """Algorithm 1 lines 1-8 for one layer (functional): K-steps, new bases, C~."""
         core_p, fac_p = layer.core, list(layer.factors)
         cgroup = index[id(core_p)][1]
@@ -443,7 +444,7 @@ class TDLRT(Optimizer):
         # lines 1-4: K-steps for all modes from the same point (Theorem 1)
         cores = [k_core(c, i) for i in range(len(us))]
         gs = [g_i for g_i, _ in cores]
-        kgrads = k_gradients(grad, gs, us)  # Theorem 1, shared partial contractions
+        kgrads, cgrad_old, scale = tgrads  # Theorem 1 (distributed.step_gradients)
         ks, kstates = [], []
         for i, (_, s_i) in enumerate(cores):
             k0 = us[i] @ s_i
@@ -453,7 +454,8 @@ class TDLRT(Optimizer):
         if not _all_finite(ks):
             raise _NonFiniteUpdate
         ctx = {"layer": layer, "c": c, "us": us, "grad": grad, "gs": gs, "ks": ks,
-               "kstates": kstates, "group": cgroup, "cstate": self.state[core_p]}
+               "kstates": kstates, "group": cgroup, "cstate": self.state[core_p],
+               "cgrad_old": cgrad_old, "scale": scale}
         if cgroup["integrator"] == "bug":
             if cgroup["adaptive"]:  # lines 5-7: augmentation, U kept first
                 basis = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
@@ -465,15 +467,15 @@ class TDLRT(Optimizer):
             ctx["basis"], ctx["c0"] = us, c
         return ctx
 
-    def _c_phase(self, ctx: dict, grad: torch.Tensor) -> dict:
-        """Algorithm 1 lines 9-12 for one layer from the C-step gradient's dense ``grad``."""
+    def _c_phase(self, ctx: dict, cgrad: torch.Tensor) -> dict:
+        """Algorithm 1 lines 9-12 for one layer from its C-gradient ``cgrad`` (line 9)."""
         layer, c, us, group = ctx["layer"], ctx["c"], ctx["us"], ctx["group"]
         basis, c0 = ctx["basis"], ctx["c0"]
         lr, tau, rule = group["lr"], float(group["tau"]), group["rule"]
         mx, mn = self._bounds(layer, group)
         kstates = ctx["kstates"]
         cstate = self._transport_core(ctx["cstate"], us, basis)
-        dc, st = self._direction(c_gradient(grad, basis), c0, cstate, group)  # line 9
+        dc, st = self._direction(cgrad, c0, cstate, group)  # line 9
         c1 = c0 - lr * dc
         cstate = {**cstate, **st}
         info = None
@@ -617,11 +619,20 @@ class TDLRT(Optimizer):
             return loss
         # compute every Tucker update first, then commit (atomic step)
         try:
-            ctxs = [self._k_phase(layer, index) for layer in active]
+            tgrads = distributed.step_gradients(active)  # averaged over workers under DDP
+            ctxs = [self._k_phase(layer, index, tg)
+                    for layer, tg in zip(active, tgrads, strict=True)]
             two_pass = [ctx for ctx in ctxs if closure is not None
                         and ctx["group"]["integrator"] == "bug" and not ctx["group"]["adaptive"]]
             g2 = self._second_pass(closure, two_pass, layers, index) if two_pass else {}
-            results = [self._c_phase(ctx, g2.get(id(ctx["layer"]), ctx["grad"])) for ctx in ctxs]
+            bug = [ctx for ctx in ctxs if ctx["group"]["integrator"] == "bug"]
+            cg = distributed.reduce_c_gradients(  # line 9 in the new bases, one all-reduce
+                [ctx["layer"] for ctx in bug],
+                [c_gradient(g2.get(id(ctx["layer"]), ctx["grad"]), ctx["basis"]) for ctx in bug])
+            cg = {id(ctx["layer"]): c if id(ctx["layer"]) in g2 else ctx["scale"] * c
+                  for ctx, c in zip(bug, cg, strict=True)}
+            results = [self._c_phase(ctx, cg.get(id(ctx["layer"]), ctx["cgrad_old"]))
+                       for ctx in ctxs]
         except _NonFiniteUpdate:
             results = None
         if results is None:
@@ -637,6 +648,7 @@ class TDLRT(Optimizer):
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
+        distributed.check_consistent(active, [r["tucker"] for r in results])  # DDP workers
         names = {}  # layer names when the optimizer was given model.named_parameters()
         for g in self.param_groups:
             for p, name in zip(g["params"], g.get("param_names") or [], strict=False):

@@ -1,0 +1,407 @@
+r"""Data-parallel TDLRT under ``torch.distributed`` (DistributedDataParallel, torchrun).
+
+Why DDP alone cannot train Tucker layers
+----------------------------------------
+``DistributedDataParallel`` averages ``param.grad`` in buckets laid out, once, for the shapes
+its parameters have when it is built, and it hooks each parameter's gradient accumulator.
+A rank-adaptive step changes the shapes of a Tucker layer's core and factors: DDP's bucket
+views no longer fit and the hooks sit on accumulators autograd no longer uses (measured:
+after one rank change DDP silently stops averaging that bucket, then fails with "Expected to
+have finished reduction in the prior iteration").  Besides, the C-step of Algorithm 1 needs
+:math:`\nabla_W\mathcal L` projected onto the *augmented* bases, which only exist after the
+K-steps: no gradient computed in backward carries it.
+
+What this module does instead
+-----------------------------
+* **DDP keeps the ordinary parameters, this module the Tucker ones.**  The first training
+  forward of a Tucker layer inside a ``DistributedDataParallel`` forward removes the Tucker
+  cores and factors of that DDP's module from DDP's reducer (DDP's own ignore list, the one
+  ``_set_params_and_buffers_to_ignore_for_model`` fills, and a rebuilt reducer); the user
+  wraps the model with plain ``DistributedDataParallel(model)``, no flags.  DDP has
+  broadcast them from rank 0 when it was built, so all workers start from the same point.
+* **Round 1, in backward** (:func:`accumulate`): with the kernel-only backward, a Tucker
+  layer's backward turns its dense kernel gradient :math:`G` into the gradients Algorithm 1
+  steps along -- ``core.grad`` :math:`= \nabla_C\mathcal L = G\times_i U_i^\top` and
+  ``factors[i].grad`` :math:`= \nabla_{K_i}\mathcal L` (Theorem 1, the K-step gradient,
+  :func:`tucker_dlra.steps.k_gradients`) -- and at the end of the backward pass all Tucker
+  gradients of the model are averaged over the workers in one flat all-reduce (skipped
+  inside ``ddp.no_sync()``, like DDP's).  Both are linear in :math:`G`, so the average is
+  the gradient of the concatenated batch.  After backward every worker therefore holds the
+  same ``.grad`` everywhere -- what ``clip_grad_norm_`` or ``GradScaler.unscale_`` then read.
+* **Round 2, in the step** (:func:`reduce_c_gradients`): the C-gradient in the augmented
+  bases :math:`G\times_i\hat U_i^\top` (Algorithm 1, line 9; :math:`\hat U_i` computed on
+  every worker from the same averaged K-gradients) is averaged in one flat all-reduce.  The
+  parallel BUG needs no second round (its C-step uses ``core.grad``).
+* **Consistency check** (:func:`check_consistent`): before a step is committed, the new
+  ranks and a checksum of every new core and factor are compared across workers (one small
+  all-reduce).  Any disagreement raises the same ``RuntimeError`` on every worker, before
+  any parameter is written; a fixed-size header of the ranks precedes every variable-size
+  all-reduce, so a disagreement can never turn into a shape mismatch or a hang.
+
+Bytes per step (all-reduce payload): :math:`\sum_\ell (\prod_i r_i + \sum_i n_i r_i)`
+(round 1) plus :math:`\sum_\ell\prod_i\min(2r_i, n_i)` (round 2, BUG) and a few dozen
+bytes of checks, against :math:`\sum_\ell\prod_i n_i` for dense DDP of the same model;
+:func:`comm_bytes` counts them (``validation/bench_distributed_bytes.py``).
+
+FSDP and tensor parallelism shard parameters; TDLRT refuses them (:func:`check_not_sharded`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+
+from tucker_dlra import c_gradient, k_core
+from tucker_dlra.steps import k_gradients
+
+__all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distributed_layer"]
+
+_BYTES = {"all_reduce": 0, "calls": 0}
+_PENDING: dict[int, list[Any]] = {}  # id(group) -> layers whose grads this backward produced
+_GROUPS: dict[int, Any] = {}
+_QUEUED = [False]
+
+
+def comm_bytes() -> dict[str, int]:
+    """Bytes this process has all-reduced for Tucker layers (payload of each call summed) and
+    the number of calls, since the last :func:`reset_comm_bytes`."""
+    return dict(_BYTES)
+
+
+def reset_comm_bytes() -> None:
+    """Zero the counters of :func:`comm_bytes`."""
+    _BYTES["all_reduce"] = 0
+    _BYTES["calls"] = 0
+
+
+def _all_reduce(t: torch.Tensor, group: Any, op: Any = None) -> None:
+    import torch.distributed as dist
+
+    _BYTES["all_reduce"] += t.numel() * t.element_size()
+    _BYTES["calls"] += 1
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
+
+
+def _world(group: Any) -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size(group)
+
+
+# ---------------------------------------------------------------------------- DDP
+def _active_ddp() -> Any:
+    """The ``DistributedDataParallel`` whose forward is running, or None."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    get = getattr(DistributedDataParallel, "_get_active_ddp_module", None)
+    return get() if get is not None else None
+
+
+def _exclude_from_ddp(ddp: Any) -> None:
+    """Take the Tucker cores and factors of ``ddp.module`` out of DDP's reducer (once)."""
+    from .layers import is_tucker_layer
+
+    if getattr(ddp, "_tucker_dlra_excluded", False):
+        return
+    names = []
+    for mname, m in ddp.module.named_modules():
+        if is_tucker_layer(m):
+            pre = f"{mname}." if mname else ""
+            names += [pre + "core"] + [f"{pre}factors.{i}" for i in range(len(m.factors))]
+    ddp._tucker_dlra_excluded = True
+    names = sorted(set(names))
+    if not names or set(names) <= set(ddp.parameters_to_ignore):
+        return
+    try:
+        ddp.parameters_to_ignore = set(ddp.parameters_to_ignore) | set(names)
+        ddp.module._ddp_params_and_buffers_to_ignore = sorted(ddp.parameters_to_ignore)
+        ddp._module_parameters = [p for n, p in ddp.module.named_parameters()
+                                  if n not in ddp.parameters_to_ignore]
+        if not any(p.requires_grad for p in ddp._module_parameters):
+            # nothing left for DDP to average: its forward/backward become pass-through
+            ddp._delay_all_reduce_all_params = True
+            return
+        parameters, sparse = ddp._build_params_for_reducer()
+        mapping = ddp._build_debug_param_to_name_mapping(parameters)
+        ddp._ddp_init_helper(parameters, sparse, mapping, ddp.static_graph)
+        if torch.is_grad_enabled() and ddp.require_backward_grad_sync:
+            ddp.reducer.prepare_for_forward()
+    except (AttributeError, TypeError) as exc:  # a torch whose DDP internals differ
+        raise RuntimeError(
+            "tucker_dlra: could not take the Tucker layers' cores and factors out of "
+            "DistributedDataParallel's reducer (rank changes resize them, which DDP's buckets "
+            "cannot follow). Build DDP with them ignored: DistributedDataParallel."
+            "_set_params_and_buffers_to_ignore_for_model(model, names) before wrapping, with "
+            f"names = {names[:4]}...") from exc
+
+
+def attach(layer: Any) -> None:
+    """Called by a Tucker layer's training forward: record whether it runs under DDP (and
+    whether this pass's backward synchronises), excluding its parameters from DDP's reducer
+    on first sight.  Sets ``layer._dist = (group, sync)`` or None."""
+    ddp = _active_ddp()
+    if ddp is None:
+        layer._dist = None
+        return
+    _exclude_from_ddp(ddp)
+    group = ddp.process_group
+    layer._dist = (group, bool(ddp.require_backward_grad_sync) and torch.is_grad_enabled())
+
+
+def is_distributed_layer(layer: Any) -> bool:
+    """True when the layer's last training forward ran inside a DDP forward."""
+    return getattr(layer, "_dist", None) is not None
+
+
+# ---------------------------------------------------------------------------- round 1
+def accumulate(layer: Any, g: torch.Tensor) -> None:
+    r"""Kernel-only backward of one layer: add :math:`\nabla_C = G\times_i U_i^\top` to
+    ``core.grad`` and :math:`\nabla_{K_i}` (Theorem 1) to ``factors[i].grad``; queue the
+    end-of-backward averaging over the workers.  Cost: one ``c_gradient`` and one
+    ``k_gradients`` on :math:`G` (what the step needed anyway) and :math:`d` small QRs."""
+    core = layer.core.detach()
+    us = [f.detach() for f in layer.factors]
+    g = g.detach().to(dtype=core.dtype)
+    gs = [k_core(core, i)[0] for i in range(len(us))]
+    grads = [c_gradient(g, us), *k_gradients(g, gs, us)]
+    for p, gp in zip([layer.core, *layer.factors], grads, strict=True):
+        if p.grad is None or p.grad.shape != gp.shape:
+            p.grad = gp.contiguous()
+        else:  # not in place: a reference to the earlier .grad keeps its value
+            p.grad = p.grad + gp
+    dist_state = getattr(layer, "_dist", None)
+    group = None if dist_state is None or not dist_state[1] else dist_state[0]
+    if dist_state is not None:
+        layer._synced = group is not None
+    _GROUPS[id(group)] = group
+    _PENDING.setdefault(id(group), [])
+    if all(x is not layer for x in _PENDING[id(group)]):
+        _PENDING[id(group)].append(layer)
+    if not _QUEUED[0]:
+        _QUEUED[0] = True
+        torch.autograd.Variable._execution_engine.queue_callback(_flush)
+
+
+def _record(layer: Any) -> None:
+    """Reference copy of the layer's gradients and the ``grad_full`` stamp (see
+    :func:`step_gradients`)."""
+    ps = [layer.core, *layer.factors]
+    layer._grad_ref = [p.grad.detach().clone() for p in ps]
+    layer._grad_ref_ids = [id(p.grad) for p in ps]
+    g = layer.core.grad
+    layer._grad_stamp = (id(g), g._version)
+
+
+def _header(layers: list[Any], extra: list[int], group: Any, what: str) -> None:
+    """All-reduce a fixed-size fingerprint of the layers' ranks; differing ones raise."""
+    h = 0
+    for layer in layers:
+        for r in layer.ranks:
+            h = (h * 1000003 + int(r) + 1) % (2 ** 61 - 1)
+    for e in extra:
+        h = (h * 1000003 + int(e) + 1) % (2 ** 61 - 1)
+    v = torch.tensor([h, -h, len(layers), -len(layers)], dtype=torch.int64,
+                     device=layers[0].core.device if layers else "cpu")
+    import torch.distributed as dist
+
+    _all_reduce(v, group, dist.ReduceOp.MAX)
+    if int(v[0]) != -int(v[1]) or int(v[2]) != -int(v[3]):
+        raise RuntimeError(
+            f"TDLRT (distributed): the workers disagree on the Tucker layers {what} (their ranks "
+            "or the set of layers differ). All workers must hold identical models: build the "
+            "model and TDLRT identically on every worker and load the same checkpoint.")
+
+
+def _flush() -> None:
+    _QUEUED[0] = False
+    pending = dict(_PENDING)
+    _PENDING.clear()
+    for key, layers in pending.items():
+        group = _GROUPS.get(key)
+        if group is not None:
+            _header(layers, [], group, "in backward")
+            flat = torch.cat([p.grad.reshape(-1) for layer in layers
+                              for p in [layer.core, *layer.factors]])
+            _all_reduce(flat, group)
+            flat /= _world(group)
+            off = 0
+            for layer in layers:
+                for p in [layer.core, *layer.factors]:
+                    n = p.grad.numel()
+                    p.grad.copy_(flat[off:off + n].view_as(p.grad))
+                    off += n
+        for layer in layers:
+            _record(layer)
+
+
+# ---------------------------------------------------------------------------- step
+def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Tensor, float]]:
+    r"""The K-gradients, the C-gradient in the old bases and the common factor ``s`` of each
+    layer, as Algorithm 1 consumes them.
+
+    Read from ``.grad`` when the kernel-only backward produced them (averaged over workers
+    under DDP).  ``s`` is the factor by which they were rescaled since backward (gradient
+    clipping, ``GradScaler.unscale_``); the step applies it to the C-gradient it computes
+    from ``grad_full``, so the whole Tucker step is scaled like the ``.grad`` everyone else
+    sees.  A change other than a common factor (``clip_grad_value_``) raises.  Layers whose
+    ``.grad`` are plain autograd gradients (``param_grads=True``) get them from ``grad_full``
+    (averaged here, in one all-reduce, under DDP).  Cost: :math:`O(\sum_i n_i r_i + \prod r)`
+    per layer when read from ``.grad``.
+    """
+    out: list[Any] = [None] * len(layers)
+    todo = []
+    for k, layer in enumerate(layers):
+        ps = [layer.core, *layer.factors]
+        ref = getattr(layer, "_grad_ref", None)
+        if (ref is None or any(p.grad is None for p in ps)
+                or [id(p.grad) for p in ps] != getattr(layer, "_grad_ref_ids", None)
+                or any(r.shape != p.grad.shape for r, p in zip(ref, ps, strict=True))):
+            todo.append(k)
+            continue
+        if is_distributed_layer(layer) and not getattr(layer, "_synced", True):
+            raise RuntimeError(
+                "TDLRT (distributed): the last backward pass ran inside DistributedDataParallel."
+                "no_sync(); run the last micro-batch's backward outside no_sync() before step")
+        cur = [p.grad for p in ps]
+        s = _common_factor(layer, cur, ref)
+        out[k] = ([g.detach() for g in cur[1:]], cur[0].detach(), s)
+    if todo:
+        fresh = {}
+        for k in todo:
+            layer = layers[k]
+            core = layer.core.detach()
+            us = [f.detach() for f in layer.factors]
+            g = layer.grad_full.to(dtype=core.dtype)
+            gs = [k_core(core, i)[0] for i in range(len(us))]
+            fresh[k] = [c_gradient(g, us), *k_gradients(g, gs, us)]
+        groups = {}
+        for k in todo:
+            if is_distributed_layer(layers[k]):
+                groups.setdefault(id(layers[k]._dist[0]), []).append(k)
+        for ks in groups.values():
+            group = layers[ks[0]]._dist[0]
+            _header([layers[k] for k in ks], [], group, "in step")
+            flat = torch.cat([t.reshape(-1) for k in ks for t in fresh[k]])
+            _all_reduce(flat, group)
+            flat /= _world(group)
+            off = 0
+            for k in ks:
+                new = []
+                for t in fresh[k]:
+                    new.append(flat[off:off + t.numel()].view_as(t))
+                    off += t.numel()
+                fresh[k] = new
+        for k in todo:
+            out[k] = (fresh[k][1:], fresh[k][0], 1.0)
+    return out
+
+
+_WARNED: list[bool] = [False]
+
+
+def _common_factor(layer: Any, cur: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    if all(torch.equal(a, b) for a, b in zip(cur, ref, strict=True)):
+        return 1.0
+    num = sum(float((a.double() * b.double()).sum()) for a, b in zip(cur, ref, strict=True))
+    den = sum(float(b.double().square().sum()) for b in ref)
+    s = num / den if den > 0 else 1.0
+    err = math.sqrt(sum(float((a.double() - s * b.double()).square().sum())
+                        for a, b in zip(cur, ref, strict=True)))
+    scale = math.sqrt(sum(float(a.double().square().sum()) for a in cur))
+    eps = 1e-5 if cur[0].dtype == torch.float64 else 1e-3
+    if not math.isfinite(s) or err > eps * max(scale, abs(s) * math.sqrt(den)) + 1e-30:
+        raise RuntimeError(
+            f"TDLRT: the gradients of Tucker layer {layer!r:.60} were changed between backward "
+            "and step in a way that is not a common factor (e.g. torch.nn.utils."
+            "clip_grad_value_, or an in-place edit): its C-step reads the dense kernel "
+            "gradient grad_full, which such a change cannot reach. Clip by norm "
+            "(clip_grad_norm_, applied to the whole Tucker step) or edit layer.grad_full.")
+    mant, _ = math.frexp(s)
+    if mant != 0.5 and not _WARNED[0]:  # GradScaler's factors are powers of two
+        _WARNED[0] = True
+        warnings.warn(
+            "TDLRT: the Tucker layers' gradients were rescaled since backward (gradient "
+            f"clipping? factor {s:.4g}); the whole Tucker step is scaled alike. Note: "
+            "clip_grad_norm_ counts a Tucker layer's norm over its .grad (core gradient and "
+            "K-gradients), not over the dense kernel gradient grad_full.", UserWarning,
+            stacklevel=4)
+    return s
+
+
+def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Average the C-gradients (Algorithm 1, line 9) of the distributed layers over the
+    workers, in one all-reduce per process group (after a fixed-size shape header).  Layers
+    not under DDP are returned unchanged."""
+    out = list(cgrads)
+    groups: dict[int, list[int]] = {}
+    for k, layer in enumerate(layers):
+        if is_distributed_layer(layer):
+            groups.setdefault(id(layer._dist[0]), []).append(k)
+    for ks in groups.values():
+        group = layers[ks[0]]._dist[0]
+        shapes = [s for k in ks for s in out[k].shape]
+        _header([layers[k] for k in ks], shapes, group, "before the C-step")
+        flat = torch.cat([out[k].reshape(-1) for k in ks])
+        _all_reduce(flat, group)
+        flat /= _world(group)
+        off = 0
+        for k in ks:
+            n = out[k].numel()
+            out[k] = flat[off:off + n].view_as(out[k])
+            off += n
+    return out
+
+
+def check_consistent(layers: list[Any], tuckers: list[Any]) -> None:
+    """Compare the new ranks and a checksum of the new cores and factors across the workers
+    (one all-reduce of a fixed-size vector); raise on every worker if they differ."""
+    groups: dict[int, list[int]] = {}
+    for k, layer in enumerate(layers):
+        if is_distributed_layer(layer):
+            groups.setdefault(id(layer._dist[0]), []).append(k)
+    import torch.distributed as dist
+
+    for ks in groups.values():
+        group = layers[ks[0]]._dist[0]
+        h, cs = 0, 0.0
+        for k in ks:
+            t = tuckers[k]
+            for r in t.rank:
+                h = (h * 1000003 + int(r) + 1) % (2 ** 61 - 1)
+            for a in [t.core, *t.factors]:
+                cs += float(torch.as_tensor(a).double().abs().sum())
+        v = torch.tensor([float(h), -float(h), cs, -cs], dtype=torch.float64)
+        _all_reduce(v, group, dist.ReduceOp.MAX)
+        same_rank = float(v[0]) == -float(v[1])
+        spread = float(v[2]) + float(v[3])
+        if not same_rank or spread > 1e-6 * max(abs(float(v[2])), 1e-30):
+            raise RuntimeError(
+                "TDLRT (distributed): the workers disagree on the new Tucker ranks or factors "
+                f"({'ranks differ' if not same_rank else f'checksums differ by {spread:.3g}'}); "
+                "the step was not applied. The workers' gradients or optimizer settings differ "
+                "(same tau, integrator and state on every worker?).")
+
+
+def kernel_grad_norm(layers: list[Any]) -> float:
+    """Frobenius norm of the layers' local dense kernel gradients ``grad_full`` (no
+    communication)."""
+    return math.sqrt(sum(float(layer.grad_full.double().square().sum()) for layer in layers
+                         if layer.grad_full is not None))
+
+
+# ---------------------------------------------------------------------------- sharding
+def check_not_sharded(params: list[torch.Tensor]) -> None:
+    """Raise a clear ``TypeError`` for parameters sharded by FSDP or tensor parallelism."""
+    for p in params:
+        name = type(p).__name__
+        if name == "FlatParameter" or getattr(p, "_is_flat_param", False) or name == "DTensor" \
+                or type(getattr(p, "data", None)).__name__ == "DTensor":
+            raise TypeError(
+                "TDLRT does not support FullyShardedDataParallel or tensor parallelism (a "
+                f"parameter is a sharded {name}): Algorithm 1 needs each Tucker layer's whole "
+                "core and factors on every worker. Use DistributedDataParallel.")
