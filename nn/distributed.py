@@ -57,7 +57,8 @@ import torch
 from tucker_dlra import c_gradient, k_core
 from tucker_dlra.steps import k_gradients
 
-__all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distributed_layer"]
+__all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distributed_layer",
+           "projected_bytes"]
 
 _BYTES = {"all_reduce": 0, "calls": 0}
 _PENDING: dict[int, list[Any]] = {}  # id(group) -> layers whose grads this backward produced
@@ -217,7 +218,32 @@ def _header(layers: list[Any], extra: list[int], group: Any, what: str) -> None:
             "model and TDLRT identically on every worker and load the same checkpoint.")
 
 
+def projected_bytes(layer: Any) -> tuple[int, int]:
+    r"""Numbers all-reduced per step for one layer: (projections, dense kernel).
+
+    Projections: round 1 (:math:`\prod r_i + \sum n_i r_i`) plus round 2 (the augmented
+    core, :math:`\prod\min(2r_i, n_i)`, its largest size); dense: :math:`\prod n_i`.  When
+    the projections are not smaller (ranks near full), the layer's dense :math:`G` is
+    averaged instead, so a step never sends more than dense DDP would.
+    """
+    shape, ranks = layer.kernel_shape, layer.ranks
+    proj = (math.prod(ranks) + sum(n * r for n, r in zip(shape, ranks, strict=True))
+            + math.prod(min(2 * r, n) for n, r in zip(shape, ranks, strict=True)))
+    return proj, math.prod(shape)
+
+
+def _own_grads(layer: Any) -> list[torch.Tensor]:
+    core = layer.core.detach()
+    us = [f.detach() for f in layer.factors]
+    g = layer.grad_full.to(dtype=core.dtype)
+    gs = [k_core(core, i)[0] for i in range(len(us))]
+    return [c_gradient(g, us), *k_gradients(g, gs, us)]
+
+
 def _flush() -> None:
+    """End of backward: average the Tucker gradients produced in this pass over the workers
+    (one all-reduce per process group: the projections, or ``grad_full`` itself for layers
+    where that is smaller), then record the references :func:`step_gradients` compares."""
     _QUEUED[0] = False
     pending = dict(_PENDING)
     _PENDING.clear()
@@ -225,12 +251,26 @@ def _flush() -> None:
         group = _GROUPS.get(key)
         if group is not None:
             _header(layers, [], group, "in backward")
-            flat = torch.cat([p.grad.reshape(-1) for layer in layers
-                              for p in [layer.core, *layer.factors]])
+            dense = [projected_bytes(layer)[0] >= projected_bytes(layer)[1] for layer in layers]
+            parts = []
+            for layer, d in zip(layers, dense, strict=True):
+                layer._dense_sync = d
+                ts = [layer.grad_full] if d else [p.grad for p in [layer.core, *layer.factors]]
+                parts += [t.reshape(-1).to(layer.core.dtype) for t in ts]
+            flat = torch.cat(parts)
             _all_reduce(flat, group)
             flat /= _world(group)
             off = 0
-            for layer in layers:
+            for layer, d in zip(layers, dense, strict=True):
+                if d:
+                    n = layer.grad_full.numel()
+                    layer.grad_full = flat[off:off + n].view_as(layer.grad_full).to(
+                        layer.grad_full.dtype).clone()
+                    off += n
+                    for p, g in zip([layer.core, *layer.factors], _own_grads(layer),
+                                    strict=True):
+                        p.grad = g.contiguous()
+                    continue
                 for p in [layer.core, *layer.factors]:
                     n = p.grad.numel()
                     p.grad.copy_(flat[off:off + n].view_as(p.grad))
@@ -271,14 +311,7 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
         s = _common_factor(layer, cur, ref)
         out[k] = ([g.detach() for g in cur[1:]], cur[0].detach(), s)
     if todo:
-        fresh = {}
-        for k in todo:
-            layer = layers[k]
-            core = layer.core.detach()
-            us = [f.detach() for f in layer.factors]
-            g = layer.grad_full.to(dtype=core.dtype)
-            gs = [k_core(core, i)[0] for i in range(len(us))]
-            fresh[k] = [c_gradient(g, us), *k_gradients(g, gs, us)]
+        fresh = {k: _own_grads(layers[k]) for k in todo}
         groups = {}
         for k in todo:
             if is_distributed_layer(layers[k]):
@@ -336,11 +369,11 @@ def _common_factor(layer: Any, cur: list[torch.Tensor], ref: list[torch.Tensor])
 def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[torch.Tensor]:
     """Average the C-gradients (Algorithm 1, line 9) of the distributed layers over the
     workers, in one all-reduce per process group (after a fixed-size shape header).  Layers
-    not under DDP are returned unchanged."""
+    not under DDP, or whose ``grad_full`` was averaged in backward, are returned unchanged."""
     out = list(cgrads)
     groups: dict[int, list[int]] = {}
     for k, layer in enumerate(layers):
-        if is_distributed_layer(layer):
+        if is_distributed_layer(layer) and not getattr(layer, "_dense_sync", False):
             groups.setdefault(id(layer._dist[0]), []).append(k)
     for ks in groups.values():
         group = layers[ks[0]]._dist[0]

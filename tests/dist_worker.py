@@ -1,0 +1,152 @@
+"""Worker of the data-parallel tests (tests/test_nn_distributed.py): one gloo process.
+
+Run as ``python tests/dist_worker.py SCENARIO OUT_DIR`` with ``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``, ``MASTER_PORT`` set (2 processes).  Writes ``OUT_DIR/SCENARIO-RANK.pt``.
+Shared with the single-process reference: :func:`make_model`, :func:`batch`, :func:`CONFIGS`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+D64 = torch.float64
+GLOBAL_BATCH = 8
+STEPS = 4
+
+#: (name, TDLRT options): bug / parallel / fixed-rank, SGD with momentum and Adam
+CONFIGS = {
+    "bug-sgd": dict(lr=0.3, momentum=0.9, tau=0.15, integrator="bug"),
+    "parallel-adam": dict(lr=0.05, descent="adam", tau=0.15, integrator="parallel"),
+    "fixed-sgd": dict(lr=0.3, momentum=0.9, tau=0.15, adaptive=False),
+    "bug-adam": dict(lr=0.05, descent="adam", tau=0.15, integrator="bug"),
+    "parallel-fixed-sgd": dict(lr=0.3, momentum=0.5, adaptive=False, integrator="parallel"),
+}
+
+
+def make_model(lin_rank: int | None = None) -> nn.Module:
+    from tucker_dlra.nn import LowRankLinear, TuckerConv2d
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        TuckerConv2d(2, 6, 3, padding=1, dtype=D64), nn.ReLU(),
+        TuckerConv2d(6, 5, 3, rank=(5, 6, 3, 3), forward_mode="factorized", dtype=D64),
+        nn.Flatten(), LowRankLinear(5 * 4 * 4, 12, rank=lin_rank, dtype=D64), nn.Tanh(),
+        nn.Linear(12, 3, dtype=D64))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of a step (each worker takes its slice)."""
+    g = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(GLOBAL_BATCH, 2, 6, 6, generator=g, dtype=D64)
+    y = torch.randint(0, 3, (GLOBAL_BATCH,), generator=g)
+    return x, y
+
+
+def snapshot(model: nn.Module) -> dict:
+    from tucker_dlra.nn import is_tucker_layer
+
+    out = {}
+    for name, m in model.named_modules():
+        if is_tucker_layer(m):
+            out[name + ".ranks"] = m.ranks
+            out[name + ".W"] = m.weight_full().detach().clone()
+    for name, p in model.named_parameters():
+        out["p." + name] = p.detach().clone()
+    return out
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, step_model: nn.Module, rank: int,
+          world: int, steps: int = STEPS, clip: float | None = None,
+          micro: int = 1) -> list[dict]:
+    """``steps`` steps on each worker's slice of the global batches; snapshots after each.
+
+    ``micro`` > 1: the slice is split in micro-batches, all but the last under
+    ``no_sync()`` (loss divided by ``micro``).
+    """
+    snaps = []
+    per = GLOBAL_BATCH // world
+    for step in range(steps):
+        x, y = batch(step)
+        x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+        opt.zero_grad()
+        xs, ys = x.chunk(micro), y.chunk(micro)
+        for k in range(micro):
+            ctx = step_model.no_sync() if k < micro - 1 and hasattr(step_model, "no_sync") \
+                else _null()
+            with ctx:
+                (F.cross_entropy(step_model(xs[k]), ys[k]) / micro).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(step_model.parameters(), clip)
+        opt.step()
+        snaps.append(snapshot(model))
+    return snaps
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def main() -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from tucker_dlra.nn import TDLRT
+    from tucker_dlra.nn.distributed import comm_bytes, reset_comm_bytes
+
+    scenario, out_dir = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    result: dict = {}
+    try:
+        if scenario == "all":
+            for name, opts in CONFIGS.items():
+                model = make_model()
+                ddp = DDP(model)  # plain DDP, built before the optimizer (the usual order)
+                opt = TDLRT(ddp.parameters(), **opts)
+                result[name] = train(model, opt, ddp, rank, world)
+            model = make_model()
+            opt = TDLRT(model.parameters(), **CONFIGS["bug-sgd"])  # optimizer first
+            ddp = DDP(model)
+            result["nosync"] = train(model, opt, ddp, rank, world, steps=3, micro=2)
+            model = make_model()
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            result["clip"] = train(model, opt, ddp, rank, world, steps=3, clip=0.05)
+            model = make_model(lin_rank=3)
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            train(model, opt, ddp, rank, world, steps=1)
+            result["bytes_ranks"] = [m.ranks for m in model if hasattr(m, "ranks")]
+            reset_comm_bytes()
+            train(model, opt, ddp, rank, world, steps=1)
+            result["bytes"] = comm_bytes()
+            # a worker that truncates differently: the clear error on every worker
+            model = make_model()
+            ddp = DDP(model)
+            opts = dict(CONFIGS["bug-sgd"])
+            opts["tau"] = 0.15 if rank == 0 else 0.45
+            opt = TDLRT(ddp.parameters(), **opts)
+            before = snapshot(model)
+            try:
+                train(model, opt, ddp, rank, world, steps=1)
+                result["error"] = None
+            except RuntimeError as exc:
+                result["error"] = str(exc)
+            result["unchanged"] = all(torch.equal(before[k], v) for k, v in
+                                      snapshot(model).items() if k.startswith("p."))
+    finally:
+        torch.save(result, os.path.join(out_dir, f"{scenario}-{rank}.pt"))
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
