@@ -262,7 +262,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.validate()
     _check_out(Path(cfg.out or cfg.default_out()))
     record = train(cfg, resume=args.resume)
-    print(format_summary(record), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(format_summary(record), flush=True)
     return 0
 
 

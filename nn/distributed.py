@@ -438,3 +438,83 @@ def check_not_sharded(params: list[torch.Tensor]) -> None:
                 "TDLRT does not support FullyShardedDataParallel or tensor parallelism (a "
                 f"parameter is a sharded {name}): Algorithm 1 needs each Tucker layer's whole "
                 "core and factors on every worker. Use DistributedDataParallel.")
+
+
+# ---------------------------------------------------------------------------- torchrun
+class Launch:
+    """This process's place in a ``torchrun`` launch (see :func:`launch_from_env`)."""
+
+    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device,
+                 owns_group: bool) -> None:
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.device, self.owns_group = device, owns_group
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs and writes files."""
+        return self.rank == 0
+
+
+def launch_from_env(device: torch.device) -> Launch | None:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), else None.
+
+    CUDA: one device per local rank (``cuda:LOCAL_RANK``) and the nccl backend; CPU: gloo.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if device.type == "cuda":
+        if torch.cuda.device_count() <= local:
+            raise ValueError(f"LOCAL_RANK {local} needs a CUDA device cuda:{local}; this machine "
+                             f"has {torch.cuda.device_count()} (use --device cpu for gloo)")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Launch(dist.get_rank(), dist.get_world_size(), local, device, owns)
+
+
+def local_part(x: torch.Tensor, y: torch.Tensor, launch: Launch
+               ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This worker's contiguous share of a global batch and the factor ``world / len(y)``:
+    ``factor * (sum of the local losses)``, averaged by DDP over the workers, is the mean
+    loss of the global batch (also for a last batch that does not split evenly)."""
+    b = len(y)
+    lo, hi = b * launch.rank // launch.world, b * (launch.rank + 1) // launch.world
+    return x[lo:hi], y[lo:hi], launch.world / max(b, 1)
+
+
+def all_sum(values: list[float], launch: Launch | None, device: Any = "cpu") -> list[float]:
+    """Sum a few numbers over the workers (identity without a launch)."""
+    if launch is None:
+        return list(values)
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return [float(v) for v in t]
+
+
+def all_true(flag: bool, launch: Launch | None, device: Any = "cpu") -> bool:
+    """``flag`` on every worker (one tiny all-reduce), so that all of them stop together."""
+    if launch is None:
+        return flag
+    return all_sum([0.0 if flag else 1.0], launch, device)[0] == 0.0
+
+
+def finish(launch: Launch | None) -> None:
+    """Wait for every worker, then leave the process group this module joined."""
+    if launch is None:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()
+    if launch.owns_group:
+        dist.destroy_process_group()

@@ -203,3 +203,40 @@ def test_kernel_only_gradients_accumulate_like_one_batch():
     layer(x[2:]).square().sum().backward()
     for a, b in zip(one, [layer.core, *layer.factors], strict=True):
         torch.testing.assert_close(b.grad, a)
+
+
+def test_cli_under_torchrun_resumes_a_single_process_run_and_writes_one_checkpoint(tmp_path):
+    """``torchrun --nproc-per-node 2 -m tucker_dlra train --resume`` continues a checkpoint of
+    a single-process run; rank 0 alone logs and writes; the result loads without
+    torch.distributed (in this process) and resumes in a single process."""
+    from tucker_dlra.nn.cli import main
+    from tucker_dlra.nn.train import load_checkpoint, model_from_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--train-limit", "120", "--test-limit", "40", "--batch-size", "30",
+            "--epochs", "3", "--max-steps", "3", "--no-plots", "--no-progress",
+            "--threads", "1", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0  # single process: epoch 1 (3 steps of global batch 30)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [a for a in args[:-2] if a not in ("--max-steps", "3", "--epochs")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+           "-m", "tucker_dlra", *base, "--epochs", "3", "--max-steps", "6",
+           "--out", str(out), "--resume"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    log = proc.stdout
+    assert log.count("resumed ") == 1 and log.count("test accuracy") == 1  # rank 0 only
+    assert "per-worker batch 15, global batch 30" in log
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.csv",
+                                                     "metrics.json", "report.txt"]
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 6 and not torch.distributed.is_initialized()
+    model = model_from_checkpoint(state)
+    assert not any(k.startswith("module.") for k in state["model"])
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert main([*base, "--epochs", "3", "--max-steps", "9", "--out", str(out),
+                 "--resume"]) == 0  # and back to one process
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 9
