@@ -60,22 +60,23 @@ from tucker_dlra.steps import k_gradients
 __all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distributed_layer",
            "projected_bytes"]
 
-_BYTES = {"all_reduce": 0, "calls": 0}
+_BYTES = {"all_reduce": 0, "checks": 0, "calls": 0}
 _PENDING: dict[int, list[Any]] = {}  # id(group) -> layers whose grads this backward produced
 _GROUPS: dict[int, Any] = {}
 _QUEUED = [False]
 
 
 def comm_bytes() -> dict[str, int]:
-    """Bytes this process has all-reduced for Tucker layers (payload of each call summed) and
-    the number of calls, since the last :func:`reset_comm_bytes`."""
+    """Bytes this process has all-reduced for Tucker layers since the last
+    :func:`reset_comm_bytes`: ``all_reduce`` (every call's payload summed), of which
+    ``checks`` went to the fixed-size consistency checks (32 bytes each), and ``calls``."""
     return dict(_BYTES)
 
 
 def reset_comm_bytes() -> None:
     """Zero the counters of :func:`comm_bytes`."""
-    _BYTES["all_reduce"] = 0
-    _BYTES["calls"] = 0
+    for k in _BYTES:
+        _BYTES[k] = 0
 
 
 def _all_reduce(t: torch.Tensor, group: Any, op: Any = None) -> None:
@@ -83,6 +84,8 @@ def _all_reduce(t: torch.Tensor, group: Any, op: Any = None) -> None:
 
     _BYTES["all_reduce"] += t.numel() * t.element_size()
     _BYTES["calls"] += 1
+    if op is not None:  # MAX: the checks
+        _BYTES["checks"] += t.numel() * t.element_size()
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
 
 
@@ -130,6 +133,10 @@ def _exclude_from_ddp(ddp: Any) -> None:
         parameters, sparse = ddp._build_params_for_reducer()
         mapping = ddp._build_debug_param_to_name_mapping(parameters)
         ddp._ddp_init_helper(parameters, sparse, mapping, ddp.static_graph)
+        import torch.distributed as dist
+
+        for hook, state in getattr(ddp, "_comm_hooks", []):  # the user's hooks, re-registered
+            dist._register_comm_hook(ddp.reducer, state, hook)
         if torch.is_grad_enabled() and ddp.require_backward_grad_sync:
             ddp.reducer.prepare_for_forward()
     except (AttributeError, TypeError) as exc:  # a torch whose DDP internals differ

@@ -125,7 +125,8 @@ def test_bytes_per_step_are_the_projections(results):
         else:
             total += math.prod(s)
     assert rounds2  # the low-rank layer sends projections
-    expect = {"all_reduce": 8 * total + (2 + rounds2) * 32, "calls": 3 + 2 * rounds2}
+    expect = {"all_reduce": 8 * total + (2 + rounds2) * 32, "checks": (2 + rounds2) * 32,
+              "calls": 3 + 2 * rounds2}
     assert results[0]["bytes"] == results[1]["bytes"] == expect
     dense = 8 * sum(math.prod(s) for s in shapes)
     assert 8 * total < dense
