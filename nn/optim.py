@@ -236,16 +236,16 @@ class TDLRT(Optimizer):
     (:math:`\prod 2r_i`) exist transiently.  Parameters and state are reallocated at the
     new ranks (no padding to a maximum rank), so their memory falls when ranks shrink.
 
-    **Data parallelism.**  A step consumes, per layer, only :math:`G` (plus replicated
-    parameters and state).  :math:`G` is a sum over samples and every quantity derived
-    from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
-    workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
-    -- gives exactly the single-process step.  DDP all-reduces ``param.grad`` (the
-    core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
-    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
-    optimizer switches its layers to the kernel-only backward (``layer.param_grads =
-    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
-    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
+    **Data parallelism.**  A step consumes, per layer, only projections of :math:`G`
+    that are linear in it (K-gradients, C-gradient), so averaging them over workers gives
+    exactly the single-process step.  Under plain ``DistributedDataParallel`` this happens
+    automatically (:mod:`tucker_dlra.nn.distributed`, docs page "Distributed training"): the
+    K-gradients and core gradients are averaged at the end of backward, the C-gradient in the
+    augmented bases in the step, and the new ranks are checked across workers.  The optimizer
+    switches its layers to the kernel-only backward (``layer.param_grads = False``), whose
+    ``factors[i].grad`` is the K-gradient :math:`\nabla_{K_i}\mathcal L` and ``core.grad``
+    :math:`G\times_i U_i^\top`; gradients rescaled since backward by a common factor
+    (``clip_grad_norm_``, ``GradScaler.unscale_``) scale the whole Tucker step.
 
     Examples
     --------
