@@ -97,6 +97,7 @@ class _null:
 
 def main() -> None:
     import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
     from tucker_dlra.nn import TDLRT
     from tucker_dlra.nn.distributed import comm_bytes, reset_comm_bytes
@@ -123,12 +124,21 @@ def main() -> None:
             result["clip"] = train(model, opt, ddp, rank, world, steps=3, clip=0.05)
             model = make_model(lin_rank=3)
             ddp = DDP(model)
+            hook_state = {"bytes": 0}
+
+            def counting(st, bucket):  # noqa: ANN001, ANN202 (DDP checks annotations)
+                st["bytes"] += bucket.buffer().numel() * bucket.buffer().element_size()
+                return default_hooks.allreduce_hook(None, bucket)
+
+            ddp.register_comm_hook(hook_state, counting)  # must survive the reducer rebuild
             opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
             train(model, opt, ddp, rank, world, steps=1)
             result["bytes_ranks"] = [m.ranks for m in model if hasattr(m, "ranks")]
             reset_comm_bytes()
+            hook_state["bytes"] = 0
             train(model, opt, ddp, rank, world, steps=1)
             result["bytes"] = comm_bytes()
+            result["ddp_bytes"] = hook_state["bytes"]
             # a worker that truncates differently: the clear error on every worker
             model = make_model()
             ddp = DDP(model)

@@ -130,6 +130,10 @@ def test_bytes_per_step_are_the_projections(results):
     assert results[0]["bytes"] == results[1]["bytes"] == expect
     dense = 8 * sum(math.prod(s) for s in shapes)
     assert 8 * total < dense
+    # DDP (with the user's communication hook, kept) averages the other parameters only
+    others = sum(p.numel() for n, p in W.make_model().named_parameters()
+                 if not (n.endswith("core") or ".factors." in n))
+    assert results[0]["ddp_bytes"] == 8 * others
 
 
 def test_rank_disagreement_is_a_clear_error_on_every_worker(results):
@@ -241,3 +245,32 @@ def test_cli_under_torchrun_resumes_a_single_process_run_and_writes_one_checkpoi
     assert main([*base, "--epochs", "3", "--max-steps", "9", "--out", str(out),
                  "--resume"]) == 0  # and back to one process
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 9
+
+
+def test_grad_scaler_unscale_gives_the_unscaled_step():
+    """AMP's GradScaler multiplies the loss by 2^k and unscale_ divides the .grad: TDLRT
+    takes the factor over to the C-step's grad_full (no warning: a power of two)."""
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def run(scaler):
+        torch.manual_seed(1)
+        layer = TuckerConv2d(2, 4, 3, rank=(3, 2, 3, 3), dtype=torch.float64)
+        opt = TDLRT(layer.parameters(), lr=0.5, momentum=0.9, tau=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            loss = layer(x).square().mean()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+        return layer
+
+    ref = run(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    assert scaled.ranks == ref.ranks
+    torch.testing.assert_close(scaled.weight_full(), ref.weight_full(), rtol=1e-12, atol=1e-14)
