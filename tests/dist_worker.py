@@ -153,6 +153,18 @@ def main() -> None:
                 result["error"] = str(exc)
             result["unchanged"] = all(torch.equal(before[k], v) for k, v in
                                       snapshot(model).items() if k.startswith("p."))
+            # FullyShardedDataParallel (flat parameters) and fully_shard (DTensors): refused
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+
+            result["fsdp"] = []
+            for wrap in (lambda m: FullyShardedDataParallel(m, device_id=torch.device("cpu")),
+                         lambda m: fully_shard(m, mesh=init_device_mesh("cpu", (world,)))):
+                try:
+                    TDLRT(wrap(make_model()).parameters(), lr=0.1)
+                    result["fsdp"].append(None)
+                except TypeError as exc:
+                    result["fsdp"].append(str(exc))
     finally:
         torch.save(result, os.path.join(out_dir, f"{scenario}-{rank}.pt"))
         dist.destroy_process_group()

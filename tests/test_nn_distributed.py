@@ -142,6 +142,12 @@ def test_rank_disagreement_is_a_clear_error_on_every_worker(results):
         assert res["unchanged"]  # nothing was written
 
 
+def test_fsdp_is_refused_with_a_clear_error(results):
+    for res in results:
+        assert len(res["fsdp"]) == 2
+        assert all(m is not None and "FullyShardedDataParallel" in m for m in res["fsdp"])
+
+
 def test_fsdp_flat_parameters_are_refused():
     class FlatParameter(nn.Parameter):  # what FullyShardedDataParallel hands an optimizer
         pass
