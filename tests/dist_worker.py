@@ -153,6 +153,23 @@ def main() -> None:
                 result["error"] = str(exc)
             result["unchanged"] = all(torch.equal(before[k], v) for k, v in
                                       snapshot(model).items() if k.startswith("p."))
+            # a worker whose averaged C-gradient is off (as if its data differed): caught by
+            # the checksum of the new cores and factors
+            from tucker_dlra.nn import distributed
+
+            model = make_model()
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            real = distributed.reduce_c_gradients
+            if rank == 1:
+                distributed.reduce_c_gradients = lambda ls, cs: [
+                    c * 1.001 for c in real(ls, cs)]
+            try:
+                train(model, opt, ddp, rank, world, steps=1)
+                result["error2"] = None
+            except RuntimeError as exc:
+                result["error2"] = str(exc)
+            distributed.reduce_c_gradients = real
             # FullyShardedDataParallel (flat parameters) and fully_shard (DTensors): refused
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard

@@ -140,6 +140,7 @@ def test_rank_disagreement_is_a_clear_error_on_every_worker(results):
     for res in results:
         assert res["error"] is not None and "disagree on the new Tucker ranks" in res["error"]
         assert res["unchanged"]  # nothing was written
+        assert res["error2"] is not None and "checksums differ" in res["error2"]
 
 
 def test_fsdp_is_refused_with_a_clear_error(results):
