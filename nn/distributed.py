@@ -116,6 +116,7 @@ def _exclude_from_ddp(ddp: Any) -> None:
     for mname, m in ddp.module.named_modules():
         if is_tucker_layer(m):
             pre = f"{mname}." if mname else ""
+            m._ddp_name = mname  # a worker-independent order for the flat buffers
             names += [pre + "core"] + [f"{pre}factors.{i}" for i in range(len(m.factors))]
     ddp._tucker_dlra_excluded = True
     names = sorted(set(names))
@@ -257,6 +258,7 @@ def _flush() -> None:
     for key, layers in pending.items():
         group = _GROUPS.get(key)
         if group is not None:
+            layers.sort(key=lambda m: getattr(m, "_ddp_name", ""))  # backward order may vary
             _header(layers, [], group, "in backward")
             dense = [projected_bytes(layer)[0] >= projected_bytes(layer)[1] for layer in layers]
             parts = []
@@ -314,9 +316,13 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
             raise RuntimeError(
                 "TDLRT (distributed): the last backward pass ran inside DistributedDataParallel."
                 "no_sync(); run the last micro-batch's backward outside no_sync() before step")
-        cur = [p.grad for p in ps]
-        s = _common_factor(layer, cur, ref)
-        out[k] = ([g.detach() for g in cur[1:]], cur[0].detach(), s)
+        # compared by value: GradScaler.unscale_ writes without bumping ._version
+        cur = [p.grad.detach() for p in ps]
+        out[k] = (cur[1:], cur[0], (cur, ref))
+    read = [k for k in range(len(layers)) if k not in todo and not isinstance(out[k][2], float)]
+    for k, s in zip(read, _common_factors([layers[k] for k in read],
+                                          [out[k][2] for k in read]), strict=True):
+        out[k] = (out[k][0], out[k][1], s)
     if todo:
         fresh = {k: _own_grads(layers[k]) for k in todo}
         groups = {}
@@ -344,33 +350,48 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
 _WARNED: list[bool] = [False]
 
 
-def _common_factor(layer: Any, cur: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
-    if all(torch.equal(a, b) for a, b in zip(cur, ref, strict=True)):
-        return 1.0
-    num = sum(float((a.double() * b.double()).sum()) for a, b in zip(cur, ref, strict=True))
-    den = sum(float(b.double().square().sum()) for b in ref)
-    s = num / den if den > 0 else 1.0
-    err = math.sqrt(sum(float((a.double() - s * b.double()).square().sum())
-                        for a, b in zip(cur, ref, strict=True)))
-    scale = math.sqrt(sum(float(a.double().square().sum()) for a in cur))
-    eps = 1e-5 if cur[0].dtype == torch.float64 else 1e-3
-    if not math.isfinite(s) or err > eps * max(scale, abs(s) * math.sqrt(den)) + 1e-30:
-        raise RuntimeError(
-            f"TDLRT: the gradients of Tucker layer {layer!r:.60} were changed between backward "
-            "and step in a way that is not a common factor (e.g. torch.nn.utils."
-            "clip_grad_value_, or an in-place edit): its C-step reads the dense kernel "
-            "gradient grad_full, which such a change cannot reach. Clip by norm "
-            "(clip_grad_norm_, applied to the whole Tucker step) or edit layer.grad_full.")
-    mant, _ = math.frexp(s)
-    if mant != 0.5 and not _WARNED[0]:  # GradScaler's factors are powers of two
-        _WARNED[0] = True
-        warnings.warn(
-            "TDLRT: the Tucker layers' gradients were rescaled since backward (gradient "
-            f"clipping? factor {s:.4g}); the whole Tucker step is scaled alike. Note: "
-            "clip_grad_norm_ counts a Tucker layer's norm over its .grad (core gradient and "
-            "K-gradients), not over the dense kernel gradient grad_full.", UserWarning,
-            stacklevel=4)
-    return s
+def _common_factors(layers: list[Any], pairs: list[tuple[list, list]]) -> list[float]:
+    r"""Per layer, the factor :math:`s` with ``.grad`` :math:`= s\,` reference (1 when
+    untouched), from float64 inner products of all layers read back at once (one host
+    sync); a change that is not a common factor raises, a factor that is not a power of
+    two (i.e. not ``GradScaler``'s) warns once (clipping)."""
+    if not layers:
+        return []
+    dev = pairs[0][0][0].device
+    stats = []
+    for cur, ref in pairs:
+        eq = torch.stack([(a != b).sum() for a, b in zip(cur, ref, strict=True)]).sum()
+        num = sum((a.double() * b.double()).sum() for a, b in zip(cur, ref, strict=True))
+        den = sum(b.double().square().sum() for b in ref)
+        c2 = sum(a.double().square().sum() for a in cur)
+        stats.append(torch.stack([eq.double(), num, den, c2]).to(dev))
+    out = []
+    for layer, (cur, _), (neq, num, den, c2) in zip(layers, pairs,
+                                                    torch.stack(stats).tolist(), strict=True):
+        if neq == 0:
+            out.append(1.0)
+            continue
+        s = num / den if den > 0 else 1.0
+        err2 = max(c2 - s * num, 0.0)  # ||cur - s ref||^2 = ||cur||^2 - num^2 / den
+        eps = 1e-5 if cur[0].dtype == torch.float64 else 1e-3
+        if not math.isfinite(s) or err2 > (eps ** 2) * max(c2, 1e-300):
+            raise RuntimeError(
+                f"TDLRT: the gradients of Tucker layer {layer!r:.60} were changed between "
+                "backward and step in a way that is not a common factor (e.g. torch.nn.utils."
+                "clip_grad_value_, or an in-place edit): its C-step reads the dense kernel "
+                "gradient grad_full, which such a change cannot reach. Clip by norm "
+                "(clip_grad_norm_, applied to the whole Tucker step) or edit layer.grad_full.")
+        mant, _ = math.frexp(s)
+        if mant != 0.5 and not _WARNED[0]:  # GradScaler's factors are powers of two
+            _WARNED[0] = True
+            warnings.warn(
+                "TDLRT: the Tucker layers' gradients were rescaled since backward (gradient "
+                f"clipping? factor {s:.4g}); the whole Tucker step is scaled alike. Note: "
+                "clip_grad_norm_ counts a Tucker layer's norm over its .grad (core gradient "
+                "and K-gradients), not over the dense kernel gradient grad_full.", UserWarning,
+                stacklevel=4)
+        out.append(s)
+    return out
 
 
 def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -408,15 +429,19 @@ def check_consistent(layers: list[Any], tuckers: list[Any]) -> None:
 
     for ks in groups.values():
         group = layers[ks[0]]._dist[0]
-        h, cs = 0, 0.0
+        dev = layers[ks[0]].core.device
+        h = 0
+        sums = []
         for k in ks:
             t = tuckers[k]
             for r in t.rank:
-                h = (h * 1000003 + int(r) + 1) % (2 ** 61 - 1)
-            for a in [t.core, *t.factors]:
-                cs += float(torch.as_tensor(a).double().abs().sum())
-        v = torch.tensor([float(h), -float(h), cs, -cs], dtype=torch.float64)
+                h = (h * 1000003 + int(r) + 1) % (2 ** 52)  # exact in float64
+            sums += [torch.as_tensor(a).double().abs().sum().to(dev) for a in [t.core, *t.factors]]
+        cs = torch.stack(sums).sum()
+        hh = torch.tensor(float(h), dtype=torch.float64, device=dev)
+        v = torch.stack([hh, -hh, cs, -cs])
         _all_reduce(v, group, dist.ReduceOp.MAX)
+        v = v.tolist()
         same_rank = float(v[0]) == -float(v[1])
         spread = float(v[2]) + float(v[3])
         if not same_rank or spread > 1e-6 * max(abs(float(v[2])), 1e-30):
@@ -425,13 +450,6 @@ def check_consistent(layers: list[Any], tuckers: list[Any]) -> None:
                 f"({'ranks differ' if not same_rank else f'checksums differ by {spread:.3g}'}); "
                 "the step was not applied. The workers' gradients or optimizer settings differ "
                 "(same tau, integrator and state on every worker?).")
-
-
-def kernel_grad_norm(layers: list[Any]) -> float:
-    """Frobenius norm of the layers' local dense kernel gradients ``grad_full`` (no
-    communication)."""
-    return math.sqrt(sum(float(layer.grad_full.double().square().sum()) for layer in layers
-                         if layer.grad_full is not None))
 
 
 # ---------------------------------------------------------------------------- sharding
