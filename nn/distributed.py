@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -61,6 +62,16 @@ __all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distribute
            "projected_bytes"]
 
 _BYTES = {"all_reduce": 0, "checks": 0, "calls": 0}
+#: per-layer bookkeeping (process group, reference gradients, ...), outside the modules so
+#: that copying or pickling a model never meets a process group
+_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _st(layer: Any) -> dict:
+    st = _STATE.get(layer)
+    if st is None:
+        st = _STATE[layer] = {}
+    return st
 _PENDING: dict[int, list[Any]] = {}  # id(group) -> layers whose grads this backward produced
 _GROUPS: dict[int, Any] = {}
 _QUEUED = [False]
@@ -116,7 +127,7 @@ def _exclude_from_ddp(ddp: Any) -> None:
     for mname, m in ddp.module.named_modules():
         if is_tucker_layer(m):
             pre = f"{mname}." if mname else ""
-            m._ddp_name = mname  # a worker-independent order for the flat buffers
+            _st(m)["name"] = mname  # a worker-independent order for the flat buffers
             names += [pre + "core"] + [f"{pre}factors.{i}" for i in range(len(m.factors))]
     ddp._tucker_dlra_excluded = True
     names = sorted(set(names))
@@ -152,19 +163,19 @@ def _exclude_from_ddp(ddp: Any) -> None:
 def attach(layer: Any) -> None:
     """Called by a Tucker layer's training forward: record whether it runs under DDP (and
     whether this pass's backward synchronises), excluding its parameters from DDP's reducer
-    on first sight.  Sets ``layer._dist = (group, sync)`` or None."""
+    on first sight.  Records ``(group, sync)``, or None outside DDP."""
     ddp = _active_ddp()
     if ddp is None:
-        layer._dist = None
+        _st(layer)["dist"] = None
         return
     _exclude_from_ddp(ddp)
     group = ddp.process_group
-    layer._dist = (group, bool(ddp.require_backward_grad_sync) and torch.is_grad_enabled())
+    _st(layer)["dist"] = (group, bool(ddp.require_backward_grad_sync) and torch.is_grad_enabled())
 
 
 def is_distributed_layer(layer: Any) -> bool:
     """True when the layer's last training forward ran inside a DDP forward."""
-    return getattr(layer, "_dist", None) is not None
+    return _st(layer).get("dist") is not None
 
 
 # ---------------------------------------------------------------------------- round 1
@@ -183,10 +194,10 @@ def accumulate(layer: Any, g: torch.Tensor) -> None:
             p.grad = gp.contiguous()
         else:  # not in place: a reference to the earlier .grad keeps its value
             p.grad = p.grad + gp
-    dist_state = getattr(layer, "_dist", None)
+    dist_state = _st(layer).get("dist")
     group = None if dist_state is None or not dist_state[1] else dist_state[0]
     if dist_state is not None:
-        layer._synced = group is not None
+        _st(layer)["synced"] = group is not None
     _GROUPS[id(group)] = group
     _PENDING.setdefault(id(group), [])
     if all(x is not layer for x in _PENDING[id(group)]):
@@ -200,8 +211,8 @@ def _record(layer: Any) -> None:
     """Reference copy of the layer's gradients and the ``grad_full`` stamp (see
     :func:`step_gradients`)."""
     ps = [layer.core, *layer.factors]
-    layer._grad_ref = [p.grad.detach().clone() for p in ps]
-    layer._grad_ref_ids = [id(p.grad) for p in ps]
+    _st(layer)["ref"] = [p.grad.detach().clone() for p in ps]
+    _st(layer)["ref_ids"] = [id(p.grad) for p in ps]
     g = layer.core.grad
     layer._grad_stamp = (id(g), g._version)
 
@@ -258,12 +269,12 @@ def _flush() -> None:
     for key, layers in pending.items():
         group = _GROUPS.get(key)
         if group is not None:
-            layers.sort(key=lambda m: getattr(m, "_ddp_name", ""))  # backward order may vary
+            layers.sort(key=lambda m: _st(m).get("name", ""))  # backward order may vary
             _header(layers, [], group, "in backward")
             dense = [projected_bytes(layer)[0] >= projected_bytes(layer)[1] for layer in layers]
             parts = []
             for layer, d in zip(layers, dense, strict=True):
-                layer._dense_sync = d
+                _st(layer)["dense"] = d
                 ts = [layer.grad_full] if d else [p.grad for p in [layer.core, *layer.factors]]
                 parts += [t.reshape(-1).to(layer.core.dtype) for t in ts]
             flat = torch.cat(parts)
@@ -306,13 +317,13 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
     todo = []
     for k, layer in enumerate(layers):
         ps = [layer.core, *layer.factors]
-        ref = getattr(layer, "_grad_ref", None)
+        ref = _st(layer).get("ref")
         if (ref is None or any(p.grad is None for p in ps)
-                or [id(p.grad) for p in ps] != getattr(layer, "_grad_ref_ids", None)
+                or [id(p.grad) for p in ps] != _st(layer).get("ref_ids")
                 or any(r.shape != p.grad.shape for r, p in zip(ref, ps, strict=True))):
             todo.append(k)
             continue
-        if is_distributed_layer(layer) and not getattr(layer, "_synced", True):
+        if is_distributed_layer(layer) and not _st(layer).get("synced", True):
             raise RuntimeError(
                 "TDLRT (distributed): the last backward pass ran inside DistributedDataParallel."
                 "no_sync(); run the last micro-batch's backward outside no_sync() before step")
@@ -328,9 +339,9 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
         groups = {}
         for k in todo:
             if is_distributed_layer(layers[k]):
-                groups.setdefault(id(layers[k]._dist[0]), []).append(k)
+                groups.setdefault(id(_st(layers[k])["dist"][0]), []).append(k)
         for ks in groups.values():
-            group = layers[ks[0]]._dist[0]
+            group = _st(layers[ks[0]])["dist"][0]
             _header([layers[k] for k in ks], [], group, "in step")
             flat = torch.cat([t.reshape(-1) for k in ks for t in fresh[k]])
             _all_reduce(flat, group)
@@ -401,10 +412,10 @@ def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[to
     out = list(cgrads)
     groups: dict[int, list[int]] = {}
     for k, layer in enumerate(layers):
-        if is_distributed_layer(layer) and not getattr(layer, "_dense_sync", False):
-            groups.setdefault(id(layer._dist[0]), []).append(k)
+        if is_distributed_layer(layer) and not _st(layer).get("dense", False):
+            groups.setdefault(id(_st(layer)["dist"][0]), []).append(k)
     for ks in groups.values():
-        group = layers[ks[0]]._dist[0]
+        group = _st(layers[ks[0]])["dist"][0]
         shapes = [s for k in ks for s in out[k].shape]
         _header([layers[k] for k in ks], shapes, group, "before the C-step")
         flat = torch.cat([out[k].reshape(-1) for k in ks])
@@ -424,11 +435,11 @@ def check_consistent(layers: list[Any], tuckers: list[Any]) -> None:
     groups: dict[int, list[int]] = {}
     for k, layer in enumerate(layers):
         if is_distributed_layer(layer):
-            groups.setdefault(id(layer._dist[0]), []).append(k)
+            groups.setdefault(id(_st(layer)["dist"][0]), []).append(k)
     import torch.distributed as dist
 
     for ks in groups.values():
-        group = layers[ks[0]]._dist[0]
+        group = _st(layers[ks[0]])["dist"][0]
         dev = layers[ks[0]].core.device
         h = 0
         sums = []

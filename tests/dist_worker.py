@@ -114,6 +114,17 @@ def main() -> None:
                 ddp = DDP(model)  # plain DDP, built before the optimizer (the usual order)
                 opt = TDLRT(ddp.parameters(), **opts)
                 result[name] = train(model, opt, ddp, rank, world)
+            # layers switched back to plain autograd gradients: averaged in the step
+            model = make_model()
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            for m in model:
+                if hasattr(m, "param_grads"):
+                    m.param_grads = True
+            result["autograd"] = train(model, opt, ddp, rank, world, steps=3)
+            import copy
+
+            result["deepcopy"] = copy.deepcopy(model)[4].ranks == model[4].ranks
             model = make_model()
             opt = TDLRT(model.parameters(), **CONFIGS["bug-sgd"])  # optimizer first
             ddp = DDP(model)

@@ -101,6 +101,19 @@ def test_no_sync_accumulation_equals_one_large_batch(results):
     _compare(results[0]["nosync"], results[1]["nosync"], _single(W.CONFIGS["bug-sgd"], steps=3))
 
 
+def test_plain_autograd_gradients_are_averaged_in_the_step(results):
+    """Tucker layers with param_grads=True (autograd .grad on core and factors): the step
+    averages their K- and C-gradients itself; a DDP-trained model deep-copies."""
+    model = W.make_model()
+    opt = TDLRT(model.parameters(), **W.CONFIGS["bug-sgd"])
+    for m in model:
+        if hasattr(m, "param_grads"):
+            m.param_grads = True
+    ref = W.train(model, opt, model, 0, 1, steps=3)
+    _compare(results[0]["autograd"], results[1]["autograd"], ref)
+    assert results[0]["deepcopy"] and results[1]["deepcopy"]
+
+
 def test_clip_grad_norm_under_ddp_equals_single_process(results):
     """All workers hold the same averaged .grad after backward, so clip_grad_norm_ computes
     the same factor everywhere, equal to the single-process one."""
