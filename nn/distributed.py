@@ -107,14 +107,37 @@ def _world(group: Any) -> int:
 
 
 # ---------------------------------------------------------------------------- DDP
+_CURRENT: list[Any] = []  # DDP modules whose forward is running (hooks, after first sight)
+
+
+def _push(module: Any, args: Any) -> None:
+    _CURRENT.append(module)
+
+
+def _pop(module: Any, args: Any, output: Any) -> None:
+    if _CURRENT:
+        _CURRENT.pop()
+
+
 def _active_ddp() -> Any:
-    """The ``DistributedDataParallel`` whose forward is running, or None."""
+    """The ``DistributedDataParallel`` whose forward is running, or None.
+
+    Found by DDP's own marker on first sight (``_get_active_ddp_module``), then by forward
+    hooks this module installs on it (DDP skips its marker when it has no parameter left
+    to average, e.g. a model of Tucker layers only)."""
+    if _CURRENT:
+        return _CURRENT[-1]
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
     from torch.nn.parallel import DistributedDataParallel
 
     get = getattr(DistributedDataParallel, "_get_active_ddp_module", None)
-    return get() if get is not None else None
+    ddp = get() if get is not None else None
+    if ddp is not None and not getattr(ddp, "_tucker_dlra_hooked", False):
+        ddp._tucker_dlra_hooked = True
+        ddp.register_forward_pre_hook(_push)
+        ddp.register_forward_hook(_pop, always_call=True)
+    return ddp
 
 
 def _exclude_from_ddp(ddp: Any) -> None:

@@ -28,10 +28,15 @@ CONFIGS = {
 }
 
 
-def make_model(lin_rank: int | None = None) -> nn.Module:
+def make_model(lin_rank: int | None = None, tucker_only: bool = False) -> nn.Module:
     from tucker_dlra.nn import LowRankLinear, TuckerConv2d
 
     torch.manual_seed(0)
+    if tucker_only:  # nothing left for DDP itself to average
+        return nn.Sequential(
+            TuckerConv2d(2, 6, 3, padding=1, bias=False, dtype=D64), nn.ReLU(),
+            TuckerConv2d(6, 5, 3, bias=False, dtype=D64), nn.Flatten(),
+            LowRankLinear(5 * 4 * 4, 3, bias=False, dtype=D64))
     return nn.Sequential(
         TuckerConv2d(2, 6, 3, padding=1, dtype=D64), nn.ReLU(),
         TuckerConv2d(6, 5, 3, rank=(5, 6, 3, 3), forward_mode="factorized", dtype=D64),
@@ -114,6 +119,10 @@ def main() -> None:
                 ddp = DDP(model)  # plain DDP, built before the optimizer (the usual order)
                 opt = TDLRT(ddp.parameters(), **opts)
                 result[name] = train(model, opt, ddp, rank, world)
+            model = make_model(tucker_only=True)
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            result["tucker-only"] = train(model, opt, ddp, rank, world, steps=3)
             # layers switched back to plain autograd gradients: averaged in the step
             model = make_model()
             ddp = DDP(model)

@@ -97,6 +97,14 @@ def test_ddp_workers_identical_and_equal_single_process(results, name):
         assert {r for k, r in ranks if k == "4.ranks"} - {initial}  # ranks changed
 
 
+def test_model_of_tucker_layers_only(results):
+    """No parameter left for DDP itself (it then skips its forward bookkeeping)."""
+    model = W.make_model(tucker_only=True)
+    opt = TDLRT(model.parameters(), **W.CONFIGS["bug-sgd"])
+    ref = W.train(model, opt, model, 0, 1, steps=3)
+    _compare(results[0]["tucker-only"], results[1]["tucker-only"], ref)
+
+
 def test_no_sync_accumulation_equals_one_large_batch(results):
     _compare(results[0]["nosync"], results[1]["nosync"], _single(W.CONFIGS["bug-sgd"], steps=3))
 
