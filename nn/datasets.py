@@ -11,6 +11,8 @@ Four datasets, all held in memory as ``uint8`` images and normalised batch by ba
 ``mnist``, ``fashion-mnist``
     The original IDX files (gzip), read from ``data_dir`` (``data_dir/<name>/``, ``data_dir``
     itself, or torchvision's ``data_dir/MNIST/raw`` / ``data_dir/FashionMNIST/raw`` layout).
+    Only the published ``.gz`` files are read (their MD5 is checked); decompressed copies alone
+    are refused, as their content cannot be verified.
 ``cifar10``
     The python tarball ``cifar-10-python.tar.gz`` from ``data_dir`` (same search order).
 
@@ -405,19 +407,27 @@ def _embedded_subset() -> tuple[np.ndarray, ...]:
 
 
 def _find_files(spec: DatasetSpec, data_dir: Path) -> dict[str, Path] | None:
-    """Folder holding all files of ``spec`` (or their decompressed IDX twins), else None."""
+    """Folder holding all files of ``spec``, else None.
+
+    Only the published files are used, since only their MD5 sums are known: a folder that holds
+    decompressed IDX files (``train-images-idx3-ubyte``) without their ``.gz`` originals is an
+    error (their content could not be verified), not a dataset.
+    """
     candidates = [data_dir / spec.name, data_dir] + [data_dir / d for d in spec.torchvision_dirs]
     for folder in candidates:
-        found = {}
-        for name in spec.files:
-            if (folder / name).is_file():
-                found[name] = folder / name
-            elif name.endswith(".gz") and name.startswith(("train", "t10k")) and (
-                folder / name[:-3]
-            ).is_file():
-                found[name] = folder / name[:-3]
+        found = {name: folder / name for name in spec.files if (folder / name).is_file()}
         if len(found) == len(spec.files):
             return found
+    for folder in candidates:
+        raw = [name[:-3] for name in spec.files
+               if name.endswith(".gz") and (folder / name[:-3]).is_file()
+               and not (folder / name).is_file()]
+        if raw:
+            raise DatasetError(
+                f"{folder} holds decompressed IDX files ({', '.join(raw)}) without their .gz "
+                "originals; only the published .gz files can be MD5-verified: put them there "
+                "or rerun with --download"
+            )
     return None
 
 
@@ -442,7 +452,7 @@ def _resolve_files(spec: DatasetSpec, data_dir: Path, download: bool,
             found[name] = dest
         return found
     for name, path in found.items():
-        if path.name == name and file_md5(path) != spec.files[name]:
+        if file_md5(path) != spec.files[name]:
             raise DatasetError(
                 f"{path} is corrupt (MD5 {file_md5(path)} != published {spec.files[name]}); "
                 "delete it and rerun with --download"

@@ -188,7 +188,7 @@ def attach(layer: Any) -> None:
     whether this pass's backward synchronises), excluding its parameters from DDP's reducer
     on first sight.  Records ``(group, sync)``, or None outside DDP."""
     ddp = _active_ddp()
-    if ddp is None:
+    if ddp is None or getattr(layer, "_timing_copy", False):
         _st(layer)["dist"] = None
         return
     _exclude_from_ddp(ddp)
@@ -274,10 +274,12 @@ def projected_bytes(layer: Any) -> tuple[int, int]:
     return proj, math.prod(shape)
 
 
-def _own_grads(layer: Any) -> list[torch.Tensor]:
+def _own_grads(layer: Any, g: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """``[core gradient, *K-gradients]`` of one layer from its kernel gradient ``g``
+    (default ``layer.grad_full``)."""
     core = layer.core.detach()
     us = [f.detach() for f in layer.factors]
-    g = layer.grad_full.to(dtype=core.dtype)
+    g = (layer.grad_full if g is None else g).to(dtype=core.dtype)
     gs = [k_core(core, i)[0] for i in range(len(us))]
     return [c_gradient(g, us), *k_gradients(g, gs, us)]
 
@@ -323,25 +325,32 @@ def _flush() -> None:
 
 
 # ---------------------------------------------------------------------------- step
-def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Tensor, float]]:
+def step_gradients(layers: list[Any], grads: list[torch.Tensor], fresh: bool = False
+                   ) -> tuple[list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]],
+                              torch.Tensor | None]:
     r"""The K-gradients, the C-gradient in the old bases and the common factor ``s`` of each
-    layer, as Algorithm 1 consumes them.
+    layer, as Algorithm 1 consumes them, and a device flag vector for the step's read-back.
 
     Read from ``.grad`` when the kernel-only backward produced them (averaged over workers
-    under DDP).  ``s`` is the factor by which they were rescaled since backward (gradient
-    clipping, ``GradScaler.unscale_``); the step applies it to the C-gradient it computes
-    from ``grad_full``, so the whole Tucker step is scaled like the ``.grad`` everyone else
-    sees.  A change other than a common factor (``clip_grad_value_``) raises.  Layers whose
-    ``.grad`` are plain autograd gradients (``param_grads=True``) get them from ``grad_full``
-    (averaged here, in one all-reduce, under DDP).  Cost: :math:`O(\sum_i n_i r_i + \prod r)`
-    per layer when read from ``.grad``.
+    under DDP).  ``s`` (a 0-d device tensor, no host sync) is the factor by which they were
+    rescaled since backward (gradient clipping, ``GradScaler.unscale_``); the step applies
+    it to the C-gradient it computes from :math:`G`, so the whole Tucker step is scaled like
+    the ``.grad`` everyone else sees.  Layers whose ``.grad`` are plain autograd gradients
+    (``param_grads=True``), or all layers when ``fresh`` (the optimizer's kernel-gradient
+    hook was overridden), get them from ``grads`` (their :math:`G`; averaged here, in one
+    all-reduce per process group, under DDP), with ``s = 1``.
+
+    The flags (float, 1 = true) are ``[all changes are common factors, no factor needs the
+    clipping warning]``; the caller reads them back with the step's ranks and raises or
+    warns there (:func:`rescale_verdict`).  Cost: :math:`O(\sum_i n_i r_i + \prod r)` per
+    layer when read from ``.grad``.
     """
     out: list[Any] = [None] * len(layers)
     todo = []
     for k, layer in enumerate(layers):
         ps = [layer.core, *layer.factors]
         ref = _st(layer).get("ref")
-        if (ref is None or any(p.grad is None for p in ps)
+        if (fresh or ref is None or any(p.grad is None for p in ps)
                 or [id(p.grad) for p in ps] != _st(layer).get("ref_ids")
                 or any(r.shape != p.grad.shape for r, p in zip(ref, ps, strict=True))):
             todo.append(k)
@@ -351,81 +360,93 @@ def step_gradients(layers: list[Any]) -> list[tuple[list[torch.Tensor], torch.Te
                 "TDLRT (distributed): the last backward pass ran inside DistributedDataParallel."
                 "no_sync(); run the last micro-batch's backward outside no_sync() before step")
         # compared by value: GradScaler.unscale_ writes without bumping ._version
-        cur = [p.grad.detach() for p in ps]
-        out[k] = (cur[1:], cur[0], (cur, ref))
-    read = [k for k in range(len(layers)) if k not in todo and not isinstance(out[k][2], float)]
-    for k, s in zip(read, _common_factors([layers[k] for k in read],
-                                          [out[k][2] for k in read]), strict=True):
-        out[k] = (out[k][0], out[k][1], s)
+        out[k] = [p.grad.detach() for p in ps], ref
+    read = [k for k in range(len(layers)) if k not in todo]
+    scales, flags = _common_factors([out[k] for k in read])
+    for k, s in zip(read, scales, strict=True):
+        cur = out[k][0]
+        out[k] = (cur[1:], cur[0], s)
     if todo:
-        fresh = {k: _own_grads(layers[k]) for k in todo}
-        groups = {}
+        fresh_g = {k: _own_grads(layers[k], grads[k]) for k in todo}
+        groups: dict[int, list[int]] = {}
         for k in todo:
             if is_distributed_layer(layers[k]):
                 groups.setdefault(id(_st(layers[k])["dist"][0]), []).append(k)
         for ks in groups.values():
             group = _st(layers[ks[0]])["dist"][0]
             _header([layers[k] for k in ks], [], group, "in step")
-            flat = torch.cat([t.reshape(-1) for k in ks for t in fresh[k]])
+            flat = torch.cat([t.reshape(-1) for k in ks for t in fresh_g[k]])
             _all_reduce(flat, group)
             flat /= _world(group)
             off = 0
             for k in ks:
                 new = []
-                for t in fresh[k]:
+                for t in fresh_g[k]:
                     new.append(flat[off:off + t.numel()].view_as(t))
                     off += t.numel()
-                fresh[k] = new
+                fresh_g[k] = new
         for k in todo:
-            out[k] = (fresh[k][1:], fresh[k][0], 1.0)
-    return out
+            one = torch.ones((), dtype=layers[k].core.dtype, device=layers[k].core.device)
+            out[k] = (fresh_g[k][1:], fresh_g[k][0], one)
+    return out, flags
 
 
 _WARNED: list[bool] = [False]
 
 
-def _common_factors(layers: list[Any], pairs: list[tuple[list, list]]) -> list[float]:
-    r"""Per layer, the factor :math:`s` with ``.grad`` :math:`= s\,` reference (1 when
-    untouched), from float64 inner products of all layers read back at once (one host
-    sync); a change that is not a common factor raises, a factor that is not a power of
-    two (i.e. not ``GradScaler``'s) warns once (clipping)."""
-    if not layers:
-        return []
-    dev = pairs[0][0][0].device
-    stats = []
+def _common_factors(pairs: list[tuple[list, list]]
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    r"""Per layer, the factor :math:`s` with ``.grad`` :math:`= s\,` reference (exactly 1
+    when untouched), from float64 inner products, on the device; and the flags of
+    :func:`step_gradients`: every change is a common factor (to the dtype's accuracy), and
+    no factor calls for the clipping warning (a factor that is not a power of two, i.e. not
+    ``GradScaler``'s; :func:`tucker_dlra.nn.clip_grad_norm_` leaves none: it re-records)."""
+    if not pairs:
+        return [], None
+    scales, ok, quiet = [], [], []
     for cur, ref in pairs:
-        eq = torch.stack([(a != b).sum() for a, b in zip(cur, ref, strict=True)]).sum()
+        neq = torch.stack([(a != b).any() for a, b in zip(cur, ref, strict=True)]).any()
         num = sum((a.double() * b.double()).sum() for a, b in zip(cur, ref, strict=True))
         den = sum(b.double().square().sum() for b in ref)
         c2 = sum(a.double().square().sum() for a in cur)
-        stats.append(torch.stack([eq.double(), num, den, c2]).to(dev))
-    out = []
-    for layer, (cur, _), (neq, num, den, c2) in zip(layers, pairs,
-                                                    torch.stack(stats).tolist(), strict=True):
-        if neq == 0:
-            out.append(1.0)
-            continue
-        s = num / den if den > 0 else 1.0
-        err2 = max(c2 - s * num, 0.0)  # ||cur - s ref||^2 = ||cur||^2 - num^2 / den
+        s = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 1.0)
+        s = torch.where(neq, s, 1.0)
+        err2 = (c2 - s * num).clamp_min(0.0)  # ||cur - s ref||^2 = ||cur||^2 - num^2 / den
         eps = 1e-5 if cur[0].dtype == torch.float64 else 1e-3
-        if not math.isfinite(s) or err2 > (eps ** 2) * max(c2, 1e-300):
-            raise RuntimeError(
-                f"TDLRT: the gradients of Tucker layer {layer!r:.60} were changed between "
-                "backward and step in a way that is not a common factor (e.g. torch.nn.utils."
-                "clip_grad_value_, or an in-place edit): its C-step reads the dense kernel "
-                "gradient grad_full, which such a change cannot reach. Clip by norm "
-                "(clip_grad_norm_, applied to the whole Tucker step) or edit layer.grad_full.")
-        mant, _ = math.frexp(s)
-        if mant != 0.5 and not _WARNED[0]:  # GradScaler's factors are powers of two
-            _WARNED[0] = True
-            warnings.warn(
-                "TDLRT: the Tucker layers' gradients were rescaled since backward (gradient "
-                f"clipping? factor {s:.4g}); the whole Tucker step is scaled alike. Note: "
-                "clip_grad_norm_ counts a Tucker layer's norm over its .grad (core gradient "
-                "and K-gradients), not over the dense kernel gradient grad_full.", UserWarning,
-                stacklevel=4)
-        out.append(s)
-    return out
+        good = torch.isfinite(s) & (err2 <= (eps ** 2) * c2.clamp_min(1e-300))
+        ok.append(~neq | good)
+        mant, _ = torch.frexp(s)
+        quiet.append(~neq | (mant == 0.5))
+        scales.append(s.to(dtype=cur[0].dtype))
+    flags = torch.stack([torch.stack(ok).all(), torch.stack(quiet).all()])
+    return scales, flags.to(device=pairs[0][0][0].device)
+
+
+def rescale_verdict(flags: list[float]) -> None:
+    """Raise or warn (once per process) from the read-back flags of :func:`step_gradients`."""
+    if not flags:
+        return
+    if flags[0] != 1.0:
+        raise RuntimeError(
+            "TDLRT: the gradients of a Tucker layer were changed between backward and step in "
+            "a way that is not a common factor (e.g. torch.nn.utils.clip_grad_value_, or an "
+            "in-place edit): its C-step reads the dense kernel gradient grad_full, which such "
+            "a change cannot reach. Clip by norm (tucker_dlra.nn.clip_grad_norm_) or edit "
+            "layer.grad_full.")
+    if flags[1] != 1.0 and not _WARNED[0]:  # GradScaler's factors are powers of two
+        _WARNED[0] = True
+        warnings.warn(
+            "TDLRT: the Tucker layers' gradients were rescaled since backward (gradient "
+            "clipping?); the whole Tucker step is scaled alike. Note: torch.nn.utils."
+            "clip_grad_norm_ counts a Tucker layer's norm over its .grad (core gradient and "
+            "K-gradients), not over the dense kernel gradient as the equivalent dense model "
+            "would; tucker_dlra.nn.clip_grad_norm_ counts the kernel gradient.", UserWarning,
+            stacklevel=4)
+
+
+def any_distributed(layers: list[Any]) -> bool:
+    """True when any of the layers' last training forward ran inside a DDP forward."""
+    return any(is_distributed_layer(layer) for layer in layers)
 
 
 def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[torch.Tensor]:

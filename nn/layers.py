@@ -46,23 +46,57 @@ are zeroed as usual, and under ``DistributedDataParallel`` are averaged over the
 the end of backward (:mod:`tucker_dlra.nn.distributed`).  Set
 ``layer.param_grads = True`` (the default of a new layer) for plain autograd gradients of
 core and factors, e.g. to train them with a Euclidean optimizer or to check Theorem 1.
+
+Kernel cache
+------------
+Whenever the dense kernel is built without an autograd graph (inference under
+``torch.no_grad``/``torch.inference_mode``, and the kernel-only training forward), the layer
+keeps :math:`W = C\times_i U_i` and reuses it until core or factors change
+(:meth:`_TuckerLayer.cached_weight`): consecutive inference forwards then cost one dense
+convolution, as for ``nn.ConvNd``, instead of one kernel rebuild
+(:math:`O(\sum_i r_i\prod_{j\le i} n_j\prod_{j>i} r_j)`) plus the convolution.  The cache
+key holds the parameters' identity, storage address, shape, dtype, device and autograd
+version counter (bumped by every in-place change made outside ``.data``), a process-wide
+counter bumped after every ``torch.optim`` step, and the inference-mode flag; ``set_tucker``,
+``load_state_dict``, ``reset_parameters`` and ``.to()`` clear it.  It holds
+:math:`\prod_i n_i` numbers per layer (a dense model's weight); ``layer.cache_kernel =
+False`` turns it off.  Writes through ``p.data`` bypass the version counter: call
+:meth:`_TuckerLayer.clear_kernel_cache` after such a write.
+
+Measured path choice (CUDA)
+---------------------------
+On the devices of :data:`PATH_SELECTOR` (CUDA by default), ``forward_mode="auto"`` picks
+the dense or the factorized path by timing both once per (layer configuration, ranks, input
+shape and strides, dtype, device), like cuDNN's benchmark mode: a warm-up call of each, then
+a few interleaved timed calls (CUDA events), the smaller median wins and is kept for the
+process (:class:`PathSelector`).  Forwards without a graph (``torch.no_grad``) time the
+forward alone; training forwards with gradient capture time forward + backward (kernel
+gradient, and the input gradient when the input requires it) on a private copy of the layer,
+keyed also by the backward variant.  Elsewhere (CPU; forwards with a graph but no capture)
+the FLOP rule below decides.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
+import statistics
+import time
+import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
+from tucker_dlra.tucker import orthonormality_defects
 
 from .distributed import accumulate, attach
 from .vanilla import conv_options_repr, pointwise
@@ -77,6 +111,8 @@ __all__ = [
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
     "KERNEL_ONLY_FLOP_RATIO",
+    "PATH_SELECTOR",
+    "PathSelector",
 ]
 
 #: ``forward_mode="auto"`` takes the factorized path when its multiply-add count per
@@ -114,6 +150,109 @@ _LAYERS: weakref.WeakSet = weakref.WeakSet()
 FACTORIZED_MIN_FLOPS = 100_000
 
 RankArg = int | float | Sequence[int] | None
+
+#: Bumped after every ``torch.optim`` optimizer step (a global step post-hook): part of
+#: every layer's kernel-cache key, so no kernel cached before a step is reused after it,
+#: whatever way the optimizer writes the parameters.
+_STEP_GENERATION = [0]
+
+
+def _bump_generation(*_args: Any) -> None:
+    _STEP_GENERATION[0] += 1
+
+
+register_optimizer_step_post_hook(_bump_generation)
+
+
+def cuda_event_timer(path: str, fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call of ``fn``: CUDA events on a CUDA device, else ``perf_counter``.
+
+    ``path`` (the candidate's name) is unused; it lets a test inject a deterministic timer.
+    Cost: one call of ``fn`` and one synchronisation.
+    """
+    if device.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e-3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class PathSelector:
+    """Process-wide measured choice between forward paths, like cuDNN's benchmark mode.
+
+    Parameters
+    ----------
+    devices : iterable of str
+        Device types on which the choice is measured (default ``("cuda",)``); elsewhere
+        :meth:`enabled` is False and the layers use their FLOP rule.
+    repeats : int
+        Timed calls per candidate (after one untimed warm-up call each), interleaved; the
+        candidate with the smallest median wins, ties go to the first candidate.
+    timer : callable ``(path, fn, device) -> seconds``, optional
+        Times one call; default :func:`cuda_event_timer`.
+
+    Notes
+    -----
+    Cost of a first use of a key: ``repeats + 1`` calls of every candidate and
+    ``repeats * len(candidates)`` device synchronisations; afterwards one dict lookup.
+    ``choices`` maps key -> chosen path, ``timings`` key -> {path: median seconds}.
+    """
+
+    def __init__(self, devices: Sequence[str] = ("cuda",), repeats: int = 5,
+                 timer: Callable[[str, Callable[[], Any], torch.device], float] | None = None
+                 ) -> None:
+        if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
+            raise ValueError(f"repeats must be an int >= 1; got {repeats!r}")
+        self.devices = frozenset(str(d) for d in devices)
+        self.repeats = int(repeats)
+        self.timer = timer if timer is not None else cuda_event_timer
+        self.choices: dict[tuple, str] = {}
+        self.timings: dict[tuple, dict[str, float]] = {}
+
+    def enabled(self, device: torch.device) -> bool:
+        """Whether choices on ``device`` are measured (not while compiling or capturing)."""
+        if device.type not in self.devices:
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+    def choose(self, key: tuple, candidates: dict[str, Callable[[], Any]]
+               | Callable[[], dict[str, Callable[[], Any]]], device: torch.device) -> str:
+        """The cached choice for ``key``, measuring the ``candidates`` on first use
+        (``candidates`` may be a function returning them, called only then)."""
+        hit = self.choices.get(key)
+        if hit is not None:
+            return hit
+        if callable(candidates):
+            candidates = candidates()
+        for fn in candidates.values():  # warm-up: cuDNN autotuning, caches, allocations
+            fn()
+        samples: dict[str, list[float]] = {p: [] for p in candidates}
+        for _ in range(self.repeats):
+            for p, fn in candidates.items():
+                samples[p].append(float(self.timer(p, fn, device)))
+        med = {p: statistics.median(v) for p, v in samples.items()}
+        best = min(med, key=lambda p: med[p])  # first minimum: ties keep the order
+        self.timings[key] = med
+        self.choices[key] = best
+        return best
+
+    def clear(self) -> None:
+        """Forget all measured choices (e.g. after changing cuDNN settings)."""
+        self.choices.clear()
+        self.timings.clear()
+
+
+#: The selector the Tucker layers consult (replace it, or its ``timer``/``devices``, to
+#: change where and how paths are measured).
+PATH_SELECTOR = PathSelector()
 
 
 def is_tucker_layer(module: Any) -> bool:
@@ -273,6 +412,9 @@ class _TuckerLayer(nn.Module):
         self.param_grads = True  # False: kernel-only backward (set by TDLRT), see module doc
         self._grad_stamp: tuple[int, int] | None = None
         self._hooked_id: int | None = None
+        self.cache_kernel = True  # keep W between graph-free forwards (module docstring)
+        self._kcache: tuple | None = None
+        self.register_load_state_dict_post_hook(_TuckerLayer._after_load)
         _LAYERS.add(self)
 
     # ------------------------------------------------------------------ properties
@@ -286,9 +428,22 @@ class _TuckerLayer(nn.Module):
         """Order d of the kernel."""
         return len(self.kernel_shape)
 
+    def __getstate__(self) -> dict:
+        """Pickling and deepcopy: everything but the cached dense kernel."""
+        state = self.__dict__.copy()
+        state["_kcache"] = None
+        return state
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("cache_kernel", True)
+        self.__dict__.setdefault("_kcache", None)
         _LAYERS.add(self)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
+        """``.to()``/``.cuda()``/``.half()``...: clears the kernel cache first."""
+        self.clear_kernel_cache()
+        return super()._apply(fn, recurse)
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -314,6 +469,7 @@ class _TuckerLayer(nn.Module):
             mats = [torch.diag(torch.logspace(0.0, -3.0 if r > 1 else 0.0, r, dtype=c.dtype,
                                               device=c.device)) for r in ranks]
             c = multi_mode_product(c, mats)
+        self.clear_kernel_cache()
         target = math.sqrt(math.prod(self.kernel_shape) / (3.0 * max(self.fan_in, 1)))
         c = c * (target / max(float(torch.linalg.vector_norm(c)), 1e-30))
         self.core.copy_(c)
@@ -330,27 +486,72 @@ class _TuckerLayer(nn.Module):
         """
         return TuckerTensor(self.core, list(self.factors)).full()
 
+    def _kernel_key(self) -> tuple:
+        """What the cached kernel depends on (module docstring, "Kernel cache")."""
+        ps = (self.core, *self.factors)
+        return (_STEP_GENERATION[0], torch.is_inference_mode_enabled(),
+                tuple((id(p), p._version, p.data_ptr(), tuple(p.shape), p.dtype, p.device)
+                      for p in ps))
+
+    def cached_weight(self) -> torch.Tensor:
+        r"""The dense kernel :math:`W = C\times_i U_i` without autograd graph, cached.
+
+        Rebuilt (:meth:`weight_full` under ``torch.no_grad``, cost
+        :math:`O(\sum_i r_i\prod_{j\le i} n_j\prod_{j>i} r_j)`) only when the key of
+        :meth:`_kernel_key` changed since the last call, otherwise returned as is (cost: the
+        key, :math:`O(d)`).  The cache holds detached views of the parameters it was built
+        from, so their storage cannot be freed and reused at the same address while the
+        entry lives.  With ``cache_kernel = False`` every call rebuilds.  The result must not
+        be modified in place.
+        """
+        if not self.cache_kernel:
+            with torch.no_grad():
+                return self.weight_full()
+        key = self._kernel_key()
+        hit = self._kcache
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        self._kcache = None  # free the old kernel before building the new one
+        with torch.no_grad():
+            w = self.weight_full()
+        self._kcache = (key, w, tuple(p.detach() for p in (self.core, *self.factors)))
+        return w
+
+    def clear_kernel_cache(self) -> None:
+        """Drop the cached dense kernel (the next graph-free forward rebuilds it)."""
+        self.__dict__["_kcache"] = None
+
+    def _graph_free(self) -> bool:
+        """True when a forward needs no autograd graph through the kernel."""
+        if not torch.is_grad_enabled():
+            return True
+        return not any(p.requires_grad for p in (self.core, *self.factors))
+
     def tucker(self) -> TuckerTensor:
         """The kernel as a :class:`tucker_dlra.TuckerTensor` of detached core and factors."""
-        return TuckerTensor(self.core.detach(), [f.detach() for f in self.factors],
-                            orthonormal=True)
+        # orthonormal by the layer's invariant (kept by TDLRT, restored on load)
+        return TuckerTensor._orthonormal(self.core.detach(), [f.detach() for f in self.factors])
 
     @torch.no_grad()
     def set_tucker(self, t: TuckerTensor) -> None:
-        """Replace core and factors by those of ``t`` (ranks may change).
+        r"""Replace core and factors by those of ``t`` (ranks may change).
 
         The same Parameter objects are kept (``p.data = new``), so optimizers keep their
         references; storage is reallocated at the new size (memory really falls when
         ranks shrink).  Gradients of these parameters and ``grad_full`` are cleared.
-        Factors must have orthonormal columns (not checked here; see
-        :func:`tucker_dlra.check_orthonormal`).
+        A ``t`` not flagged orthonormal is orthonormalised first
+        (:meth:`tucker_dlra.TuckerTensor.orthonormalize`, cost :math:`O(\sum_i n_i r_i^2)`;
+        the flag itself is checked when ``t`` is built).
         """
         if not isinstance(t, TuckerTensor):
             raise TypeError(f"t must be a tucker_dlra.TuckerTensor; got {type(t).__name__}")
         if tuple(t.shape) != self.kernel_shape:
             raise ValueError(f"t has shape {t.shape}; this layer's kernel has {self.kernel_shape}")
+        if not t.orthonormal:
+            t = t.orthonormalize()
         fk = {"device": self.core.device, "dtype": self.core.dtype}
         params = [self.core, *self.factors]
+        self.clear_kernel_cache()
         for p, new in zip(params, [t.core, *t.factors], strict=True):
             p.grad = None
             new = torch.as_tensor(new).to(**fk)
@@ -401,6 +602,16 @@ class _TuckerLayer(nn.Module):
     def _kernel_hook(self, g: torch.Tensor) -> None:
         self._store_grad(g)
 
+    def _check_input_dtype(self, x: torch.Tensor) -> None:
+        """The input must have the layer's dtype (as for ``nn.Conv2d``; a clear message).
+
+        Under ``torch.autocast`` mixed dtypes are the point, and are left to autocast.
+        """
+        if x.dtype != self.core.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{type(self).__name__} has dtype {self.core.dtype}; got an input of "
+                            f"dtype {x.dtype} (convert one of them, e.g. x.to({self.core.dtype}) "
+                            f"or layer.to({x.dtype}))")
+
     def _kernel_only(self) -> bool:
         """Training forward whose backward computes only :math:`G` (``param_grads=False``)."""
         return not getattr(self, "param_grads", True) and self._capturing()
@@ -419,6 +630,7 @@ class _TuckerLayer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         """Resize core and factors to the checkpoint's ranks before loading (rank changes)."""
+        self.clear_kernel_cache()
         ck = prefix + "core"
         if ck in state_dict:
             core = state_dict[ck]
@@ -445,8 +657,41 @@ class _TuckerLayer(nn.Module):
                 self.grad_full = None
             else:
                 error_msgs.append(f"{prefix}: inconsistent Tucker checkpoint (core {ranks})")
+        self._load_prefix = prefix  # for the post-load check (factors load after this)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    @staticmethod
+    def _after_load(module: _TuckerLayer, incompatible: Any) -> None:
+        """Load-state-dict post hook: see :meth:`_reorthonormalize_loaded`."""
+        prefix = module.__dict__.pop("_load_prefix", "")
+        keys = [prefix + "core"] + [f"{prefix}factors.{i}" for i in range(module.order)]
+        if not any(k in incompatible.missing_keys for k in keys):
+            module._reorthonormalize_loaded(prefix)
+
+    @torch.no_grad()
+    def _reorthonormalize_loaded(self, prefix: str) -> None:
+        r"""Restore orthonormal factors after a load, keeping the kernel (with a warning).
+
+        TDLRT (Algorithm 1) and :meth:`tucker` rely on :math:`U_i^\top U_i = I`; a loaded
+        factor that violates it (beyond the tolerance of
+        :func:`tucker_dlra.check_orthonormal`, far above the drift of training) is replaced
+        by the QR :math:`U_i = Q_i R_i`, :math:`U_i \leftarrow Q_i`,
+        :math:`C \leftarrow C \times_i R_i`: the same kernel, now in a valid representation.
+        The checkpoint's kernel is kept rather than refused, since it is what was saved.
+        Cost :math:`O(\sum_i n_i r_i^2)` per load.
+        """
+        bad = orthonormality_defects([f.detach() for f in self.factors])
+        if not bad:
+            return
+        t = TuckerTensor(self.core.detach(), [f.detach() for f in self.factors]).orthonormalize()
+        self.core.copy_(t.core)
+        for f, q in zip(self.factors, t.factors, strict=True):
+            f.copy_(q)
+        names = ", ".join(f"{prefix}factors.{i} (||U^T U - I|| = {dev:.2e} > {tol:.2e})"
+                          for i, dev, tol in bad)
+        warnings.warn(f"loaded Tucker factors are not orthonormal: {names}; re-orthonormalised "
+                      f"by QR with the core adjusted (the kernel is unchanged)", stacklevel=2)
 
     # ------------------------------------------------------------------ forward selection
     def _check_mode(self, mode: str) -> str:
@@ -454,9 +699,61 @@ class _TuckerLayer(nn.Module):
             raise ValueError(f"forward_mode must be 'auto', 'dense' or 'factorized'; got {mode!r}")
         return mode
 
+    def _path_key(self, x: torch.Tensor) -> tuple:
+        """Everything the relative speed of the two paths depends on (measured choice)."""
+        return (type(self).__name__, self.kernel_shape, self.ranks, self.bias is not None,
+                self._config(), tuple(x.shape), tuple(x.stride()), x.dtype, x.device)
+
+    def _config(self) -> tuple:
+        return ()
+
+    def _run_path(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """The graph-free forward of one path (subclasses)."""
+        raise NotImplementedError
+
     def _choose(self, x: torch.Tensor) -> str:
+        """Path of this forward: ``forward_mode``, else measured (graph-free forwards on the
+        devices of :data:`PATH_SELECTOR`), else the FLOP rule."""
         if self.forward_mode != "auto":
             return self.forward_mode
+        sel = PATH_SELECTOR
+        if sel.enabled(x.device):
+            if self._capturing():  # training: forward + backward of each path
+                key = ("train", self._kernel_only(), x.requires_grad, *self._path_key(x))
+                return sel.choose(key, lambda: self._training_candidates(x), x.device)
+            if self._graph_free():
+                cands = {"dense": lambda: self._run_path(x, "dense"),
+                         "factorized": lambda: self._run_path(x, "factorized")}
+                return sel.choose(self._path_key(x), cands, x.device)
+        return self._flop_choice(x)
+
+    def _training_candidates(self, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+        r"""Training forward + backward of each path, on a private copy of the layer.
+
+        The copy (``copy.deepcopy``: core, factors and bias, :math:`O(\sum_i n_i r_i +
+        \prod_i r_i)`) has its own parameters, so the timed backward passes leave this
+        layer's ``.grad`` and ``grad_full`` untouched; its kernel cache is cleared before
+        every call (a training step changes the kernel, so each real forward rebuilds it).
+        The input is detached and requires grad as ``x`` does (same backward work).
+        """
+        clone = copy.deepcopy(self)
+        clone.train()
+        clone._timing_copy = True  # its timed backward passes stay local (no DDP all-reduce)
+        xx = x.detach().requires_grad_(x.requires_grad)
+
+        def run(path: str) -> None:
+            clone.forward_mode = path
+            clone.clear_kernel_cache()
+            clone.grad_full = None
+            for p in clone.parameters():
+                p.grad = None
+            y = clone(xx)
+            y.backward(torch.ones_like(y))
+
+        return {"dense": lambda: run("dense"), "factorized": lambda: run("factorized")}
+
+    def _flop_choice(self, x: torch.Tensor) -> str:
+        """The FLOP rule of ``forward_mode="auto"`` (see :data:`FACTORIZED_FLOP_RATIO`)."""
         dense, fact = self.flops(tuple(x.shape[1:]))
         if dense < self._min_flops:
             return "dense"
@@ -506,6 +803,10 @@ class _TuckerConvNd(_TuckerLayer):
         dense count is at least :data:`FACTORIZED_MIN_FLOPS` (see
         :meth:`flops`, :meth:`_plan`: the cheapest of three variants, with the 1x1
         convolution of :math:`U_1^\top` and/or of :math:`U_0` folded into the small kernel).
+        On CUDA, a forward without autograd graph (``torch.no_grad``) instead takes the
+        path measured faster for its configuration and input shape (:class:`PathSelector`,
+        module docstring).  ``"dense"`` without a graph reuses the cached kernel
+        (:meth:`cached_weight`): one convolution, as ``nn.ConvNd``.
     device, dtype : as for torch modules.
 
     Notes
@@ -682,6 +983,21 @@ class _TuckerConvNd(_TuckerLayer):
                 y = conv(y, u0.reshape(self.out_channels, r0, *ones), bias, 1, 0, 1, g)
         return y
 
+    def _config(self) -> tuple:
+        return (self.stride, tuple(self._pads), self.dilation, self.groups, self.padding_mode)
+
+    def _run_prepared(self, xin: torch.Tensor, pad: tuple[int, ...], path: str) -> torch.Tensor:
+        """Graph-free forward on the padded input: the cached kernel's one convolution
+        (``"dense"``) or the three-stage product (``"factorized"``)."""
+        if path == "dense":
+            return self._conv()(xin, self.cached_weight(), self.bias, self.stride, pad,
+                                self.dilation, self.groups)
+        return self._factorized(xin, pad, bias=self.bias)
+
+    def _run_path(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        xin, pad = self._prepare(x)
+        return self._run_prepared(xin, pad, path)
+
     def _factorized_grad_of(self, xin: torch.Tensor, pad: tuple[int, ...]) -> Any:
         """``gy -> G``: the dense kernel gradient from the output gradient (one
         ``torch.nn.grad.conv{N}d_weight``, as the dense backward computes it)."""
@@ -697,25 +1013,32 @@ class _TuckerConvNd(_TuckerLayer):
         return grad_of
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: FLOP model)."""
+        """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: measured on CUDA
+        without a graph, else the FLOP model)."""
         _LAYERS.add(self)
         self._sync_grad_full()
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
                              f"input; got shape {tuple(x.shape)}")
+        cin = x.shape[-self._N - 1]
+        if cin != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects in_channels = {self.in_channels} "
+                             f"input channels (dimension {x.dim() - self._N - 1}); got {cin} "
+                             f"in an input of shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         xin, pad = self._prepare(x)
         capture = self._capturing()
         bias = self.bias
         if capture and self._kernel_only():  # backward computes dL/dx and G only
             if path == "dense":
-                with torch.no_grad():
-                    w = self.weight_full()
-                w = self._tap(w, lambda gw: gw)
+                w = self._tap(self.cached_weight(), lambda gw: gw)
                 y = self._conv()(xin, w, bias, self.stride, pad, self.dilation, self.groups)
             else:  # the tap sees dL/dy (the bias does not change it)
                 y = self._tap(self._factorized(xin, pad, detached=True, bias=bias),
                               self._factorized_grad_of(xin, pad))
+        elif not capture and self._graph_free():
+            y = self._run_prepared(xin, pad, path)
         elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:
@@ -827,7 +1150,8 @@ class LowRankLinear(_TuckerLayer):
     forward_mode : {"auto", "dense", "factorized"}
         ``"factorized"`` computes :math:`((x U_1) C^\top) U_0^\top`, cost
         :math:`n_{in} r_1 + r_0 r_1 + n_{out} r_0` per sample instead of
-        :math:`n_{in} n_{out}`.
+        :math:`n_{in} n_{out}`; ``"auto"``: the FLOP rule (:data:`FACTORIZED_FLOP_RATIO`),
+        or on CUDA without a graph the path measured faster (:class:`PathSelector`).
 
     Notes
     -----
@@ -860,20 +1184,27 @@ class LowRankLinear(_TuckerLayer):
         return (self.in_features * self.out_features,
                 self.in_features * r1 + r0 * r1 + self.out_features * r0)
 
+    def _run_path(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """Graph-free forward: ``F.linear`` with the cached kernel, or the three products."""
+        if path == "dense":
+            return F.linear(x, self.cached_weight(), self.bias)
+        u0, u1 = self.factors[0], self.factors[1]
+        return F.linear((x @ u1) @ self.core.t(), u0, self.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: FLOP model)."""
+        """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: measured on CUDA without
+        a graph, else the FLOP model)."""
         _LAYERS.add(self)
         self._sync_grad_full()
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "
                              f"got shape {tuple(x.shape)}")
+        self._check_input_dtype(x)
         path = self._choose(x)
         capture = self._capturing()
         if capture and self._kernel_only():  # backward computes dL/dx and G only
             if path == "dense":
-                with torch.no_grad():
-                    w = self.weight_full()
-                y = F.linear(x, self._tap(w, lambda gw: gw), self.bias)
+                y = F.linear(x, self._tap(self.cached_weight(), lambda gw: gw), self.bias)
             else:
                 core, (u0, u1) = self._params(True)
                 xd = x.detach()
@@ -883,6 +1214,8 @@ class LowRankLinear(_TuckerLayer):
                             @ xd.reshape(-1, self.in_features))
 
                 y = self._tap(F.linear((x @ u1) @ core.t(), u0, self.bias), grad_of)
+        elif not capture and self._graph_free():
+            y = self._run_path(x, path)
         elif path == "dense":
             w = self.weight_full()
             if capture and w.requires_grad:

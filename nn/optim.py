@@ -1,12 +1,13 @@
 r"""The TDLRT optimizer: Algorithm 1 of the paper as a ``torch.optim.Optimizer``.
 
-Orchestration only (as geoopt does it): every piece of tensor math is a call into the
-core -- :func:`tucker_dlra.steps.k_core` (line 2), :func:`~tucker_dlra.steps.k_gradient`
-(line 4, Theorem 1; all modes at once by :func:`~tucker_dlra.steps.k_gradients`),
-:func:`~tucker_dlra.steps.augment_basis` (lines 5-7),
-:func:`~tucker_dlra.steps.galerkin_core` (line 8), :func:`~tucker_dlra.steps.c_gradient`
-(line 9), :func:`~tucker_dlra.steps.parallel_core` (parallel BUG) and
-:func:`tucker_dlra.truncate` (lines 10-12).  Updates run under ``torch.no_grad()``;
+Orchestration only: the structure of the step (K-phase, augmentation, Galerkin core,
+C-step, truncation, re-rounding, error bound, transport maps) is
+:func:`tucker_dlra.bug_step.bug_step` -- the same code the integrators ``bug``, ``ra_bug``
+and ``parallel_bug`` run -- called once for all Tucker layers with one descent step as
+substep solver (K-gradients of Theorem 1 by :func:`~tucker_dlra.steps.k_gradients`,
+C-gradients by :func:`~tucker_dlra.steps.c_gradient`).  This module keeps the torch
+concerns: param groups, the descent rule (SGD/Adam, :meth:`TDLRT._descend`), the atomic
+commit and the optimizer state.  Updates run under ``torch.no_grad()``;
 parameters keep their identity (``copy_`` when the shape is unchanged, ``p.data = new``
 when ranks change) and all state lives in ``self.state[p]`` with the parameter's shape,
 so ``state_dict``/``load_state_dict`` work unchanged.
@@ -14,6 +15,7 @@ so ``state_dict``/``load_state_dict`` work unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -23,20 +25,18 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from tucker_dlra import (
-    RULES,
-    TuckerTensor,
-    augment_basis,
-    c_gradient,
-    galerkin_core,
-    k_core,
-    k_gradient,
-    multi_mode_product,
-    parallel_core,
-    truncate,
-)
+from tucker_dlra import RULES, TuckerTensor, c_gradient
 from tucker_dlra._validate import check_tolerance
-from tucker_dlra.backend import namespace, orth_columns
+from tucker_dlra.bug_step import (
+    NonFiniteCore,
+    Truncation,
+    bug_step_begin,
+    bug_step_end,
+    core_transport,
+    k_starts,
+    k_transport,
+    read_back,
+)
 
 from . import distributed
 from .layers import _TuckerLayer, tucker_layers
@@ -71,7 +71,8 @@ def _check_group(group: dict) -> None:
         raise TypeError(f"nesterov must be a bool; got {group['nesterov']!r}")
     if group["nesterov"] and (mu <= 0 or damp != 0):
         raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
-    check_tolerance(group["tau"], "tau")
+    if check_tolerance(group["tau"], "tau") is not None and group["tau"] >= 1:
+        raise ValueError(f"tau must be in [0, 1) (relative tolerance); got {group['tau']!r}")
     if group["tau"] is None:
         raise TypeError("tau must be a real number >= 0; got None")
     if not isinstance(group["adaptive"], bool):
@@ -113,41 +114,83 @@ class _NonFiniteUpdate(Exception):
     """Internal: an intermediate of the step is not finite (nothing has been written)."""
 
 
-def _tucker_rank(ranks: tuple[int, ...]) -> tuple[int, ...]:
-    """Largest ranks <= ``ranks`` with :math:`r_i \\le \\prod_{j\\ne i} r_j` (valid Tucker rank)."""
-    r = list(ranks)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(r)):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                r[i], changed = others, True
-    return tuple(r)
+class _NonFiniteGradient(Exception):
+    """Internal: a gradient the step consumes is not finite (nothing has been written)."""
+
+
+def _finite_flag(tensors: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    """0-d bool tensor: all entries of all ``tensors`` are finite (no host sync).
+
+    ``_foreach_mul(ts, 0)`` (NaN exactly where an entry is NaN or infinite) and
+    ``_foreach_max`` (NaN propagates), then one reduction: a handful of ATen ops whatever
+    the number of tensors, and no overflow for large finite values.  ``None`` for an
+    empty list.
+    """
+    ts = [torch.view_as_real(t) if t.is_complex() else t for t in tensors if t.numel()]
+    if not ts:
+        return None
+    dev = ts[0].device
+    # x * 0 is 0 for finite x and NaN for NaN and +-inf; the max propagates NaN
+    maxima = torch._foreach_max(torch._foreach_mul(ts, 0.0))
+    if any(n.device != dev for n in maxima):  # pragma: no cover - mixed devices
+        maxima = [n.to(dev) for n in maxima]
+    dt = torch.promote_types(maxima[0].dtype, torch.float32)
+    return torch.isfinite(torch.stack([n.to(dt) for n in maxima]
+                                      if any(n.dtype != dt for n in maxima) else maxima)).all()
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """All entries finite; one host sync.
+    """All entries finite; one host sync (see :func:`_finite_flag`)."""
+    flag = _finite_flag(tensors)
+    return True if flag is None else bool(flag)
 
-    Real tensors are reduced by ``torch.aminmax`` (NaN propagates to both extremes, an
-    infinity shows in one of them; ~10x faster than ``isfinite(t).all()`` on CPU); the many
-    small cores and factors of a step are concatenated first (one reduction).
+
+def _group_key(group: dict) -> tuple:
+    """The options of a param group (not its parameters), as a hashable key."""
+    return tuple(sorted((k, repr(v)) for k, v in group.items()
+                        if k not in ("params", "param_names")))
+
+
+def _flatten(obj: Any, leaves: list[torch.Tensor]) -> Any:
+    """Structure of ``obj`` with its tensors replaced by indices into ``leaves``.
+
+    Handles lists, tuples, dicts, dataclasses and :class:`tucker_dlra.TuckerTensor`;
+    anything else is a constant of the structure.
     """
-    ts = [t for t in tensors if t.numel()]
-    if not ts:
-        return True
-    dev = ts[0].device
-    small = [t.reshape(-1).to(dev) for t in ts if t.numel() <= 65536 and not t.is_complex()]
-    big = [t for t in ts if t.numel() > 65536 or t.is_complex()]
-    if small:
-        big.append(torch.cat(small))
-    flags = []
-    for t in big:
-        if t.is_complex():
-            flags.append(torch.isfinite(t).all().reshape(1).to(dev))
-        else:
-            flags.append(torch.isfinite(torch.stack(torch.aminmax(t))).all().reshape(1).to(dev))
-    return bool(torch.cat(flags).all())
+    if torch.is_tensor(obj):
+        leaves.append(obj)
+        return ("T", len(leaves) - 1)
+    if isinstance(obj, TuckerTensor):
+        return ("TT", _flatten(obj.core, leaves), _flatten(obj.factors, leaves),
+                obj.orthonormal)
+    if isinstance(obj, list | tuple):
+        return ("L" if isinstance(obj, list) else "U", [_flatten(x, leaves) for x in obj])
+    if isinstance(obj, dict):
+        return ("D", [(k, _flatten(v, leaves)) for k, v in obj.items()])
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return ("DC", type(obj), [(f.name, _flatten(getattr(obj, f.name), leaves))
+                                  for f in dataclasses.fields(obj)])
+    return ("C", obj)
+
+
+def _unflatten(spec: Any, leaves: list[torch.Tensor]) -> Any:
+    """Inverse of :func:`_flatten` with new ``leaves``."""
+    kind = spec[0]
+    if kind == "T":
+        return leaves[spec[1]]
+    if kind == "TT":
+        core, factors = _unflatten(spec[1], leaves), _unflatten(spec[2], leaves)
+        # the flag was checked when the traced tensor was built: trusted path (no sync)
+        return TuckerTensor._orthonormal(core, factors) if spec[3] else TuckerTensor(core, factors)
+    if kind == "L":
+        return [_unflatten(x, leaves) for x in spec[1]]
+    if kind == "U":
+        return tuple(_unflatten(x, leaves) for x in spec[1])
+    if kind == "D":
+        return {k: _unflatten(v, leaves) for k, v in spec[1]}
+    if kind == "DC":
+        return spec[1](**{k: _unflatten(v, leaves) for k, v in spec[2]})
+    return spec[1]
 
 
 class TDLRT(Optimizer):
@@ -183,13 +226,13 @@ class TDLRT(Optimizer):
         :math:`W_0` (a difference of :math:`O(\lambda)` in the gradient,
         :math:`O(\lambda^2)` in the step).
     integrator : {"bug", "parallel"}
-        ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (NUMERICS.md 1.3): the
-        C-step runs in the old bases with the same :math:`G`, the augmented core is
-        assembled by :func:`tucker_dlra.parallel_core`; with ``adaptive=False`` it is
+        ``"bug"``: Algorithm 1.  ``"parallel"``: the parallel BUG (Ceruti, Kusch, Lubich &
+        Sulz): the C-step runs in the old bases with the same :math:`G`, the augmented core
+        is assembled by :func:`tucker_dlra.parallel_core`; with ``adaptive=False`` it is
         truncated back to the current ranks.  There is no step rejection (a training step
         is never repeated), unlike ``tucker_dlra.integrators.parallel_bug``'s default.
     rule : {"per_mode", "split"}
-        Truncation rule (NUMERICS.md section 5); ``"per_mode"`` (default) discards a tail
+        Truncation rule (:data:`tucker_dlra.RULES`); ``"per_mode"`` (default) discards a tail
         :math:`\le\tau\|\hat C\|` in each mode, ``"split"`` guarantees
         :math:`\|\hat C - C'\| \le \tau\|\hat C\|`.
     max_rank, min_rank : int or tuple, optional
@@ -203,14 +246,31 @@ class TDLRT(Optimizer):
         What a step does when a captured kernel gradient or a parameter gradient is not
         finite (or the update would not be): raise ``FloatingPointError`` or skip the step
         with a warning.  Either way the model and the optimizer state are left untouched
-        (the step computes every Tucker update before it writes any).
+        (the step computes every update, Tucker layers and plain parameters, before it
+        writes any).
+    capture : {"auto", True, False}
+        Fixed-shape fast path: the device half of the step (everything before the one
+        read-back of the ranks) is traced into a graph of ATen operations per shape key
+        (ranks, dtypes, state layout, group options) and replayed while the key repeats;
+        a rank change runs eagerly (tracing anew).  ``"auto"``: on when every gradient is
+        on a CUDA device.  Not used with Adam (its bias corrections change every step) or
+        a closure.  ``opt.capture_stats`` counts traces and replays.
 
     Notes
     -----
-    **One pass suffices** (issue 4): after augmentation :math:`\hat U_i` keeps
-    :math:`U_i` as its first columns, so :math:`\tilde C \times_i \hat U_i = W_0`
-    exactly and the C-gradient at the start of the C-step is
-    :math:`G \times_i \hat U_i^\top` (``c_gradient(G, U_hat)``).
+    **One pass suffices**: after augmentation the first :math:`r_i` columns of
+    :math:`\hat U_i` span :math:`U_i` (:math:`U_i = \hat U_i[:, :r_i] R^{11}_i`), so
+    :math:`\tilde C \times_i \hat U_i = W_0` and the C-gradient at the start of the
+    C-step is :math:`G \times_i \hat U_i^\top` (``c_gradient(G, U_hat)``).
+
+    **Batched step.**  All Tucker layers go through one
+    :func:`tucker_dlra.bug_step.bug_step`: the QRs of the core unfoldings and of
+    :math:`[U_i \mid K_i]` and the eigendecompositions of the truncation are batched
+    over equal sizes, the ranks of all layers are decided on the device and read back
+    once, together with the finiteness of the gradients and of every new tensor; the
+    descent rule runs as ``torch._foreach_*`` calls per param group.  Non-finite
+    gradients flow through the step harmlessly (QR propagates NaN; the Gram matrices are
+    cleaned before ``eigh``) and are reported by that one read-back.
 
     **Optimizer state and vector transport.**  For factor :math:`U_i` the state holds
     the moments of the K-gradient, an :math:`n_i\times r_i` matrix :math:`M` in the
@@ -236,16 +296,18 @@ class TDLRT(Optimizer):
     (:math:`\prod 2r_i`) exist transiently.  Parameters and state are reallocated at the
     new ranks (no padding to a maximum rank), so their memory falls when ranks shrink.
 
-    **Data parallelism.**  A step consumes, per layer, only projections of :math:`G`
-    that are linear in it (K-gradients, C-gradient), so averaging them over workers gives
-    exactly the single-process step.  Under plain ``DistributedDataParallel`` this happens
-    automatically (:mod:`tucker_dlra.nn.distributed`, docs page "Distributed training"): the
-    K-gradients and core gradients are averaged at the end of backward, the C-gradient in the
-    augmented bases in the step, and the new ranks are checked across workers.  The optimizer
-    switches its layers to the kernel-only backward (``layer.param_grads = False``), whose
-    ``factors[i].grad`` is the K-gradient :math:`\nabla_{K_i}\mathcal L` and ``core.grad``
-    :math:`G\times_i U_i^\top`; gradients rescaled since backward by a common factor
-    (``clip_grad_norm_``, ``GradScaler.unscale_``) scale the whole Tucker step.
+    **Data parallelism.**  A step consumes, per layer, only :math:`G` (plus replicated
+    parameters and state).  :math:`G` is a sum over samples and every quantity derived
+    from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
+    workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
+    -- gives exactly the single-process step.  The step reads every :math:`G` through one
+    method, :meth:`TDLRT._kernel_gradients`, before any computation: the place for an
+    all-reduce.  DDP all-reduces ``param.grad`` (the
+    core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
+    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
+    optimizer switches its layers to the kernel-only backward (``layer.param_grads =
+    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
+    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
 
     Examples
     --------
@@ -270,9 +332,12 @@ class TDLRT(Optimizer):
                  adaptive: bool = True, integrator: str = "bug", rule: str = "per_mode",
                  max_rank: Any = None, min_rank: Any = None, descent: str = "sgd",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 nonfinite: str = "raise") -> None:
+                 nonfinite: str = "raise", capture: Any = "auto") -> None:
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite must be 'raise' or 'skip'; got {nonfinite!r}")
+        if capture not in ("auto", True, False) or isinstance(capture, int) and not \
+                isinstance(capture, bool):
+            raise ValueError(f"capture must be 'auto', True or False; got {capture!r}")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay, tau=tau, adaptive=adaptive,
                         integrator=integrator, rule=rule, max_rank=max_rank, min_rank=min_rank,
@@ -282,6 +347,8 @@ class TDLRT(Optimizer):
         super().__init__(params, defaults)
         distributed.check_not_sharded([p for g in self.param_groups for p in g["params"]])
         self.nonfinite = nonfinite
+        self.capture = capture
+        self.capture_stats = {"traces": 0, "replays": 0}
         self.last_step_info: dict[Any, dict] = {}
         self.skipped_steps = 0
         self._kernel_only_backward()
@@ -300,12 +367,15 @@ class TDLRT(Optimizer):
         """Pickling: ``Optimizer``'s state plus the ``nonfinite`` policy."""
         state = super().__getstate__()
         state["nonfinite"] = self.nonfinite
+        state["capture"] = self.capture
         return state
 
     def __setstate__(self, state: dict) -> None:
         """Unpickling (``Optimizer.__getstate__`` keeps only defaults, state and groups)."""
         super().__setstate__(state)
         self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("capture", "auto")
+        self.__dict__.setdefault("capture_stats", {"traces": 0, "replays": 0})
         self.__dict__.setdefault("last_step_info", {})
         self.__dict__.setdefault("skipped_steps", 0)
 
@@ -342,32 +412,72 @@ class TDLRT(Optimizer):
         for layer in self._layers(self._index()):
             layer.grad_full = None
 
-    # ------------------------------------------------------------------ descent rules
+    # ------------------------------------------------------------------ descent rule
     @staticmethod
-    def _direction(g: torch.Tensor, x: torch.Tensor, state: dict, group: dict
-                   ) -> tuple[torch.Tensor, dict]:
-        """Descent direction of one substep and the new state (functional; nothing mutated)."""
-        wd = group["weight_decay"]
-        if wd:
-            g = g + wd * x
-        new: dict[str, Any] = {}
-        if group["descent"] == "adam":
-            b1, b2 = group["betas"]
-            step = int(state.get("step", 0)) + 1
-            m = state.get("exp_avg")
-            v = state.get("exp_avg_sq")
-            m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
-            v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
-            denom = (v / (1 - b2 ** step)).sqrt() + group["eps"]
-            new.update(step=step, exp_avg=m, exp_avg_sq=v)
-            return (m / (1 - b1 ** step)) / denom, new
-        mu = group["momentum"]
-        if mu == 0:
-            return g, new
-        buf = state.get("momentum_buffer")
-        buf = g.clone() if buf is None else mu * buf + (1 - group["dampening"]) * g
-        new["momentum_buffer"] = buf
-        return (g + mu * buf if group["nesterov"] else buf), new
+    def _descend(xs: list[torch.Tensor], gs: list[torch.Tensor], states: list[dict],
+                 groups: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
+        r"""One descent step :math:`x - \lambda\,d(g)` on many tensors (functional).
+
+        The single descent rule of the optimizer, for the K-steps (Algorithm 1, line 4),
+        the C-step (line 9) and every other parameter: SGD with momentum, dampening,
+        Nesterov and L2 weight decay, or Adam -- the formulas of ``torch.optim.SGD`` /
+        ``torch.optim.Adam``.  Returns the new values and the new states; nothing is
+        mutated.  Tensors sharing a param group are updated by ``torch._foreach_*`` calls
+        (a fixed number of kernels per group).  Cost :math:`O(\text{numel})`.
+        """
+        n = len(xs)
+        out_x: list[Any] = [None] * n
+        out_s: list[Any] = [None] * n
+        buckets: dict[int, list[int]] = {}
+        for k, grp in enumerate(groups):
+            buckets.setdefault(id(grp), []).append(k)
+        for idx in buckets.values():
+            group = groups[idx[0]]
+            x = [xs[k] for k in idx]
+            g = [gs[k] for k in idx]
+            st = [states[k] for k in idx]
+            lr, wd = group["lr"], group["weight_decay"]
+            if wd:
+                g = torch._foreach_add(g, x, alpha=wd)
+            if group["descent"] == "adam":
+                b1, b2 = group["betas"]
+                steps = [int(s.get("step", 0)) + 1 for s in st]
+                m = [s["exp_avg"] if "exp_avg" in s else torch.zeros_like(gi)
+                     for s, gi in zip(st, g, strict=True)]
+                v = [s["exp_avg_sq"] if "exp_avg_sq" in s else torch.zeros_like(gi)
+                     for s, gi in zip(st, g, strict=True)]
+                m = torch._foreach_lerp(m, g, 1 - b1)
+                v = torch._foreach_mul(v, b2)
+                torch._foreach_addcmul_(v, g, g, value=1 - b2)
+                denom = torch._foreach_sqrt(v)
+                torch._foreach_div_(denom, [math.sqrt(1 - b2 ** t) for t in steps])
+                torch._foreach_add_(denom, group["eps"])
+                new = torch._foreach_addcdiv(x, m, denom,
+                                             [-lr / (1 - b1 ** t) for t in steps])
+                new_st = [{**s, "step": t, "exp_avg": mi, "exp_avg_sq": vi}
+                          for s, t, mi, vi in zip(st, steps, m, v, strict=True)]
+            else:
+                mu = group["momentum"]
+                if mu:
+                    old = [s.get("momentum_buffer") for s in st]
+                    have = [k for k, b in enumerate(old) if b is not None]
+                    buf = [None if b is not None else gi.clone() for b, gi in zip(old, g,
+                                                                                   strict=True)]
+                    if have:
+                        kept = torch._foreach_mul([old[k] for k in have], mu)
+                        torch._foreach_add_(kept, [g[k] for k in have],
+                                            alpha=1 - group["dampening"])
+                        for k, b in zip(have, kept, strict=True):
+                            buf[k] = b
+                    d = torch._foreach_add(g, buf, alpha=mu) if group["nesterov"] else buf
+                    new_st = [{**s, "momentum_buffer": b} for s, b in zip(st, buf, strict=True)]
+                else:
+                    d = g
+                    new_st = [dict(s) for s in st]
+                new = torch._foreach_add(x, d, alpha=-lr)
+            for j, k in enumerate(idx):
+                out_x[k], out_s[k] = new[j], new_st[j]
+        return out_x, out_s
 
     @staticmethod
     def _check_state(state: dict, p: torch.Tensor, what: str) -> None:
@@ -382,6 +492,7 @@ class TDLRT(Optimizer):
     # ------------------------------------------------------------------ transports
     @staticmethod
     def _transport_k(state: dict, b: torch.Tensor) -> dict:
+        """K-step state into new coordinates: :math:`M B` (squares for second moments)."""
         out = dict(state)
         for k in _MOMENT_KEYS:
             if k in out:
@@ -392,17 +503,15 @@ class TDLRT(Optimizer):
         return out
 
     @staticmethod
-    def _transport_core(state: dict, old: list, new: list) -> dict:
+    def _transport_core(state: dict, a: list[torch.Tensor]) -> dict:
+        """Core state into new coordinates (:func:`tucker_dlra.bug_step.core_transport`)."""
         out = dict(state)
-        if not any(k in out for k in _MOMENT_KEYS + _SQ_KEYS):
-            return out
         for k in _MOMENT_KEYS:
             if k in out:
-                out[k] = c_gradient(TuckerTensor(out[k], old), new)
+                out[k] = core_transport(out[k], a)
         for k in _SQ_KEYS:
             if k in out:
-                mats = [un.T @ uo for uo, un in zip(old, new, strict=True)]
-                out[k] = multi_mode_product(out[k], [a * a for a in mats])
+                out[k] = core_transport(out[k], a, square=True)
         return out
 
     # ------------------------------------------------------------------ Algorithm 1
@@ -429,120 +538,263 @@ class TDLRT(Optimizer):
         mn = [a if b is None else max(a, b) for a, b in zip(layer.min_rank, gmin, strict=True)]
         return mx, [min(a, b) for a, b in zip(mn, mx, strict=True)]
 
-    def _k_phase(self, layer: _TuckerLayer, index: dict, tgrads: tuple) -> dict:
-        """Algorithm 1 lines 1-8 for one layer (functional): K-steps, new bases, C~."""
-        core_p, fac_p = layer.core, list(layer.factors)
-        cgroup = index[id(core_p)][1]
-        fgroups = [index[id(p)][1] for p in fac_p]
-        c = core_p.detach()
-        us = [p.detach() for p in fac_p]
-        grad = layer.grad_full.to(dtype=c.dtype, device=c.device)
-        xp = namespace(c)
-        for p in fac_p:
-            self._check_state(self.state[p], p, "a Tucker factor")
-        self._check_state(self.state[core_p], core_p, "a Tucker core")
-        # lines 1-4: K-steps for all modes from the same point (Theorem 1)
-        cores = [k_core(c, i) for i in range(len(us))]
-        gs = [g_i for g_i, _ in cores]
-        kgrads, cgrad_old, scale = tgrads  # Theorem 1 (distributed.step_gradients)
-        ks, kstates = [], []
-        for i, (_, s_i) in enumerate(cores):
-            k0 = us[i] @ s_i
-            dk, st = self._direction(kgrads[i], k0, self.state[fac_p[i]], fgroups[i])
-            ks.append(k0 - fgroups[i]["lr"] * dk)
-            kstates.append({**self.state[fac_p[i]], **st})
-        if not _all_finite(ks):
-            raise _NonFiniteUpdate
-        ctx = {"layer": layer, "c": c, "us": us, "grad": grad, "gs": gs, "ks": ks,
-               "kstates": kstates, "group": cgroup, "cstate": self.state[core_p],
-               "cgrad_old": cgrad_old, "scale": scale}
-        if cgroup["integrator"] == "bug":
-            if cgroup["adaptive"]:  # lines 5-7: augmentation, U kept first
-                basis = [augment_basis(u, k) for u, k in zip(us, ks, strict=True)]
-            else:  # fixed-rank BUG
-                basis = [orth_columns(xp, k) for k in ks]
-            ctx["basis"] = basis
-            ctx["c0"] = galerkin_core(c, us, basis)  # line 8 (zero-padded core if adaptive)
-        else:  # parallel BUG: the C-step runs in the old bases
-            ctx["basis"], ctx["c0"] = us, c
-        return ctx
+    def _kernel_gradients(self, layers: list[_TuckerLayer]) -> list[torch.Tensor]:
+        r"""The dense kernel gradients :math:`G = \nabla_W\mathcal L` the step consumes.
 
-    def _c_phase(self, ctx: dict, cgrad: torch.Tensor) -> dict:
-        """Algorithm 1 lines 9-12 for one layer from its C-gradient ``cgrad`` (line 9)."""
-        layer, c, us, group = ctx["layer"], ctx["c"], ctx["us"], ctx["group"]
-        basis, c0 = ctx["basis"], ctx["c0"]
-        lr, tau, rule = group["lr"], float(group["tau"]), group["rule"]
+        The single place where the step reads ``layer.grad_full`` (cast to the core's
+        dtype and device), before any other computation: a data-parallel wrapper
+        all-reduces these tensors here (every quantity of the step is linear in G).
+        """
+        return [layer.grad_full.to(dtype=layer.core.dtype, device=layer.core.device)
+                for layer in layers]
+
+    def _variant(self, group: dict) -> str:
+        if group["integrator"] == "parallel":
+            return "parallel"
+        return "ra_bug" if group["adaptive"] else "bug"
+
+    def _truncation(self, layer: _TuckerLayer, group: dict) -> Truncation | None:
+        """Algorithm 1, lines 10-12 for this layer: ``rtol=tau`` with the rank bounds."""
+        core = layer.core
+        if group["integrator"] == "bug" and not group["adaptive"]:
+            return None
+        if not group["adaptive"]:  # parallel, fixed rank: back to the current ranks
+            return Truncation(rank=list(core.shape), rule=group["rule"])
+        aug = [min(2 * int(r), n) for r, n in zip(core.shape, layer.kernel_shape, strict=True)]
         mx, mn = self._bounds(layer, group)
-        kstates = ctx["kstates"]
-        cstate = self._transport_core(ctx["cstate"], us, basis)
-        dc, st = self._direction(cgrad, c0, cstate, group)  # line 9
-        c1 = c0 - lr * dc
-        cstate = {**cstate, **st}
-        info = None
-        if group["integrator"] == "parallel":  # assemble the augmented core (NUMERICS 1.3)
-            aug = [augment_basis(u, k) for u, k in zip(us, ctx["ks"], strict=True)]
-            new_dirs = [a[:, u.shape[1]:] for a, u in zip(aug, us, strict=True)]
-            c1, basis_t = parallel_core(c1, ctx["gs"], ctx["ks"], new_dirs), aug
-        else:
-            basis_t = basis
-        if not _all_finite([c1, torch.linalg.vector_norm(c1)]):
-            raise _NonFiniteUpdate
-        # truncate re-orthonormalises the bases by QR (not orthonormal=True: augment_basis
-        # keeps U itself first, so without it the factors' orthonormality would drift over
-        # the steps, measured 1.4e-4 in float32 on CUDA after a few steps)
-        if group["adaptive"]:  # lines 10-12
-            t, info = truncate(TuckerTensor(c1, basis_t), rtol=tau, rule=rule,
-                               max_rank=_fit(mx, c1.shape), min_rank=_fit(mn, c1.shape),
-                               full_output=True)
-        elif group["integrator"] == "parallel":  # truncated back to the current ranks
-            t, info = truncate(TuckerTensor(c1, basis_t), rank=list(c.shape), rule=rule,
-                               full_output=True)
-        else:
-            t = TuckerTensor(c1, basis_t, orthonormal=True)
-        valid = _tucker_rank(t.rank)
-        if valid != t.rank:  # tolerance rules may disagree across modes on rounding-level
-            t = truncate(t, rank=list(valid))  # values; lossless re-rounding (as ra_bug)
-        # vector transport of the state into the coordinates of the new point
-        new_f = list(t.factors)
-        d = len(us)
-        for i in range(d):
-            if not any(k in kstates[i] for k in _MOMENT_KEYS + _SQ_KEYS):
-                continue  # no state to move (momentum 0, SGD)
-            g_new, _ = k_core(t.core, i)
-            eye = torch.eye(us[i].shape[1], dtype=c.dtype, device=c.device)
-            embed = TuckerTensor(ctx["gs"][i], [eye if j == i else us[j] for j in range(d)])
-            kstates[i] = self._transport_k(kstates[i], k_gradient(embed, g_new, new_f, i))
-        cstate = self._transport_core(cstate, basis, new_f)
-        return {"layer": layer, "tucker": t, "kstates": kstates, "cstate": cstate,
-                "info": info}
+        return Truncation(rtol=float(group["tau"]), rule=group["rule"],
+                          max_rank=_fit(mx, aug), min_rank=_fit(mn, aug))
 
-    def _second_pass(self, closure: Callable[[], Any], ctxs: list[dict],
-                     layers: list[_TuckerLayer], index: dict) -> dict[int, torch.Tensor]:
+    def _compute(self, active: list[_TuckerLayer], grads: list[torch.Tensor],
+                 plain: list[tuple[torch.Tensor, dict]], index: dict,
+                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer],
+                 tgrads: tuple[list, Any]) -> dict:
+        """Every update of the step (nothing written): Algorithm 1 for all Tucker layers by
+        :func:`tucker_dlra.bug_step.bug_step` with the descent rule as substep solver, and
+        the descent rule on the plain parameters; one host read-back for all ranks, the
+        finiteness of every new tensor and the rescale flags of ``tgrads``
+        (:func:`tucker_dlra.nn.distributed.step_gradients`: per layer the K-gradients, the
+        C-gradient in the old bases and the factor the gradients were rescaled by)."""
+        fac_p = [list(layer.factors) for layer in active]
+        core_p = [layer.core for layer in active]
+        cgroups = [index[id(p)][1] for p in core_p]
+        for layer, fs in zip(active, fac_p, strict=True):
+            for p in fs:
+                self._check_state(self.state[p], p, "a Tucker factor")
+            self._check_state(self.state[layer.core], layer.core, "a Tucker core")
+        tg, rflags = tgrads
+        inputs = {"ys": [layer.tucker() for layer in active], "grads": list(grads),
+                  "kg": [list(t[0]) for t in tg], "cg0": [t[1] for t in tg],
+                  "scale": [t[2] for t in tg], "rflags": [] if rflags is None else [rflags],
+                  "kst": [[self.state[p] for p in fs] for fs in fac_p],
+                  "cst": [self.state[p] for p in core_p],
+                  "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
+                  "pst": [self.state[p] for p, _ in plain]}
+        cfg = {"variants": [self._variant(g) for g in cgroups],
+               "truncs": [self._truncation(layer, g)
+                          for layer, g in zip(active, cgroups, strict=True)],
+               "fgroups": [[index[id(p)][1] for p in fs] for fs in fac_p],
+               "cgroups": cgroups, "pgroups": [g for _, g in plain],
+               "dist": distributed.any_distributed(active)}
+        if closure is None and self._use_capture(inputs, cfg):
+            out = self._captured(inputs, cfg)
+        else:
+            out = self._phase_a(inputs, cfg, closure, active, layers, index)
+        # the host sync: ranks, tails, norms, finiteness of the gradients and the update
+        tplan = out["plan"].tplan
+        host = read_back(tplan)
+        flags = host[tplan.offsets[tplan.n_fixed]:] if len(tplan.offsets) > tplan.n_fixed \
+            else []
+        if flags and flags[1] != 1.0:
+            raise _NonFiniteGradient
+        distributed.rescale_verdict(flags[2:])  # clip_grad_value_ raises here
+        if flags and flags[0] != 1.0:
+            raise _NonFiniteUpdate
+        try:
+            parts, _ = bug_step_end(out["plan"], host)
+        except NonFiniteCore:
+            raise _NonFiniteUpdate from None
+        ys, kept = inputs["ys"], out["kept"]
+        plain_new, plain_st = out["plain"]
+        # transport of the linear state into the coordinates of the new point
+        need_k = [t for t in range(len(ys))
+                  if any(any(k in s for k in _MOMENT_KEYS + _SQ_KEYS)
+                         for s in kept["kstates"][t])]
+        news = k_starts([parts[t].y1 for t in need_k]) if need_k else []
+        kstates = kept["kstates"]
+        cstates = list(kept["cstates"])
+        for t, pt in enumerate(parts):
+            new_f = pt.y1.factors
+            if t in need_k:
+                a = [un.T @ uo for un, uo in zip(new_f, ys[t].factors, strict=True)]
+                ns = news[need_k.index(t)]
+                for i in range(ys[t].ndim):
+                    b = k_transport(pt.start.gs[i], ns.gs[i], a, i)
+                    kstates[t][i] = self._transport_k(kstates[t][i], b)
+            if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS):
+                cstates[t] = self._transport_core(
+                    cstates[t], [un.T @ b for un, b in zip(new_f, kept["bases"][t],
+                                                           strict=True)])
+        return {"parts": parts, "kstates": kstates, "cstates": cstates,
+                "plain": (plain_new, plain_st)}
+
+    def _phase_a(self, inputs: dict, cfg: dict, closure: Callable[[], Any] | None = None,
+                 active: list | None = None, layers: list | None = None,
+                 index: dict | None = None) -> dict:
+        """Device half of the step (no host sync; a pure function of ``inputs`` without a
+        closure): :func:`tucker_dlra.bug_step.bug_step_begin` with the descent rule as
+        substep solver (Algorithm 1, lines 1-9 and the device part of 10-12), the descent
+        rule on the plain parameters and the finiteness flag of every new tensor."""
+        ys, grads = inputs["ys"], inputs["grads"]
+        variants, cgroups = cfg["variants"], cfg["cgroups"]
+        kept: dict[str, Any] = {}
+
+        def k_solve(starts: list) -> list[list[torch.Tensor]]:
+            # Algorithm 1, lines 3-4: one descent step on every K_i along the Theorem 1
+            # gradients the kernel-only backward computed (averaged over workers under DDP)
+            kgrads = inputs["kg"]
+            flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
+            new, st = self._descend(
+                [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
+                [inputs["kst"][t][i] for t, i in flat], [cfg["fgroups"][t][i] for t, i in flat])
+            ks = [[None] * y.ndim for y in ys]
+            kept["kstates"] = [[None] * y.ndim for y in ys]
+            for (t, i), k, s in zip(flat, new, st, strict=True):
+                ks[t][i], kept["kstates"][t][i] = k, s
+            return ks
+
+        def c_solve(cores0: list, bases: list, at_y0: list) -> list[torch.Tensor]:
+            # Algorithm 1, line 9: one descent step on the Galerkin core
+            gz = list(grads)
+            two = [t for t, v in enumerate(variants) if v == "bug" and closure is not None]
+            if two:
+                g2 = self._second_pass(closure, [active[t] for t in two],
+                                       [cores0[t] for t in two], [bases[t] for t in two],
+                                       layers, index)
+                for t, g in zip(two, g2, strict=True):
+                    gz[t] = g
+            cstates = []
+            for t, y in enumerate(ys):
+                st = inputs["cst"][t]
+                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
+                    st = self._transport_core(st, [b.T @ u for b, u in
+                                                   zip(bases[t], y.factors, strict=True)])
+                cstates.append(st)
+            # line 9: G in the new bases, scaled like the .grad it came with (clipping);
+            # the parallel BUG's C-gradient is the backward's core gradient (old bases)
+            cgrads = [inputs["cg0"][t] if v == "parallel" else
+                      c_gradient(gz[t], bases[t]) * (1.0 if t in two else inputs["scale"][t])
+                      for t, v in enumerate(variants)]
+            if cfg.get("dist") and active is not None:  # DDP: one all-reduce
+                ts = [t for t, v in enumerate(variants) if v != "parallel"]
+                red = distributed.reduce_c_gradients([active[t] for t in ts],
+                                                     [cgrads[t] for t in ts])
+                for t, c in zip(ts, red, strict=True):
+                    cgrads[t] = c
+            new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
+            kept["cstates"], kept["bases"] = st, bases
+            return new
+
+        plain_new, plain_st = self._descend(
+            inputs["px"], inputs["pg"], inputs["pst"], cfg["pgroups"]) \
+            if inputs["px"] else ([], [])
+
+        def extra(parts: list) -> list[torch.Tensor]:
+            ts = [k for pt in parts for k in pt.ks] + [pt.y1.core for pt in parts]
+            ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
+            ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
+            u = _finite_flag(ts)
+            g = _finite_flag(list(grads) + list(inputs["pg"]) + inputs["cg0"]
+                             + [k for kg in inputs["kg"] for k in kg])
+            if u is None and g is None:
+                return []
+            one = torch.ones((), dtype=torch.bool, device=(u if u is not None else g).device)
+            return [torch.cat([torch.stack([one if u is None else u, one if g is None else g]),
+                               *[f.to(one.device) for f in inputs["rflags"]]])]
+
+        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
+        return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
+
+    # ------------------------------------------------------------------ capture
+    def _use_capture(self, inputs: dict, cfg: dict) -> bool:
+        """Whether this step runs through the shape-keyed captured path."""
+        if self.capture is False or cfg["dist"]:
+            return False  # under DDP the step all-reduces: not traced
+        groups = cfg["cgroups"] + cfg["pgroups"] + [g for gs in cfg["fgroups"] for g in gs]
+        if any(g["descent"] == "adam" for g in groups):
+            return False  # Adam's bias corrections change every step: nothing repeats
+        if self.capture == "auto":
+            ts = inputs["grads"] + inputs["px"]
+            return bool(ts) and all(t.is_cuda for t in ts)
+        return True
+
+    def _captured(self, inputs: dict, cfg: dict) -> dict:
+        """:meth:`_phase_a` through a cache of traced ATen graphs keyed by shapes and options.
+
+        The first step with given shapes (ranks), dtypes, devices, state layout and group
+        options traces :meth:`_phase_a` into an FX graph of ATen operations
+        (``make_fx``); later steps with the same key replay that graph -- no Python, no
+        re-dispatch of the core's small-tensor code.  A rank change gives a new key: the
+        step runs the trace again (eager) and caches it (at most 8 entries).
+        """
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        leaves: list[torch.Tensor] = []
+        spec = _flatten(inputs, leaves)
+        key = (repr(spec), tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
+               repr((cfg["variants"], cfg["truncs"]))
+               + repr([_group_key(g) for g in cfg["cgroups"] + cfg["pgroups"]
+                       + [g for gs in cfg["fgroups"] for g in gs]]))
+        cache = self.__dict__.setdefault("_capture_cache", {})
+        entry = cache.get(key)
+        if entry is None:
+            holder: dict[str, Any] = {}
+
+            def fn(*flat: torch.Tensor) -> list[torch.Tensor]:
+                out = self._phase_a(_unflatten(spec, list(flat)), cfg)
+                outs: list[torch.Tensor] = []
+                holder["spec"] = _flatten(out, outs)
+                return outs
+
+            gm = make_fx(fn)(*leaves)
+            entry = {"gm": gm, "spec": holder["spec"]}
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = entry
+            self.capture_stats["traces"] += 1
+        else:
+            self.capture_stats["replays"] += 1
+        outs = entry["gm"](*leaves)
+        return _unflatten(entry["spec"], list(outs))
+
+    def _second_pass(self, closure: Callable[[], Any], layers2: list[_TuckerLayer],
+                     cores0: list, bases: list, layers: list[_TuckerLayer],
+                     index: dict) -> list[torch.Tensor]:
         r"""Fixed-rank BUG with a closure: :math:`\nabla_W\mathcal L` at the Galerkin point.
 
         Temporarily sets each such layer to :math:`C \times_i (U^{new\top}_i U_i) \times_i
         U^{new}_i`, re-evaluates ``closure`` and reads the layers' new ``grad_full``; then
         restores every parameter, gradient and captured ``grad_full`` (nothing else moves).
         """
-        originals = [(ctx["layer"], TuckerTensor(ctx["c"].clone(),
-                                                 [u.clone() for u in ctx["us"]]))
-                     for ctx in ctxs]
+        originals = [(layer, TuckerTensor._orthonormal(layer.core.detach().clone(),
+                                                       [u.detach().clone() for u in layer.factors]))
+                     for layer in layers2]
         grads = {id(p): p.grad for p, _ in index.values()}
         fulls = {id(layer): layer.grad_full for layer in layers}
         try:
-            for ctx in ctxs:
-                ctx["layer"].set_tucker(TuckerTensor(ctx["c0"], ctx["basis"]))
+            for layer, c0, b in zip(layers2, cores0, bases, strict=True):
+                layer.set_tucker(TuckerTensor._orthonormal(c0, b))  # b: orthonormal bases
             with torch.enable_grad():
                 loss = closure()
-            out = {}
-            for ctx in ctxs:
-                g = ctx["layer"].grad_full
+            out = []
+            for layer in layers2:
+                g = layer.grad_full
                 if g is None:
                     raise RuntimeError("TDLRT.step(closure): the closure must run forward and "
                                        "backward (its second call gave no kernel gradient)")
-                out[id(ctx["layer"])] = g.to(dtype=ctx["c"].dtype)
+                out.append(g.to(dtype=layer.core.dtype))
             if (loss is not None and not _all_finite([torch.as_tensor(loss)])) \
-                    or not _all_finite(list(out.values())):
+                    or not _all_finite(out):
                 raise _NonFiniteUpdate
             return out
         finally:
@@ -552,7 +804,6 @@ class TDLRT(Optimizer):
                 p.grad = grads[id(p)]
             for layer in layers:
                 layer.grad_full = fulls[id(layer)]
-
 
     # ------------------------------------------------------------------ the step
     def _nonfinite(self, msg: str) -> None:
@@ -565,6 +816,14 @@ class TDLRT(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of Algorithm 1 for every Tucker layer, the descent rule for the rest.
+
+        All Tucker layers are processed together (:func:`tucker_dlra.bug_step.bug_step`:
+        the small QRs and eigendecompositions batched over equal shapes, the ranks of all
+        layers decided on the device); every update -- Tucker and plain parameters -- is
+        computed before any is written.  One host synchronisation reads back the ranks of
+        all layers together with the finiteness of the gradients and of the update (plus
+        one per SVD fallback or re-rounding, rare, the closure's loss, and on CUDA the
+        error check of each batched ``eigh``).
 
         Parameters
         ----------
@@ -612,96 +871,43 @@ class TDLRT(Optimizer):
             active.append(layer)
         plain = [(p, g) for p, g in index.values()
                  if id(p) not in tucker_ids and p.grad is not None]
-        grads = [layer.grad_full for layer in active] + [p.grad for p, _ in plain]
-        if not _all_finite(grads):
+        grads = self._kernel_gradients(active)
+        # K-gradients and core gradients from the kernel-only backward (averaged over the
+        # workers under DDP; from G when this hook is overridden), with the rescale factor
+        fresh = type(self)._kernel_gradients is not TDLRT._kernel_gradients
+        tgrads = distributed.step_gradients(active, grads, fresh)
+        try:  # compute every update first (one host sync), then commit: atomic step
+            res = self._compute(active, grads, plain, index, closure, layers, tgrads)
+        except _NonFiniteGradient:
             self._nonfinite("TDLRT.step: non-finite gradient (NaN or inf, e.g. from a non-finite "
                             "loss); the model and the optimizer state were left untouched.")
             return loss
-        # compute every Tucker update first, then commit (atomic step)
-        try:
-            tgrads = distributed.step_gradients(active)  # averaged over workers under DDP
-            ctxs = [self._k_phase(layer, index, tg)
-                    for layer, tg in zip(active, tgrads, strict=True)]
-            two_pass = [ctx for ctx in ctxs if closure is not None
-                        and ctx["group"]["integrator"] == "bug" and not ctx["group"]["adaptive"]]
-            g2 = self._second_pass(closure, two_pass, layers, index) if two_pass else {}
-            bug = [ctx for ctx in ctxs if ctx["group"]["integrator"] == "bug"]
-            cg = distributed.reduce_c_gradients(  # line 9 in the new bases, one all-reduce
-                [ctx["layer"] for ctx in bug],
-                [c_gradient(g2.get(id(ctx["layer"]), ctx["grad"]), ctx["basis"]) for ctx in bug])
-            cg = {id(ctx["layer"]): c if id(ctx["layer"]) in g2 else ctx["scale"] * c
-                  for ctx, c in zip(bug, cg, strict=True)}
-            results = [self._c_phase(ctx, cg.get(id(ctx["layer"]), ctx["cgrad_old"]))
-                       for ctx in ctxs]
         except _NonFiniteUpdate:
-            results = None
-        if results is None:
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
-        new_tensors = []
-        for r in results:
-            new_tensors += [r["tucker"].core, *r["tucker"].factors]
-            for st in [*r["kstates"], r["cstate"]]:
-                new_tensors += [v for v in st.values() if torch.is_tensor(v)]
-        if not _all_finite(new_tensors):
-            self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
-                            "the model and the optimizer state were left untouched.")
-            return loss
-        distributed.check_consistent(active, [r["tucker"] for r in results])  # DDP workers
+        distributed.check_consistent(active, [pt.y1 for pt in res["parts"]])  # DDP workers
         names = {}  # layer names when the optimizer was given model.named_parameters()
         for g in self.param_groups:
             for p, name in zip(g["params"], g.get("param_names") or [], strict=False):
                 if name.endswith("core"):
                     names[id(p)] = name[: -len("core")].rstrip(".") or "core"
         info_all = {}
-        for k, r in enumerate(results):
-            layer = r["layer"]
-            layer.set_tucker(r["tucker"])
-            for p, st in zip(layer.factors, r["kstates"], strict=True):
+        for k, (layer, pt) in enumerate(zip(active, res["parts"], strict=True)):
+            layer.set_tucker(pt.y1)
+            for p, st in zip(layer.factors, res["kstates"][k], strict=True):
                 self.state[p] = st
-            self.state[layer.core] = r["cstate"]
-            info = r["info"]
+            self.state[layer.core] = res["cstates"][k]
+            info = pt.info
             info_all[names.get(id(layer.core), k)] = {
                 "ranks": layer.ranks,
                 "error_bound": 0.0 if info is None else info.error_bound,
                 "tails": () if info is None else info.tails,
             }
-        for p, group in plain:
-            self._plain_update(p, group)
+        new_x, new_st = res["plain"]
+        if new_x:
+            torch._foreach_copy_([p for p, _ in plain], new_x)
+        for (p, _), st in zip(plain, new_st, strict=True):
+            self.state[p] = st
         self.last_step_info = info_all
         return loss
-
-    def _plain_update(self, p: torch.Tensor, group: dict) -> None:
-        """The same descent rule (SGD with momentum or Adam) on an ordinary parameter.
-
-        In place, with the formulas of ``torch.optim.SGD`` / ``torch.optim.Adam`` (L2
-        weight decay added to the gradient).
-        """
-        state = self.state[p]
-        g = p.grad
-        if group["weight_decay"]:
-            g = g.add(p, alpha=group["weight_decay"])
-        if group["descent"] == "adam":
-            b1, b2 = group["betas"]
-            if "exp_avg" not in state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] = int(state["step"]) + 1
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            bc1, bc2 = 1 - b1 ** state["step"], 1 - b2 ** state["step"]
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
-            p.addcdiv_(m, denom, value=-group["lr"] / bc1)
-            return
-        mu = group["momentum"]
-        if mu:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = torch.clone(g).detach()
-            else:
-                buf.mul_(mu).add_(g, alpha=1 - group["dampening"])
-            g = g.add(buf, alpha=mu) if group["nesterov"] else buf
-        p.add_(g, alpha=-group["lr"])

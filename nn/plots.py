@@ -69,34 +69,90 @@ def _rank_series(record: dict[str, Any]) -> dict[str, tuple[list[int], list[list
     return series
 
 
+#: Above this many low-rank layers the ranks are drawn as a layer x mode heat map.
+MAX_RANK_LINES_LAYERS = 4
+_MODE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"),
+                ((0, (1, 3)), "P")]
+
+
+def _mode_names(d: int) -> list[str]:
+    """Names of a kernel's modes: (out, in) for a matrix, (out, in, k1, ...) for a conv."""
+    return ["out", "in"] + [f"k{i}" for i in range(1, d - 1)]
+
+
 def _draw_ranks(ax, record: dict[str, Any]) -> bool:
+    """Rank of every mode of every layer over the steps, each (layer, mode) distinguishable.
+
+    Up to :data:`MAX_RANK_LINES_LAYERS` layers: one step line per (layer, mode); the colour
+    names the layer, line style and marker the mode, and the line width falls with the mode so
+    that modes of equal rank stay visible one on top of the other.  More layers (e.g. ResNet18):
+    a layer x mode heat map of the final ranks (:func:`_draw_rank_map`).  Several layers are
+    drawn a few per cent apart (on the log axis) so that equal ranks do not hide each other.
+    """
     series = _rank_series(record)
     if not series:
         ax.text(0.5, 0.5, "no low-rank layers", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
         return False
+    if len(series) > MAX_RANK_LINES_LAYERS:
+        _draw_rank_map(ax, record, series)
+        return True
     colors = _plt().rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["-", "--", ":", "-."]
     last_step = record["epochs"][-1]["step"] if record["epochs"] else 0
+    n_layers = len(series)
     for li, (name, (steps, ranks)) in enumerate(series.items()):
         xs = steps + ([last_step] if steps[-1] < last_step else [])
-        for mode in range(len(ranks[0])):
+        d = len(ranks[0])
+        names = _mode_names(d)
+        # layers of equal rank would hide each other: shift each by a few % (log axis)
+        shift = 2.0 ** (0.06 * (li - (n_layers - 1) / 2))
+        for mode in range(d):
             ys = [r[mode] for r in ranks] + ([ranks[-1][mode]] if steps[-1] < last_step else [])
-            if len(series) > 6 and mode > 1:
-                continue  # many layers: the two channel modes only, to keep it readable
-            ax.step(xs, ys, where="post", color=colors[li % len(colors)],
-                    ls=styles[mode % len(styles)], label=f"{name} mode {mode + 1}")
+            ys = [y * shift for y in ys]
+            ls, marker = _MODE_STYLES[mode % len(_MODE_STYLES)]
+            ax.step(xs, ys, where="post", color=colors[li % len(colors)], ls=ls,
+                    lw=1.0 + 0.9 * (d - 1 - mode), alpha=0.85, marker=marker, ms=4,
+                    markevery=max(1, len(xs) // 8),
+                    label=f"{name} mode {mode + 1} ({names[mode]})")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("Tucker rank")
+    ax.set_ylabel("Tucker rank" + (" (layers shifted slightly apart)" if n_layers > 1 else ""))
     ax.set_yscale("log", base=2)
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.yaxis.set_major_locator(LogLocator(base=2))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2 if len(series) > 2 else 1)
+    ax.legend(fontsize=6, ncol=2 if len(series) > 1 else 1, handlelength=3.5)
     return True
+
+
+def _draw_rank_map(ax, record: dict[str, Any],
+                   series: dict[str, tuple[list[int], list[list[int]]]]) -> None:
+    """Heat map: one row per layer, one column per mode, colour = final rank / mode size
+    (from the run's kernel shapes, else / initial rank), each cell labelled ``rank``."""
+    import numpy as np
+
+    names = list(series)
+    d = max(len(r[-1]) for _, r in series.values())
+    shapes = record.get("summary", {}).get("kernel_shapes", {})
+    frac = np.full((len(names), d), np.nan)
+    for i, name in enumerate(names):
+        first, last = series[name][1][0], series[name][1][-1]
+        full = shapes.get(name) or first
+        for j, r in enumerate(last):
+            frac[i, j] = r / max(full[j], 1)
+    im = ax.imshow(frac, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    for i, name in enumerate(names):
+        for j, r in enumerate(series[name][1][-1]):
+            ax.text(j, i, str(r), ha="center", va="center", fontsize=6,
+                    color="white" if frac[i, j] < 0.6 else "black")
+    ax.set_xticks(range(d), [f"{j + 1} ({n})" for j, n in enumerate(_mode_names(d))],
+                  fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("mode")
+    ax.set_title("final Tucker ranks (colour: rank / mode size)", fontsize=8)
+    _plt().colorbar(im, ax=ax, fraction=0.046, pad=0.02)
 
 
 def _draw_compression(ax, record: dict[str, Any]) -> None:
@@ -121,8 +177,15 @@ def _draw_compression(ax, record: dict[str, Any]) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("compression [%]")
     ax.set_ylim(min(-5, ax.get_ylim()[0]), 100)
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    start = [init.get(k) for k in ("eval_compression", "train_compression")]
+    if any(v is not None and v < 0 for v in start):
+        ax.text(0.02, 0.97, "below 0 at the start: a full-rank Tucker\nkernel (core + factors) "
+                "holds more\nnumbers than the dense kernel, until\ntruncation shrinks the "
+                "ranks", transform=ax.transAxes, fontsize=6.5, va="top",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def _save(fig, path: Path) -> Path:
@@ -144,9 +207,11 @@ def plot_curves(record: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def plot_ranks(record: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Tucker rank of every mode of every low-rank layer over the optimizer steps."""
+    """Tucker rank of every mode of every low-rank layer over the optimizer steps (a layer x mode
+    heat map of the final ranks for more than :data:`MAX_RANK_LINES_LAYERS` layers)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    n = len(_rank_series(record))
+    fig, ax = plt.subplots(figsize=(7, 4 if n <= MAX_RANK_LINES_LAYERS else 1.5 + 0.22 * n))
     _draw_ranks(ax, record)
     ax.set_title(_title(record))
     return _save(fig, Path(path))
@@ -175,7 +240,7 @@ def plot_summary(record: dict[str, Any], path: str | os.PathLike) -> Path:
         if record["config"]["method"] != "baseline":
             extra += (f", conv compression eval {s['eval_compression']:.1f} % / train "
                       f"{s['train_compression']:.1f} %")
-        extra += f", {s['time']:.0f} s"
+        extra += f", {s['time']:.0f} s in total"
     fig.suptitle(_title(record) + extra)
     fig.tight_layout()
     return _save(fig, Path(path))

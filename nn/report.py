@@ -49,7 +49,8 @@ from .vanilla import (
     conv_macs,
 )
 
-__all__ = ["CompressionReport", "LayerReport", "compression_report", "parameter_counts"]
+__all__ = ["CompressionReport", "LayerReport", "MemoryReport", "compression_report",
+           "memory_report", "parameter_counts"]
 
 _DENSE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -352,7 +353,14 @@ def compression_report(
         example_input = torch.zeros((1,) + dims, dtype=ref.dtype if ref is not None else None,
                                     device=ref.device if ref is not None else None)
     if example_input is not None:
-        shapes = _record_shapes(model, mods, example_input)
+        try:
+            shapes = _record_shapes(model, mods, example_input)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            what = (f"input_shape {tuple(example_input.shape[1:])}" if input_shape is not None
+                    else f"example_input of shape {tuple(example_input.shape)}")
+            first = " ".join(str(exc).split())[:300]
+            raise ValueError(f"{what} does not fit the model: its forward pass fails ({first})"
+                             ) from None
     state = optimizer.state if optimizer is not None else {}
     rows = []
     for name, m in mods.items():
@@ -413,4 +421,169 @@ def compression_report(
         rep.flops_factorized = sum(r.flops_factorized or 0 for r in rows)
     rep.bytes_params = _tensor_bytes(list(model.parameters()))
     rep.bytes_optimizer = _tensor_bytes(dict(state)) if optimizer is not None else 0
+    return rep
+
+
+# ---------------------------------------------------------------------------- memory
+_MEM_FIELDS = ("params", "optimizer_state", "gradients", "step_workspace")
+
+
+@dataclass
+class MemoryReport:
+    r"""Bytes of a model + optimizer, beside the same model dense (:func:`memory_report`).
+
+    All attributes are byte counts, except ``layers``.
+
+    Attributes
+    ----------
+    params, optimizer_state :
+        Measured: storages of the parameters and of the optimizer's state tensors.
+    gradients :
+        Held between ``backward`` and ``step`` (from shapes): per Tucker layer the dense
+        kernel gradient :math:`\prod_i n_i` (``grad_full``) and ``core.grad``
+        :math:`\prod_i r_i` (plus the factors' :math:`\sum_i n_i r_i` when
+        ``param_grads`` is on); every other parameter its ``.grad``.
+    step_workspace :
+        Transient tensors of one Algorithm 1 step (from shapes): per Tucker layer the
+        augmented bases :math:`\sum_i n_i \tilde r_i`, the augmented core
+        :math:`\prod_i \tilde r_i` and the K-step variables :math:`\sum_i n_i r_i`, with
+        :math:`\tilde r_i = \min(2 r_i, n_i)` (:math:`r_i` without augmentation) -- the
+        :math:`P_\text{train}` of :func:`parameter_counts`.
+    step_transient : gradients + step_workspace.
+    total : params + optimizer_state + step_transient.
+    dense_params, dense_optimizer_state, dense_gradients, dense_total :
+        The dense model (every Tucker layer replaced by its full kernel): parameters, one
+        parameter-sized state buffer per momentum / Adam moment of the optimizer's
+        groups, and ``.grad`` of every parameter (no workspace).
+    layers : list of dict
+        Per Tucker layer: name, ranks and the four estimated/measured byte counts.
+    """
+
+    params: int = 0
+    optimizer_state: int = 0
+    gradients: int = 0
+    step_workspace: int = 0
+    dense_params: int = 0
+    dense_optimizer_state: int = 0
+    dense_gradients: int = 0
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def step_transient(self) -> int:
+        return self.gradients + self.step_workspace
+
+    @property
+    def total(self) -> int:
+        return self.params + self.optimizer_state + self.step_transient
+
+    @property
+    def dense_total(self) -> int:
+        return self.dense_params + self.dense_optimizer_state + self.dense_gradients
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (totals, dense equivalents and per-layer rows)."""
+        d = {k: v for k, v in asdict(self).items() if k != "layers"}
+        d.update(step_transient=self.step_transient, total=self.total,
+                 dense_total=self.dense_total, layers=[dict(r) for r in self.layers])
+        return d
+
+    def __str__(self) -> str:
+        rows = [("parameters", self.params, self.dense_params),
+                ("optimizer state", self.optimizer_state, self.dense_optimizer_state),
+                ("gradients", self.gradients, self.dense_gradients),
+                ("step workspace", self.step_workspace, 0),
+                ("total", self.total, self.dense_total)]
+        out = [f"{'bytes':16s} {'model':>14s} {'dense':>14s} {'ratio':>7s}"]
+        for name, a, b in rows:
+            ratio = f"{a / b:7.3f}" if b else "      -"
+            out.append(f"{name:16s} {a:14d} {b:14d} {ratio}")
+        return "\n".join(out)
+
+
+def _state_buffers(group: dict) -> int:
+    """Parameter-sized state tensors per parameter of a dense step with this group's rule:
+    2 for Adam (first and second moments), 1 for SGD with momentum, else 0."""
+    if group.get("descent") == "adam" or ("betas" in group and "momentum" not in group):
+        return 2
+    return 1 if group.get("momentum", 0) else 0
+
+
+def memory_report(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                  adaptive: bool | None = None) -> MemoryReport:
+    r"""Parameter, optimizer-state, gradient and step-workspace bytes, beside dense.
+
+    Parameters
+    ----------
+    model : nn.Module
+    optimizer : torch.optim.Optimizer, optional
+        Its state is measured; its groups give the dense optimizer state (one buffer per
+        momentum or Adam moment) and, for :class:`~tucker_dlra.nn.TDLRT`, ``adaptive``.
+    adaptive : bool, optional
+        Augmented (True, default) or fixed-rank (False) step workspace; default from the
+        optimizer's group of each layer's core.
+
+    Returns
+    -------
+    MemoryReport
+        See its attributes for what is measured and what is estimated from shapes.
+
+    Notes
+    -----
+    Element sizes are those of each parameter's dtype.  Parameters (and their state)
+    outside ``optimizer`` get no dense state buffers.  Peak device memory of a real step
+    also holds the activations of forward/backward and allocator slack: measure it with
+    ``torch.cuda.max_memory_allocated``.  Cost: :math:`O(\#	ext{parameters})`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got "
+                        f"{type(optimizer).__name__}")
+    groups = {}
+    if optimizer is not None:
+        for g in optimizer.param_groups:
+            for p in g["params"]:
+                groups[id(p)] = g
+    rep = MemoryReport()
+    rep.params = _tensor_bytes(list(model.parameters()))
+    rep.optimizer_state = _tensor_bytes(dict(optimizer.state)) if optimizer is not None else 0
+    done: set[int] = set()
+    for name, m in model.named_modules():
+        if not _is_tdlrt(m) or id(m.core) in done:
+            continue
+        done.add(id(m.core))
+        item = m.core.element_size()
+        n = [int(s) for s in m.kernel_shape]
+        r = [int(s) for s in m.core.shape]
+        group = groups.get(id(m.core), {})
+        adapt = adaptive if adaptive is not None else bool(group.get("adaptive", True))
+        dense_numel = math.prod(n)
+        grads = dense_numel + math.prod(r)
+        if getattr(m, "param_grads", True):
+            grads += sum(a * b for a, b in zip(n, r, strict=True))
+        work = parameter_counts(n, r, "tucker", adapt)["train"]
+        extra = [p for p in m.parameters() if p is not m.core and
+                 all(p is not f for f in m.factors)]  # bias
+        extra_numel = sum(p.numel() for p in extra)
+        bufs = _state_buffers(group) if group else 0
+        row = {"name": name, "ranks": r, "params": _tensor_bytes(list(m.parameters())),
+               "gradients": (grads + extra_numel) * item, "step_workspace": work * item,
+               "dense_params": (dense_numel + extra_numel) * item}
+        row["dense_optimizer_state"] = bufs * row["dense_params"]
+        rep.layers.append(row)
+        rep.gradients += row["gradients"]
+        rep.step_workspace += row["step_workspace"]
+        rep.dense_params += row["dense_params"]
+        rep.dense_optimizer_state += row["dense_optimizer_state"]
+        done.update(id(p) for p in m.parameters())
+    for p in model.parameters():
+        if id(p) in done:
+            continue
+        done.add(id(p))
+        b = p.numel() * p.element_size()
+        rep.gradients += b
+        rep.dense_params += b
+        g = groups.get(id(p))
+        rep.dense_optimizer_state += (_state_buffers(g) if g else 0) * b
+    rep.dense_gradients = rep.dense_params
     return rep

@@ -60,6 +60,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "build_training_model",
+    "clean_stale_temporaries",
+    "metadata_path",
     "evaluate",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -71,7 +73,13 @@ __all__ = [
 METHODS = ("baseline", "tdlrt", "tdlrt-parallel", "vanilla-tucker", "vanilla-cp", "vanilla-matrix")
 SCHEDULES = ("plateau", "cosine", "none")
 CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+#: 2: loads with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+CHECKPOINT_VERSION = 2
+#: Files a run writes into its folder (their hidden temporary twins are cleaned up on resume).
+RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.csv", "report.txt")
+#: Entries of a training checkpoint (``format == "train"``).
+TRAIN_KEYS = ("version", "config", "shape", "num_classes", "epoch", "step", "elapsed", "model",
+              "optimizer", "scheduler", "rng", "metrics")
 
 
 class TrainingError(RuntimeError):
@@ -177,8 +185,19 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
+
+    The file gets the mode an ordinary ``open(path, "w")`` would give (``0o666`` less the
+    umask), not the ``0o600`` of the temporary file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -186,6 +205,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            if hasattr(os, "fchmod"):  # POSIX: mkstemp created it 0o600
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -198,29 +219,87 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically (a crash never leaves a torn checkpoint)."""
+    """``torch.save`` ``state`` to ``path`` atomically (a crash never leaves a torn checkpoint).
+
+    ``state`` must hold tensors and plain containers only, so that it loads with
+    ``torch.load(path, weights_only=True)``.
+    """
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
+def metadata_path(path: str | os.PathLike) -> Path:
+    """The JSON file beside an exported model: ``<path>.json`` (config, input shape, classes)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:3])[:400] or type(exc).__name__
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` or ``tucker-dlra export`` onto the CPU.
+    """Load a training checkpoint or an exported state dict onto the CPU, safely.
+
+    The file is read with ``torch.load(path, weights_only=True)``: tensors and plain containers
+    only, no arbitrary object is unpickled.  Two formats are accepted:
+
+    * a training checkpoint written by :func:`train` (``format == "train"``; entries
+      :data:`TRAIN_KEYS`);
+    * a plain model state dict written by ``tucker-dlra export`` with its metadata in the
+      JSON file :func:`metadata_path` beside it; returned as ``{"format": "dense", "config",
+      "shape", "num_classes", "model"}``.
+
+    Parameters
+    ----------
+    path : path of the ``.pt`` file.
+
+    Returns
+    -------
+    dict with at least ``format``, ``config``, ``shape``, ``num_classes`` and ``model``.
 
     Raises
     ------
-    FileNotFoundError, CheckpointError
-        Missing file; not a tucker-dlra checkpoint.
+    FileNotFoundError
+        No such file.
+    CheckpointError
+        The file (or its metadata) is unreadable, is not a tucker-dlra checkpoint, or lacks an
+        entry; the message names the file and the problem.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise CheckpointError(f"{path} is not a tucker-dlra checkpoint")
+        raise CheckpointError(f"{path} is not a readable checkpoint (loaded with "
+                              f"weights_only=True: {_first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a tucker-dlra checkpoint (holds a "
+                              f"{type(state).__name__}, not a dict)")
+    if state and all(torch.is_tensor(v) for v in state.values()):  # exported state dict
+        meta = metadata_path(path)
+        if not meta.is_file():
+            raise CheckpointError(f"{path} is a plain state dict without its metadata file "
+                                  f"{meta} (written by tucker-dlra export)")
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{meta} is not readable JSON ({_first_line(exc)})") from None
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{meta} is not tucker-dlra export metadata")
+        state = {**info, "format": "dense", "model": state}
+        path = meta
+    fmt = state.get("format", "train")
+    need = TRAIN_KEYS if fmt == "train" else ("config", "shape", "num_classes", "model")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete tucker-dlra checkpoint: missing "
+                              f"{', '.join(repr(k) for k in missing)}")
+    if not isinstance(state["config"], dict) or "model" not in state["config"]:
+        raise CheckpointError(f"{path}: entry 'config' is not a training configuration")
     return state
 
 
@@ -305,17 +384,36 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return None
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
-    """Rebuild the model stored in a checkpoint (training or exported) on the CPU, in eval mode."""
-    cfg = TrainConfig(**{k: v for k, v in state["config"].items()
-                         if k in {f.name for f in dataclasses.fields(TrainConfig)}})
-    shape = tuple(state["shape"])
-    if state.get("format") == "dense":
-        model = build_model(cfg.model, shape[0], state["num_classes"], shape[1:])
-    else:
-        torch.manual_seed(cfg.seed)
-        model = build_training_model(cfg, shape, state["num_classes"])
-    model.load_state_dict(state["model"])
+def model_from_checkpoint(state: dict[str, Any], source: str | os.PathLike = "checkpoint"
+                          ) -> nn.Module:
+    """Rebuild the model stored in a checkpoint (training or exported) on the CPU, in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        The configuration does not describe a model, or the weights do not fit the model it
+        describes; the message names ``source`` (the file) and the problem.
+    """
+    try:
+        cfg = TrainConfig(**{k: v for k, v in state["config"].items()
+                             if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+        cfg.validate()
+        shape = tuple(int(n) for n in state["shape"])
+        if state.get("format") == "dense":
+            model = build_model(cfg.model, shape[0], state["num_classes"], shape[1:])
+        else:
+            torch.manual_seed(cfg.seed)
+            model = build_training_model(cfg, shape, state["num_classes"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its configuration does not describe a model "
+                              f"({_first_line(exc)})") from None
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        kind = "an exported dense model" if state.get("format") == "dense" else (
+            f"{cfg.model} trained with {cfg.method}")
+        raise CheckpointError(f"{source}: the weights do not match its configuration "
+                              f"({kind}): {_first_line(exc)}") from None
     return model.eval()
 
 
@@ -385,8 +483,11 @@ def _rank_entry(model: nn.Module, step: int, cfg: TrainConfig,
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
-             "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                   float(gauss)]  # plain containers and a tensor: weights_only loads it
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state,
+             "python": list(random.getstate())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -394,8 +495,11 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss,  # noqa: NPY002
+                         gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -468,8 +572,26 @@ def resolve_device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------------------------
 
 
+def clean_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary files (``.<name>.<random>.tmp``) that a run killed during an
+    atomic write leaves in its folder (names of :data:`RUN_FILES`, and the figures' temporary
+    files in ``plots/``); return the deleted paths."""
+    out = Path(out)
+    gone = []
+    for p in out.glob(".*.tmp") if out.is_dir() else ():
+        if p.is_file() and p.name.startswith(tuple(f".{n}." for n in RUN_FILES)):
+            p.unlink()
+            gone.append(p)
+    plots = out / "plots"
+    for p in plots.glob(".*.png.tmp.png") if plots.is_dir() else ():  # see plots._save
+        if p.is_file():
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
 def train(cfg: TrainConfig, resume: bool = False,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset`` by ``cfg.method``; write metrics, checkpoints, plots.
 
     One step is one forward/backward pass on a batch and one ``optimizer.step()``; for TDLRT that
@@ -485,6 +607,10 @@ def train(cfg: TrainConfig, resume: bool = False,
         ``max_steps`` may be raised to train longer).
     log : callable, optional
         Receives the text lines (default: print to stdout unless ``cfg.quiet``).
+    overwrite : bool
+        Allow a fresh run into a folder that already holds ``checkpoint.pt`` (it is replaced
+        at the end of the first epoch).  Without it (and without ``resume``) that is a
+        ``FileExistsError``: an earlier run is never replaced silently.
 
     Returns
     -------
@@ -496,6 +622,9 @@ def train(cfg: TrainConfig, resume: bool = False,
         log = (lambda s: None) if cfg.quiet else (lambda s: print(s, flush=True))
     out = Path(cfg.out or cfg.default_out())
     state = None
+    if not resume and not overwrite and (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out / CHECKPOINT} already exists (an earlier run): add --resume "
+                              "to continue it, --overwrite to replace it, or choose another --out")
     if resume:
         path = out / CHECKPOINT
         if not path.is_file():
@@ -523,11 +652,19 @@ def train(cfg: TrainConfig, resume: bool = False,
     if main:
         (out / ".write-test").write_text("ok")
         (out / ".write-test").unlink()
+        for p in clean_stale_temporaries(out):
+            log(f"removed {p} (left by an interrupted write)")
 
     train_full, test = load_dataset(cfg.dataset, cfg.data_dir, cfg.download,
                                     mirrors=[cfg.mirror] if cfg.mirror else None,
                                     progress=not cfg.quiet)
     train_set, val_set = _split(train_full, cfg)
+    if len(train_set) == 0:
+        used = min(len(train_full), cfg.train_limit or len(train_full))
+        held = len(val_set) if val_set else 0
+        raise ValueError(f"the training split is empty ({used} images, {held} held out for "
+                         f"validation by val-fraction {cfg.val_fraction:g}): raise "
+                         "train-limit or lower val-fraction")
     if cfg.test_limit is not None:
         test = test.subset(slice(0, cfg.test_limit))
     shape, num_classes = train_set.image_shape, train_set.num_classes
@@ -540,14 +677,22 @@ def train(cfg: TrainConfig, resume: bool = False,
                               "epochs": [], "ranks": [], "summary": {}}
     start_epoch, step, elapsed = 0, 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{out / CHECKPOINT}: the weights do not match its "
+                                  f"configuration: {_first_line(exc)}") from None
     model.to(device)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
     step_model = model if launch is None else nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{out / CHECKPOINT}: the optimizer state does not match the "
+                                  f"model: {_first_line(exc)}") from None
         if sched is not None and state.get("scheduler") is not None:
             sched.load_state_dict(state["scheduler"])
         record["epochs"], record["ranks"] = state["metrics"]["epochs"], state["metrics"]["ranks"]
@@ -651,7 +796,7 @@ def train(cfg: TrainConfig, resume: bool = False,
             + (f"  conv compression eval {row['eval_compression']:.1f}% train "
                f"{row['train_compression']:.1f}%" if comp else "")
             + (f"  {_ranks_text(ranks)}" if ranks and len(ranks) <= 3 else "")
-            + f"  ({elapsed:.1f} s)")
+            + f"  (cumulative {elapsed:.1f} s)")
         record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
         if not main:
             continue
@@ -721,5 +866,6 @@ def format_summary(record: dict[str, Any]) -> str:
                  f"steps of batch {cfg['batch_size']}, {ms:.0f} ms/step incl. evaluation)")
     if "out" in s:
         lines.append(f"outputs             {s['out']}/ (metrics.csv, metrics.json, "
-                     "checkpoint.pt" + (", plots/" if s.get("plots") else "") + ")")
+                     "checkpoint.pt" + (", report.txt" if s.get("report") else "")
+                     + (", plots/" if s.get("plots") else "") + ")")
     return "\n".join(lines)

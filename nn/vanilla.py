@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tucker_dlra import TuckerTensor, hosvd, multi_mode_product, unfold
+from tucker_dlra import TuckerTensor, hosvd, multi_mode_product, pad_core, unfold, valid_rank
 
 __all__ = [
     "VanillaTuckerConv",
@@ -57,6 +57,23 @@ _FORWARD_MODES = ("auto", "dense", "factorized")
 
 
 # ---------------------------------------------------------------------------- helpers
+def _pad_tucker(t: TuckerTensor, ranks: Sequence[int]) -> TuckerTensor:
+    r"""``t`` with ranks raised to ``ranks``: zero core slices and orthonormal complement columns
+    (deterministic), so the tensor is unchanged.  Cost :math:`O(\sum_i n_i r_i^2)`."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    factors = []
+    for u, r in zip(t.factors, ranks, strict=True):
+        k = int(r) - int(u.shape[1])
+        if k > 0:
+            x = torch.randn(int(u.shape[0]), k, generator=g, dtype=u.dtype).to(u.device)
+            x = x - u @ (u.T @ x)
+            u = torch.cat([u, torch.linalg.qr(x)[0]], dim=1)
+        factors.append(u)
+    core = pad_core(t.core, [(0, int(r) - int(c)) for r, c in zip(ranks, t.core.shape,
+                                                                  strict=True)])
+    return TuckerTensor(core, factors, orthonormal=True)
+
+
 def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
                   sizes: Sequence[int] | None = None) -> tuple[int, ...]:
     r"""Turn a rank specification into one int per mode, each in ``[1, upper[i]]``.
@@ -498,7 +515,13 @@ class VanillaTuckerConv(_VanillaConv):
         w = conv.weight.detach()
         fixed = None if rank is None and rtol is not None else resolve_ranks(
             rank, _tucker_upper(w.shape), sizes=w.shape)
-        t = hosvd(w, rank=fixed, rtol=rtol if fixed is None else None)
+        if fixed is not None and valid_rank(fixed) != tuple(fixed):
+            # a core larger than any multilinear rank (r_i > prod_{j != i} r_j; the paper's
+            # kappa can ask for it): the HOSVD at the largest valid rank, padded with zero
+            # core slices and orthonormal complement columns -- the same kernel
+            t = _pad_tucker(hosvd(w, rank=valid_rank(fixed)), fixed)
+        else:
+            t = hosvd(w, rank=fixed, rtol=rtol if fixed is None else None)
         layer = cls(**cfg, rank=t.rank, forward_mode=forward_mode)
         with torch.no_grad():
             layer.core.copy_(t.core)

@@ -67,11 +67,12 @@ def snapshot(model: nn.Module) -> dict:
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, step_model: nn.Module, rank: int,
           world: int, steps: int = STEPS, clip: float | None = None,
-          micro: int = 1) -> list[dict]:
+          micro: int = 1, lib_clip: list | None = None) -> list[dict]:
     """``steps`` steps on each worker's slice of the global batches; snapshots after each.
 
     ``micro`` > 1: the slice is split in micro-batches, all but the last under
-    ``no_sync()`` (loss divided by ``micro``).
+    ``no_sync()`` (loss divided by ``micro``).  ``lib_clip``: clip with
+    ``tucker_dlra.nn.clip_grad_norm_`` instead of torch's, its norms appended there.
     """
     snaps = []
     per = GLOBAL_BATCH // world
@@ -85,7 +86,11 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, step_model: nn.Module, r
                 else _null()
             with ctx:
                 (F.cross_entropy(step_model(xs[k]), ys[k]) / micro).backward()
-        if clip is not None:
+        if clip is not None and lib_clip is not None:
+            from tucker_dlra.nn import clip_grad_norm_
+
+            lib_clip.append(float(clip_grad_norm_(step_model, clip)))
+        elif clip is not None:
             torch.nn.utils.clip_grad_norm_(step_model.parameters(), clip)
         opt.step()
         snaps.append(snapshot(model))
@@ -142,6 +147,12 @@ def main() -> None:
             ddp = DDP(model)
             opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
             result["clip"] = train(model, opt, ddp, rank, world, steps=3, clip=0.05)
+            model = make_model()
+            ddp = DDP(model)
+            opt = TDLRT(ddp.parameters(), **CONFIGS["bug-sgd"])
+            result["libclip_norms"] = []
+            result["libclip"] = train(model, opt, ddp, rank, world, steps=3, clip=0.05,
+                                      lib_clip=result["libclip_norms"])
             model = make_model(lin_rank=3)
             ddp = DDP(model)
             hook_state = {"bytes": 0}

@@ -73,14 +73,23 @@ def test_evaluate_report_export_plot(tmp_path, capsys):
     ev_dense = json.loads(out)
     assert ev_dense["accuracy"] == ev["accuracy"]
     assert abs(ev_dense["loss"] - ev["loss"]) <= 1e-4 * max(1.0, ev["loss"])
-    state = torch.load(dense, weights_only=False)
-    assert not any("core" in k or "factors" in k for k in state["model"])
-    ts = tmp_path / "dense.ts"
-    code, _, _ = run_cli(["export", ckpt, ts, "--torchscript"], capsys)
-    with warnings.catch_warnings():  # torch.jit.load is deprecated in torch >= 2.9
-        warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.load(str(ts))
-    assert code == 0 and traced(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # a plain state dict: the documented one-liner loads it into the dense model
+    from tucker_dlra.nn import build_model
+
+    model = build_model("lenet5", 1, 10, (28, 28))
+    model.load_state_dict(torch.load(dense, weights_only=True))
+    assert json.loads((tmp_path / "dense.pt.json").read_text())["shape"] == [1, 28, 28]
+    # torch.export program of the dense model (replaces the deprecated TorchScript export)
+    pt2 = tmp_path / "dense.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        code, _, err = run_cli(["export", ckpt, pt2, "--format", "torch-export"], capsys)
+    assert code == 0, err
+    prog = torch.export.load(pt2).module()
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(prog(x), model.eval()(x), rtol=1e-5, atol=1e-5)
+    code, out, _ = run_cli(["evaluate", pt2, "--json"], capsys)
+    assert code == 0 and json.loads(out)["accuracy"] == ev["accuracy"]
     # the figures train writes by default, redrawn from metrics.json
     code, out, _ = run_cli(["plot", run], capsys)
     assert code == 0

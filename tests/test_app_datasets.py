@@ -200,6 +200,22 @@ def test_missing_and_corrupt_local_files_say_what_to_do(tmp_path, idx_files, mon
         D.load_dataset("mnist", tmp_path)
 
 
+def test_decompressed_idx_files_alone_are_refused(tmp_path, idx_files, monkeypatch):
+    """Files named like decompressed MNIST cannot be MD5-verified: refused, not trained on."""
+    folder, md5 = idx_files
+    monkeypatch.setitem(D.DATASETS, "mnist", dataclasses.replace(D.DATASETS["mnist"], files=md5))
+    target = tmp_path / "mnist"
+    target.mkdir()
+    for name in md5:
+        (target / name[:-3]).write_bytes(gzip.decompress((folder / name).read_bytes()))
+    with pytest.raises(D.DatasetError, match="decompressed IDX files.*without their .gz"):
+        D.load_dataset("mnist", tmp_path)
+    for name in md5:  # with the verified originals beside them, the originals are read
+        (target / name).write_bytes((folder / name).read_bytes())
+    train, _ = D.load_dataset("mnist", tmp_path)
+    assert len(train) == 10_000
+
+
 # ------------------------------------------------------------------------- downloads
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

@@ -83,10 +83,24 @@ def test_vanilla_baselines_start_from_their_own_init_and_learn(method, tmp_path)
     cfg = TrainConfig(method=method, rank_fraction=0.2, device="cpu")
     model = build_training_model(cfg, (1, 28, 28), 10)
     dense = build_model("lenet5", 1, 10, (28, 28))
-    w_low = model.conv2.weight_full() if hasattr(model.conv2, "weight_full") else None
-    w_low = w_low if w_low is not None else model.conv2.to_dense().weight
-    ratio = float(w_low.detach().std() / dense.conv2.weight.detach().std())
-    assert 0.3 < ratio < 3.0
+    # E[w^2] of the dense default init (Kaiming-uniform, a = sqrt 5) is 1 / (3 fan_in); the
+    # layer's init must match it in expectation: the mean of ||W||^2 / (numel / (3 fan_in))
+    # over 300 draws within 4 standard errors of 1 (a factor 2 or a wrong fan-in fails)
+    conv = model.conv2
+    fan_in = dense.conv2.weight[0].numel()
+    torch.testing.assert_close(dense.conv2.weight.detach().pow(2).mean() * 3 * fan_in,
+                               torch.tensor(1.0), rtol=0.05, atol=0)
+    draws = []
+    for _ in range(300):
+        conv.reset_parameters()
+        w = conv.weight_full() if hasattr(conv, "weight_full") else conv.to_dense().weight
+        draws.append(float(w.detach().pow(2).mean()) * 3 * fan_in)
+    draws = torch.tensor(draws, dtype=torch.float64)
+    se = float(draws.std()) / len(draws) ** 0.5
+    assert se < 0.05  # resolution of the check
+    assert abs(float(draws.mean()) - 1.0) <= 4 * se, (float(draws.mean()), se)
+    torch.manual_seed(0)
+    model = build_training_model(cfg, (1, 28, 28), 10)
     torch.set_num_threads(1)
     cfg = TrainConfig(method=method, rank_fraction=0.2, epochs=3, batch_size=64,
                       train_limit=1600, val_fraction=0.0, test_limit=400, schedule="none",

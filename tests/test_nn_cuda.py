@@ -141,3 +141,57 @@ def test_conversion_and_report_on_cuda():
         rep_gpu = compression_report(t_gpu, input_shape=(1, 28, 28))
         rep_cpu = compression_report(t_cpu, input_shape=(1, 28, 28))
         assert rep_gpu.to_dict() == rep_cpu.to_dict()
+
+
+def test_measured_path_choice_on_cuda():
+    """Graph-free ``auto`` forwards on CUDA time both paths once per configuration (CUDA
+    events) and keep the faster; the output is the layer's function either way."""
+    from tucker_dlra.nn import layers as L
+
+    torch.manual_seed(4)
+    layer = TuckerConv2d(64, 64, 3, padding=1, rank=(8, 8, 3, 3), device=GPU).eval()
+    x = torch.randn(16, 64, 16, 16, device=GPU)
+    key = layer._path_key(x)
+    L.PATH_SELECTOR.choices.pop(key, None)
+    with torch.no_grad():
+        y = layer(x)
+        ref = nn.functional.conv2d(x, layer.weight_full(), layer.bias, padding=1)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+    t = L.PATH_SELECTOR.timings[key]
+    assert set(t) == {"dense", "factorized"} and all(v > 0 for v in t.values())
+    assert L.PATH_SELECTOR.choices[key] == min(t, key=t.get)
+    n = len(L.PATH_SELECTOR.choices)
+    with torch.no_grad():
+        layer(x)
+    assert len(L.PATH_SELECTOR.choices) == n
+    # training: forward + backward timed on a private copy; gradients of one backward
+    layer.train()
+    ref = copy.deepcopy(layer)
+    ref.forward_mode = "dense"
+    layer(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    assert any(k[0] == "train" for k in L.PATH_SELECTOR.choices)
+    torch.testing.assert_close(layer.grad_full, ref.grad_full, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(layer.core.grad, ref.core.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_kernel_cache_follows_steps_on_cuda():
+    torch.manual_seed(5)
+    layer = TuckerConv2d(8, 16, 3, padding=1, rank=(4, 4, 3, 3), forward_mode="dense",
+                         dtype=DT, device=GPU)
+    opt = TDLRT(layer.parameters(), lr=0.1, tau=0.0)
+    x = torch.randn(4, 8, 8, 8, dtype=DT, device=GPU)
+    for _ in range(2):
+        layer.eval()
+        with torch.no_grad():
+            before = layer(x)
+        layer.train()
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+        layer.eval()
+        with torch.no_grad():
+            after = layer(x)
+            ref = nn.functional.conv2d(x, layer.weight_full(), layer.bias, padding=1)
+        assert not torch.allclose(after, before)
+        torch.testing.assert_close(after, ref, rtol=1e-10, atol=1e-10)

@@ -131,6 +131,23 @@ def test_clip_grad_norm_under_ddp_equals_single_process(results):
     assert not torch.equal(ref[0]["0.W"], unclipped[0]["0.W"])  # the clip did act
 
 
+def test_library_clip_under_ddp_identical_workers_and_an_upper_bound(results):
+    """tucker_dlra.nn.clip_grad_norm_ under DDP: the same norm and step on every worker;
+    layers that average projections count sqrt(mean of the workers' ||G_w||^2), at least
+    the norm of the averaged G that a single process on the concatenated batch counts."""
+    n0, n1 = results[0]["libclip_norms"], results[1]["libclip_norms"]
+    assert n0 == n1 and len(n0) == 3
+    for s0, s1 in zip(results[0]["libclip"], results[1]["libclip"], strict=True):
+        for k in s0:
+            assert s0[k] == s1[k] if k.endswith(".ranks") else torch.equal(s0[k], s1[k]), k
+    model = W.make_model()
+    opt = TDLRT(model.parameters(), **W.CONFIGS["bug-sgd"])
+    single: list = []
+    W.train(model, opt, model, 0, 1, steps=1, clip=0.05, lib_clip=single)
+    assert n0[0] >= single[0] * (1 - 1e-12)
+    assert 0.05 / n0[0] < 0.5  # the clip acted
+
+
 def test_bytes_per_step_are_the_projections(results):
     """Per layer: round 1 (core + K-gradients) and round 2 (the augmented core), or the dense
     kernel gradient where that is smaller (ranks near full); plus 3 fixed-size checks.

@@ -84,16 +84,30 @@ def test_checkpoint_round_trip_continues_identically(descent, integrator):
 
 
 def test_optimizer_state_dict_reload_then_step():
+    """A fresh optimizer loaded from a serialised state dict takes the very step the original
+    takes; without the state (momentum lost) the step differs, so the check is not vacuous."""
     model = model_with(3)
     opt = TDLRT(model.parameters(), lr=0.1, momentum=0.9, tau=0.1)
     x, y = data()
     step(model, opt, x, y)
-    opt.load_state_dict(opt.state_dict())
-    F.cross_entropy(model(x), y).backward()
-    opt.step()
-    for p in model.parameters():
-        buf = opt.state[p]["momentum_buffer"]
-        assert buf.shape == p.shape
+    step(model, opt, *data(3))
+    assert all(float(opt.state[p]["momentum_buffer"].abs().max()) > 0 for p in model.parameters())
+    sd = save_load(opt.state_dict())
+    twin, fresh = copy.deepcopy(model), copy.deepcopy(model)
+    opt_twin = TDLRT(twin.parameters(), lr=0.1, momentum=0.9, tau=0.1)
+    opt_twin.load_state_dict(sd)
+    opt_fresh = TDLRT(fresh.parameters(), lr=0.1, momentum=0.9, tau=0.1)
+    x2, y2 = data(2)
+    for m, o in ((model, opt), (twin, opt_twin), (fresh, opt_fresh)):
+        step(m, o, x2, y2)
+    assert ranks(twin) == ranks(model)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(opt_twin.state[q]["momentum_buffer"],
+                                   opt.state[p]["momentum_buffer"], rtol=1e-12, atol=1e-14)
+    differs = [p.shape != q.shape or not torch.allclose(p, q, rtol=1e-6, atol=1e-9)
+               for p, q in zip(model.parameters(), fresh.parameters(), strict=True)]
+    assert any(differs)
 
 
 def test_optimizer_state_loaded_into_wrong_ranks_is_a_clear_error():
@@ -169,3 +183,36 @@ def test_pickled_model_and_optimizer_keep_training():
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
     assert opt_b.nonfinite == "skip"
+
+
+def test_loading_non_orthonormal_factors_restores_them_and_keeps_the_kernel():
+    """A checkpoint whose factor has the right shape but is not orthonormal: the load warns,
+    naming the factor, re-orthonormalises (kernel unchanged), and a TDLRT step at lr = 0 then
+    leaves the kernel unchanged (with the raw factor it changed it by 1600 %)."""
+    model = model_with(3)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(3)
+    sd["2.factors.1"] = torch.randn(sd["2.factors.1"].shape, generator=g, dtype=D64)
+    layer = model[2]
+    from tucker_dlra import TuckerTensor, check_orthonormal
+
+    want = TuckerTensor(sd["2.core"], [sd[f"2.factors.{i}"] for i in range(4)]).full()
+    with pytest.warns(UserWarning, match=r"2\.factors\.1 .*not orthonormal|not orthonormal.*"
+                      r"2\.factors\.1"):
+        model.load_state_dict(sd)
+    check_orthonormal([f.detach() for f in layer.factors])
+    torch.testing.assert_close(layer.weight_full().detach(), want, rtol=1e-12, atol=1e-12)
+    opt = TDLRT(model.parameters(), lr=0.0, momentum=0.0, tau=0.0)
+    step(model, opt, *data())
+    torch.testing.assert_close(layer.weight_full().detach(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_loading_orthonormal_factors_is_silent_and_exact():
+    a, b = model_with(3), model_with(3, seed=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b.load_state_dict(a.state_dict())
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)

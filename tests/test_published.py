@@ -80,7 +80,10 @@ def test_t2_schrodinger_bug_plateau():
 def test_t2_rank_adaptive_conserves_norm_and_energy():
     """Rank-adaptive BUG (theta = 1e-6 absolute, r_max = 30): per step the norm changes by at
     most theta (the Galerkin step conserves it, the truncation removes <= theta), and the
-    energy is conserved to O(theta) (CKL22; NUMERICS: norm drift 5e-9..2e-10, energy <= 9e-7).
+    energy is conserved to O(theta) (Ceruti, Kusch & Lubich, "A rank-adaptive robust
+    integrator for dynamical low-rank approximation", BIT Numer. Math. 62, 2022).  Reference
+    values of an independent implementation of that integrator on this problem: energy
+    error <= 9e-7, final error about 3.4e-5 at h = 0.02; measured here 2.3e-7 and 2.6e-5.
     """
     p = P.schrodinger(n=100, rank=12, seed=0)
     theta = 1e-6
@@ -94,7 +97,7 @@ def test_t2_rank_adaptive_conserves_norm_and_energy():
     steps = np.abs(np.diff(norms))
     assert np.all(steps <= theta + 1e-12)
     assert abs(norms[-1] - 1.0) <= 1e-7
-    assert max(abs(e - p.meta["energy0"]) for e in energies) <= 1e-5
+    assert max(abs(e - p.meta["energy0"]) for e in energies) <= 9e-7  # the reference bound
     assert all(max(r) <= 30 for r in res.ranks)
     assert max(res.ranks[-1]) > 12  # the rank grew from 12
-    assert err <= 1e-3  # NUMERICS: ~3.4e-5 at h = 0.02 (r = 12)
+    assert err <= 5e-5  # reference ~3.4e-5 at h = 0.02 (r = 12): within 1.5x

@@ -23,7 +23,14 @@ from conftest import random_array, random_orthonormal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tucker_dlra import TuckerTensor, check_orthonormal, hosvd, pad_core, truncate
+from tucker_dlra import (
+    TuckerTensor,
+    check_orthonormal,
+    hosvd,
+    pad_core,
+    truncate,
+    valid_rank,
+)
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -171,6 +178,7 @@ def test_hosvd_error_bound(backend, shape, dtype, seed, frac, use_atol):
 @given(case=tucker_case(), seed2=seeds)
 def test_hosvd_fixed_rank_quasi_optimal(backend, case, seed2):
     shape, rank, dtype, seed = case
+    rank = valid_rank(rank)  # a fixed hosvd rank must be a multilinear rank
     rng = np.random.default_rng(seed)
     x_np = decaying_tensor(rng, shape, dtype, decay=0.7)
     y, info = hosvd(backend.asarray(x_np), rank=rank, full_output=True)
@@ -277,7 +285,7 @@ def test_truncate_rank_bounds(backend, shape, dtype, seed, frac, data):
     err = np.linalg.norm(dense(backend, out) - x)
     assert err <= info.error_bound + 50 * eps_of(dtype) * np.linalg.norm(x) * max(shape)
     # a fixed rank is obeyed exactly
-    fixed = tuple(rmax)
+    fixed = valid_rank(rmax)
     assert truncate(t, rank=fixed).rank == fixed
 
 
@@ -311,7 +319,7 @@ def test_gram_and_svd_agree_when_well_resolved(backend, shape, dtype, seed, data
     rng = np.random.default_rng(seed)
     x = decaying_tensor(rng, shape, dtype, decay=0.6)
     total = math.prod(shape)
-    rank = tuple(data.draw(st.integers(1, min(n, total // n))) for n in shape)
+    rank = valid_rank([data.draw(st.integers(1, min(n, total // n))) for n in shape])
     yg, ig = hosvd(backend.asarray(x), rank=rank, method="gram", full_output=True)
     ys, is_ = hosvd(backend.asarray(x), rank=rank, method="svd", full_output=True)
     assert set(ig.methods) <= {"gram"} and set(is_.methods) == {"svd"}
@@ -435,3 +443,38 @@ def test_norm_of_a_difference_is_accurate_below_sqrt_eps(backend):
     exact = delta * np.sqrt(core.size)
     got = float((b - a).norm())
     assert abs(got - exact) <= 1e-3 * exact
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_orthonormal_flag_is_checked_where_data_enters(dtype):
+    """``orthonormal=True`` with a factor that is not orthonormal is refused (it gave a wrong
+    ``norm()`` and ``truncate`` passed the false flag on); rounding-level deviations pass."""
+    rng = np.random.default_rng(0)
+    core = rng.standard_normal((2, 3, 2)).astype(dtype)
+    good = [random_orthonormal(rng, n, r, dtype) for n, r in ((4, 2), (5, 3), (3, 2))]
+    t = TuckerTensor(core, good, orthonormal=True)
+    np.testing.assert_allclose(float(t.norm()), np.linalg.norm(t.full()), rtol=1e-5)
+    bad = list(good)
+    bad[1] = 2.0 * good[1]
+    with pytest.raises(ValueError, match=r"factors\[1\] must have orthonormal columns"):
+        TuckerTensor(core, bad, orthonormal=True)
+    # an unflagged tensor with the same factors: norm and truncate are right, result flagged
+    u = TuckerTensor(core, bad)
+    np.testing.assert_allclose(float(u.norm()), np.linalg.norm(u.full()), rtol=1e-5)
+    y = truncate(u)
+    assert y.orthonormal
+    check_orthonormal(y.factors)
+    np.testing.assert_allclose(float(y.norm()), np.linalg.norm(u.full()), rtol=1e-5)
+    # rounding-level drift of the dtype is accepted
+    eps = np.finfo(np.float32 if dtype in (np.float32,) else np.float64).eps
+    drift = [g + 10 * eps * rng.standard_normal(g.shape).astype(dtype) for g in good]
+    assert TuckerTensor(core, drift, orthonormal=True).orthonormal
+
+
+def test_arithmetic_keeps_the_flag_only_on_the_same_bases():
+    rng = np.random.default_rng(1)
+    core = rng.standard_normal((2, 2))
+    fs = [random_orthonormal(rng, 4, 2, np.float64) for _ in range(2)]
+    t = TuckerTensor(core, fs, orthonormal=True)
+    assert (-t).orthonormal and (2.0 * t).orthonormal and (t / 3.0).orthonormal
+    assert not (t + t).orthonormal

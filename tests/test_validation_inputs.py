@@ -151,3 +151,60 @@ def test_non_finite_data(backend):
     t = TuckerTensor(backend.asarray(bad), [backend.asarray(np.eye(n)) for n in (3, 4)])
     with pytest.raises(ValueError, match=r"t must have finite entries"):
         truncate(t, atol=0.1)
+
+
+def test_rank_given_as_a_string_is_a_type_error(x, t):
+    with pytest.raises(TypeError, match="rank must be an int or a sequence of 3 ints; got the str"):
+        hosvd(x, rank="3")
+    with pytest.raises(TypeError, match="rank must be an int or a sequence"):
+        truncate(t, rank="2")
+
+
+def test_rank_that_is_not_a_tucker_rank_is_refused(x, t):
+    """r_i > prod_{j != i} r_j cannot be a multilinear rank: refused, naming the valid one."""
+    with pytest.raises(ValueError, match=r"not a Tucker rank: rank\[2\] = 4 exceeds the product "
+                       r"2.*valid: \(1, 2, 2\)"):
+        hosvd(x, rank=(1, 2, 4))
+    with pytest.raises(ValueError, match="not a Tucker rank"):
+        truncate(t, rank=(2, 1, 3))
+    assert hosvd(x, rank=(1, 2, 2)).rank == (1, 2, 2)
+
+
+@pytest.mark.parametrize("tol", ["rtol", "atol"])
+def test_fixed_rank_and_tolerance_together_are_refused(x, t, tol):
+    with pytest.raises(ValueError, match="give at most one of rank and rtol/atol"):
+        hosvd(x, rank=(2, 2, 2), **{tol: 0.1})
+    with pytest.raises(ValueError, match="give at most one of rank and rtol/atol"):
+        truncate(t, rank=2, **{tol: 0.1})
+    # None entries leave those modes to the tolerance: allowed
+    assert hosvd(x, rank=(2, None, None), **{tol: 0.0}).rank[0] == 2
+
+
+def test_empty_tensors_are_a_clear_error(backend):
+    x = backend.asarray(np.zeros((0, 3, 2)))
+    with pytest.raises(ValueError, match=r"x has an empty mode \(shape \(0, 3, 2\)\)"):
+        hosvd(x)
+    t = TuckerTensor(backend.asarray(np.zeros((1, 1))), [backend.asarray(np.zeros((0, 1))),
+                                                          backend.asarray(np.ones((2, 1)))])
+    with pytest.raises(ValueError, match="t has an empty mode"):
+        truncate(t)
+
+
+def test_half_precision_is_factorised_in_float32():
+    """float16 (NumPy, torch) and bfloat16 (torch): hosvd and truncate return the input's
+    dtype, orthonormal to its rounding, and agree with the float32 computation."""
+    torch = pytest.importorskip("torch")
+    x32 = random_array(np.random.default_rng(2), (5, 6, 7), np.float32)
+    cases = [(x32.astype(np.float16), np.float16),
+             (torch.from_numpy(x32).to(torch.float16), torch.float16),
+             (torch.from_numpy(x32).to(torch.bfloat16), torch.bfloat16)]
+    for xh, dt in cases:
+        y = hosvd(xh, rank=(3, 3, 4))
+        assert y.dtype == dt and y.orthonormal
+        check_orthonormal(y.factors)
+        ref = hosvd(x32, rank=(3, 3, 4)).full()
+        full = y.full()
+        full = np.asarray(full.float()) if hasattr(full, "float") else full.astype(np.float32)
+        assert np.linalg.norm(full - ref) <= 3e-2 * np.linalg.norm(ref)
+        z, info = truncate(y, rank=(2, 2, 2), full_output=True)
+        assert z.dtype == dt and z.rank == (2, 2, 2) and info.rank == (2, 2, 2)

@@ -36,6 +36,7 @@ from .tucker import (
     check_orthonormal,
     hosvd,
     pad_core,
+    pad_rank,
     truncate,
     valid_rank,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "mode_product",
     "multi_mode_product",
     "pad_core",
+    "pad_rank",
     "parallel_core",
     "tangent_components",
     "tangent_project",

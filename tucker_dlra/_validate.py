@@ -47,6 +47,9 @@ def per_mode(spec: RankSpec, ndim: int, name: str, upper: Sequence[int],
     """
     if spec is None:
         return [None] * ndim
+    if isinstance(spec, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a sequence of {ndim} ints; got the string "
+                        f"{spec!r}")
     if isinstance(spec, numbers.Integral) and not isinstance(spec, bool):
         vals = [int(spec)] * ndim
         broadcast = True

@@ -37,13 +37,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from ._validate import check_int, check_tolerance
-from .backend import ct, import_torch
+from .backend import import_torch
 from .tensor import multi_mode_product, unfold
-from .tucker import TuckerTensor, pad_core
+from .tucker import TuckerTensor, pad_core, pad_rank
 
 __all__ = [
     "Problem",
@@ -324,45 +323,26 @@ def apply_linear_tucker(terms: Sequence[LinearTerm], y: TuckerTensor,
                         to: Callable | None = None) -> TuckerTensor:
     r"""The linear operator of :func:`apply_linear` applied to a TuckerTensor, in Tucker form.
 
-    Returns a TuckerTensor whose mode-i factor is :math:`[U_i, M_{i,1}U_i, \dots]`
-    (one block per distinct matrix acting on mode i) and whose core holds
-    :math:`c_k C` in the block of term k.  For :math:`\sum_i Y\times_i A_i` the rank
-    is :math:`2r` per mode and the core has d nonzero blocks of size :math:`r^d`.
-    Never forms a dense tensor: cost :math:`O(\sum_k \sum_{i\in S_k} n_i^2 r_i)`
-    plus the block core, :math:`O((\max_i b_i)^d \prod r_i)`.
+    A thin wrapper of :meth:`tucker_dlra.operators.LinearOperator.apply_tucker` (the
+    public, documented form of this operator): the mode-i factor is
+    :math:`[U_i, M_{i,1}U_i, \dots]` (one block per distinct matrix acting on mode i) and
+    the core holds :math:`c_k C` in the block of term k.  For :math:`\sum_i Y\times_i A_i`
+    the rank is :math:`2r` per mode and the core has d nonzero blocks of size :math:`r^d`.
+    ``to`` converts the host matrices to ``y``'s library first (else they are converted
+    by the operator).  Never forms a dense tensor.
     """
-    xp = y.xp
-    d = y.ndim
-    mats_per_mode: list[list[np.ndarray]] = [[] for _ in range(d)]
-    blocks = []
-    for coef, mats in terms:
-        idx = []
-        for i in range(d):
-            if i in mats:
-                m = mats[i]
-                for j, known in enumerate(mats_per_mode[i]):
-                    if known is m:
-                        idx.append(j + 1)
-                        break
-                else:
-                    mats_per_mode[i].append(m)
-                    idx.append(len(mats_per_mode[i]))
-            else:
-                idx.append(0)
-        blocks.append((coef, idx))
-    r = y.rank
-    nb = [1 + len(ms) for ms in mats_per_mode]
-    core = None
-    for coef, idx in blocks:
-        pads = [(j * r[i], (nb[i] - 1 - j) * r[i]) for i, j in enumerate(idx)]
-        blk = pad_core(y.core * coef if coef != 1 else y.core, pads)
-        core = blk if core is None else core + blk
-    factors = []
-    for i in range(d):
-        parts = [y.factors[i]] + [(m if to is None else to(m)) @ y.factors[i]
-                                  for m in mats_per_mode[i]]
-        factors.append(xp.concat(parts, axis=1) if len(parts) > 1 else parts[0])
-    return TuckerTensor(core, factors)
+    from .operators import LinearOperator
+
+    if to is not None:
+        conv: dict[int, Any] = {}
+
+        def once(m: Any) -> Any:  # convert each distinct matrix once (keeps shared blocks)
+            if id(m) not in conv:
+                conv[id(m)] = to(m)
+            return conv[id(m)]
+
+        terms = [(c, {i: once(m) for i, m in mats.items()}) for c, mats in terms]
+    return LinearOperator(terms).apply_tucker(y)
 
 
 def expm_multiply_taylor(apply: Callable[[np.ndarray], np.ndarray], y: np.ndarray, t: float,
@@ -1009,45 +989,6 @@ def tucker_tiny_singular_values(
         source="NUMERICS.md T4(a)",
         meta=dict(n=n, d=d, rank=rank, seed=seed if isinstance(seed, int) else None),
     )
-
-
-def pad_rank(y: TuckerTensor, rank: int | Sequence[int], seed: int = 0) -> TuckerTensor:
-    r"""The same tensor represented at a larger Tucker rank (zero-padded core).
-
-    Each factor :math:`U_i` is completed by random orthonormal columns orthogonal to it
-    and the core is zero-padded (:func:`~tucker_dlra.pad_core`), so the result equals
-    ``y`` exactly but its core unfoldings are singular.  Used to start fixed-rank
-    integrators at the rank of an exact flow (:func:`gradient_flow`) and to test rank
-    adaptivity from an overestimated rank (issue 3).  Cost :math:`O(\sum_i n_i r_i^2)`.
-    """
-    if not isinstance(y, TuckerTensor):
-        raise TypeError(f"y must be a TuckerTensor; got {type(y).__name__}")
-    d = y.ndim
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        rank = (int(rank),) * d
-    rank = tuple(rank)
-    if len(rank) != d:
-        raise ValueError(f"rank must have one entry per mode ({d}); got {rank}")
-    y = y if y.orthonormal else y.orthonormalize()
-    rng = _rng(seed)
-    xp = y.xp
-    factors = []
-    for i, (u, r) in enumerate(zip(y.factors, rank, strict=True)):
-        n, r0 = u.shape
-        if not r0 <= r <= n:
-            raise ValueError(f"rank[{i}] must be in [{r0}, {n}] (current rank .. mode size); "
-                             f"got {r}")
-        if r == r0:
-            factors.append(u)
-            continue
-        g = xp.asarray(rng.standard_normal((n, r - r0)), dtype=u.dtype,
-                       device=array_api_compat.device(u))
-        for _ in range(2):  # Gram-Schmidt twice against span U_i
-            g = g - u @ (ct(xp, u) @ g)
-        q, _ = xp.linalg.qr(g)
-        factors.append(xp.concat([u, q], axis=1))
-    core = pad_core(y.core, [(0, r - r0) for r, r0 in zip(rank, y.rank, strict=True)])
-    return TuckerTensor(core, factors, orthonormal=True)
 
 
 def _rk4_path(f: Callable, y: Any, t0: float, h: float, n: int) -> list:

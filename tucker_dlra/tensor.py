@@ -141,6 +141,10 @@ def mode_product(x: Array, matrix: Array, mode: int, transpose: bool = False) ->
         x, matrix = xp.astype(x, dt), xp.astype(matrix, dt)
     if mode == x.ndim - 1:
         return x @ xp.matrix_transpose(matrix) if x.ndim > 1 else matrix @ x
+    if mode == 0:  # Mat_0 is a view: one matrix product, no transposition of x
+        rest = tuple(x.shape[1:])
+        y = matrix @ xp.reshape(x, (x.shape[0], math.prod(rest)))
+        return xp.reshape(y, (matrix.shape[0], *rest))
     y = xp.tensordot(matrix, x, axes=([1], [mode]))
     return y if mode == 0 else xp.moveaxis(y, 0, mode)
 

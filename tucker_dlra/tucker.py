@@ -18,6 +18,7 @@ from .backend import (
     ct,
     dtype_eps,
     eigh_descending,
+    is_complex,
     namespace,
     qr,
     svd_left,
@@ -25,7 +26,8 @@ from .backend import (
 from .tensor import multi_mode_product, unfold
 
 __all__ = [
-    "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "valid_rank", "RULES",
+    "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "pad_rank", "valid_rank",
+    "RULES", "check_orthonormal", "orthonormality_defects",
 ]
 
 Array = Any
@@ -48,9 +50,13 @@ class TuckerTensor:
     factors : sequence of d arrays, ``factors[i]`` of shape (n_i, r_i)
         The factor matrices :math:`U_i` (same library, dtype and device as ``core``).
     orthonormal : bool, default False
-        Declare that every factor has orthonormal columns.  Set by :func:`hosvd`,
-        :func:`truncate` and :meth:`orthonormalize`; then :meth:`norm` reads the
-        norm off the core.  Not checked here (see :func:`check_orthonormal`).
+        Declare that every factor has orthonormal columns; then :meth:`norm` reads the
+        norm off the core and :func:`truncate` skips its QRs.  The declaration is checked
+        (:math:`\|U_i^H U_i - I\|_F` within the dtype-aware tolerance of
+        :func:`check_orthonormal`; cost :math:`O(\sum_i n_i r_i^2)` and one scalar
+        transfer): a ``ValueError`` names the first factor that is not orthonormal.
+        :func:`hosvd`, :func:`truncate` and :meth:`orthonormalize` build their results
+        orthonormal by construction and skip the check.
 
     Notes
     -----
@@ -86,7 +92,20 @@ class TuckerTensor:
         del xp
         self.core = core
         self.factors = factors
-        self.orthonormal = bool(orthonormal)
+        self.orthonormal = False
+        if orthonormal:
+            check_orthonormal(factors, "factors")
+            self.orthonormal = True
+
+    @classmethod
+    def _orthonormal(cls, core: Array, factors: Sequence[Array]) -> TuckerTensor:
+        """A Tucker tensor whose factors are orthonormal by construction (QR, SVD, eigh).
+
+        For the library's own producers: skips the check of the public constructor.
+        """
+        t = cls(core, factors)
+        t.orthonormal = True
+        return t
 
     # ------------------------------------------------------------------ properties
     @property
@@ -192,8 +211,14 @@ class TuckerTensor:
                                                                    strict=True)]
         return TuckerTensor(core, factors)
 
+    def _same_basis(self, core: Array, factors: Sequence[Array]) -> TuckerTensor:
+        """New core on this tensor's (possibly recast) factors: the flag carries over."""
+        if self.orthonormal:
+            return TuckerTensor._orthonormal(core, factors)
+        return TuckerTensor(core, factors)
+
     def __neg__(self) -> TuckerTensor:
-        return TuckerTensor(-self.core, self.factors, self.orthonormal)
+        return self._same_basis(-self.core, self.factors)
 
     def __sub__(self, other: TuckerTensor) -> TuckerTensor:
         if not isinstance(other, TuckerTensor):
@@ -206,7 +231,7 @@ class TuckerTensor:
         if core.dtype != self.core.dtype:
             xp = self.xp
             factors = [xp.astype(u, core.dtype) for u in factors]
-        return TuckerTensor(core, factors, self.orthonormal)
+        return self._same_basis(core, factors)
 
     def __mul__(self, scalar: Any) -> TuckerTensor:
         if isinstance(scalar, TuckerTensor):
@@ -227,7 +252,7 @@ class TuckerTensor:
         """
         xp = self.xp
         qs, rs = zip(*(qr(xp, u) for u in self.factors), strict=True)
-        return TuckerTensor(multi_mode_product(self.core, list(rs)), list(qs), orthonormal=True)
+        return TuckerTensor._orthonormal(multi_mode_product(self.core, list(rs)), list(qs))
 
     def to_tensorly(self) -> Any:
         """Convert to ``tensorly.tucker_tensor.TuckerTensor`` (needs tensorly; not a dependency)."""
@@ -296,6 +321,79 @@ def pad_core(core: Array, pads: Sequence[tuple[int, int]]) -> Array:
             parts.append(xp.zeros(tuple(shape), dtype=core.dtype, device=_device(core)))
         core = xp.concat([parts[0], core, parts[1]], axis=i)
     return core
+
+
+def pad_rank(y: TuckerTensor, rank: RankSpec, seed: int = 0) -> TuckerTensor:
+    r"""The same tensor represented at a larger Tucker rank: orthonormal completion + zero core.
+
+    Each factor :math:`U_i \in \mathbb{K}^{n_i\times r_i^0}` is completed to
+    :math:`[U_i, \tilde U_i]` with :math:`r_i - r_i^0` orthonormal columns orthogonal to
+    :math:`U_i` (Gaussian columns from ``numpy.random.default_rng(seed)``, projected out of
+    :math:`\mathrm{span}\,U_i` twice and orthonormalised by QR), and the core is
+    zero-padded (:func:`pad_core`).  The result equals ``y`` exactly (up to rounding in the
+    orthonormalisation of a non-orthonormal ``y``) but its core unfoldings are singular.
+
+    This is the standard way to start a fixed-rank integrator (:func:`~tucker_dlra.bug`,
+    :func:`~tucker_dlra.projector_splitting`) at rank ``rank`` from a lower-rank initial
+    value.  The random completion makes the overlap matrices :math:`U_i^{1H}U_i^0` of the
+    first step generically invertible.  The first step then has to find the missing
+    directions from :math:`F(t_0, Y_0)` alone: its local error is :math:`O(h)` instead of
+    :math:`O(h^2)` in the components that the start does not contain, and later steps carry
+    this error along (a start-up error of size :math:`O(h)`, not amplified).  Integrators
+    that cannot handle singular core unfoldings (:func:`~tucker_dlra.direct`: the
+    pseudo-inverse of Eq. (8)) must not be started from a padded tensor.
+
+    Parameters
+    ----------
+    y : TuckerTensor
+    rank : int or sequence of int
+        New rank per mode, :math:`r_i^0 \le r_i \le n_i` (an int applies to every mode).
+    seed : int, default 0
+        Seed of the random completion.
+
+    Returns
+    -------
+    TuckerTensor with orthonormal factors and rank ``rank``.
+
+    Notes
+    -----
+    Cost :math:`O(\sum_i n_i r_i^2)` plus the padded core :math:`O(\prod_i r_i)`.
+    """
+    import numpy as np  # the completion is drawn on the host so every backend gets the same
+
+    if not isinstance(y, TuckerTensor):
+        raise TypeError(f"y must be a TuckerTensor; got {type(y).__name__}")
+    d = y.ndim
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        rank = (int(rank),) * d
+    try:
+        rank = tuple(int(r) for r in rank)  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(f"rank must be an int or a sequence of {d} ints; got {rank!r}") from None
+    if len(rank) != d:
+        raise ValueError(f"rank must have one entry per mode ({d}); got {rank}")
+    y = y if y.orthonormal else y.orthonormalize()
+    rng = np.random.default_rng(seed)
+    xp = y.xp
+    factors = []
+    for i, (u, r) in enumerate(zip(y.factors, rank, strict=True)):
+        n, r0 = (int(v) for v in u.shape)
+        if not r0 <= r <= n:
+            raise ValueError(f"rank[{i}] must be in [{r0}, {n}] (the current rank of mode {i} "
+                             f".. its size; padding cannot lower a rank, use truncate); got {r}")
+        if r == r0:
+            factors.append(u)
+            continue
+        g = rng.standard_normal((n, r - r0))
+        if is_complex(xp, y.core):
+            g = g + 1j * rng.standard_normal((n, r - r0))
+        g = xp.asarray(g, dtype=u.dtype, device=_device(u))
+        for _ in range(2):  # Gram-Schmidt twice against span U_i
+            g = g - u @ (ct(xp, u) @ g)
+        q, _ = qr(xp, g)
+        factors.append(xp.concat([u, q], axis=1))
+    core = pad_core(y.core, [(0, r - r0) for r, r0 in zip(rank, y.rank, strict=True)])
+    return TuckerTensor(core, factors, orthonormal=True)
 
 
 def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
@@ -371,6 +469,18 @@ def _choose_ranks(
     total = math.prod(shape)
     upper = [min(n, total // n) if n else 0 for n in shape]
     ranks = per_mode(rank, d, "rank", upper)
+    if all(r is not None for r in ranks):
+        fixed = [int(r) for r in ranks]  # type: ignore[arg-type]
+        if tol is not None:
+            raise ValueError("give at most one of rank and rtol/atol (a rank fixes every mode, "
+                             "the tolerance would be ignored); use None entries in rank for the "
+                             "modes the tolerance should choose")
+        for i in range(d):
+            others = math.prod(fixed[:i] + fixed[i + 1:])
+            if fixed[i] > others:
+                raise ValueError(
+                    f"rank = {tuple(fixed)} is not a Tucker rank: rank[{i}] = {fixed[i]} exceeds "
+                    f"the product {others} of the other ranks (valid: {valid_rank(fixed)})")
     rmax = per_mode(max_rank, d, "max_rank", upper, clamp=True)
     rmin = per_mode(min_rank, d, "min_rank", upper, clamp=True)
     if rule not in RULES:
@@ -523,19 +633,63 @@ def hosvd(
     if x.ndim < 1:
         raise ValueError("x must have at least one mode")
     xp = namespace(x)
+    _check_nonempty(x.shape, "x")
+    if _is_half(xp, x.dtype):  # factorise in float32, hand back the input's dtype
+        res = hosvd(xp.astype(x, xp.float32), rank, rtol, atol, max_rank, min_rank, rule,
+                    method, full_output)
+        return _cast_result(xp, res, x.dtype)
     norm = _finite_norm(xp, x, "x")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
     bases, info = _choose_ranks(x, rank, tol, rule, max_rank, min_rank, method)
     core = multi_mode_product(x, bases, transpose=True)
-    t = TuckerTensor(core, _fill_identity(x, bases), orthonormal=True)
+    t = TuckerTensor._orthonormal(core, _fill_identity(x, bases))
     if full_output:
         return t, _with_norm(info, float(norm))
     return t
 
 
+def _is_half(xp: Any, dtype: Any) -> bool:
+    """float16 / bfloat16: no linear algebra kernels (QR, eigh, SVD) in NumPy or torch."""
+    return xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits == 16
+
+
+def _cast_result(xp: Any, res: Any, dtype: Any) -> Any:
+    """A float32 result of :func:`hosvd`/:func:`truncate` in the half dtype of the input.
+
+    The factors stay orthonormal to the half precision's rounding (far inside the tolerance
+    of :func:`check_orthonormal`).
+    """
+    t, info = res if isinstance(res, tuple) else (res, None)
+    t = TuckerTensor._orthonormal(xp.astype(t.core, dtype), [xp.astype(u, dtype)
+                                                               for u in t.factors])
+    return (t, info) if info is not None else t
+
+
+def _check_nonempty(shape: Sequence[int], name: str) -> None:
+    if any(int(n) == 0 for n in shape):
+        raise ValueError(f"{name} has an empty mode (shape {tuple(int(n) for n in shape)}); "
+                         "every mode must have size >= 1")
+
+
 def _with_norm(info: TruncationInfo, norm: float) -> TruncationInfo:
     return TruncationInfo(info.rank, info.tails, info.error_bound, info.tolerance, info.rule,
                           norm, info.methods)
+
+
+def _check_not_above(rank: RankSpec, current: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    """``truncate`` cannot raise a rank: name the real limit (the current rank, not n_i)."""
+    if rank is None:
+        return
+    vals = [rank] * len(current) if isinstance(rank, int) else list(rank)  # type: ignore
+    if len(vals) != len(current):
+        return  # per_mode reports the length error
+    for i, (v, r) in enumerate(zip(vals, current, strict=True)):
+        if isinstance(v, int) and not isinstance(v, bool) and r < v <= shape[i]:
+            raise ValueError(
+                f"rank[{i}] = {v} exceeds the current Tucker rank {r} of mode {i} (mode size "
+                f"{shape[i]}): truncation can only lower a rank, so it must be in [1, {r}]; "
+                f"represent the tensor at a larger rank with tucker_dlra.pad_rank "
+                f"(zero-padded core, orthonormal completion of the factors)")
 
 
 def truncate(
@@ -588,6 +742,13 @@ def truncate(
     if not isinstance(t, TuckerTensor):
         raise TypeError(f"t must be a TuckerTensor; got {type(t).__name__}")
     xp = t.xp
+    _check_nonempty(t.shape, "t")
+    _check_nonempty(t.rank, "t.core")
+    if _is_half(xp, t.dtype):  # factorise in float32, hand back the input's dtype
+        t32 = TuckerTensor(xp.astype(t.core, xp.float32),
+                           [xp.astype(u, xp.float32) for u in t.factors])
+        res = truncate(t32, rtol, atol, rank, max_rank, min_rank, rule, method, full_output)
+        return _cast_result(xp, res, t.dtype)
     if t.orthonormal:
         qs, core = list(t.factors), t.core
     else:
@@ -595,10 +756,11 @@ def truncate(
         qs, core = list(qs), multi_mode_product(t.core, list(rs))
     norm = _finite_norm(xp, core, "t")
     tol = _tolerance(rtol, atol, norm if rtol is not None else None)
+    _check_not_above(rank, t.rank, t.shape)
     bases, info = _choose_ranks(core, rank, tol, rule, max_rank, min_rank, method)
     new_core = multi_mode_product(core, bases, transpose=True)
     factors = [q if p is None else q @ p for q, p in zip(qs, bases, strict=True)]
-    out = TuckerTensor(new_core, factors, orthonormal=True)
+    out = TuckerTensor._orthonormal(new_core, factors)
     if full_output:
         return out, _with_norm(info, float(norm))
     return out
@@ -608,18 +770,46 @@ def check_orthonormal(factors: Sequence[Array], name: str = "factors",
                       atol: float | None = None) -> None:
     r"""Raise ``ValueError`` unless every factor satisfies :math:`\|U^H U - I\|_F \le` atol.
 
-    Default ``atol``: ``1e3 * r * sqrt(n) * eps`` (rounding of a Householder QR is far
-    below it).  Cost :math:`O(n r^2)` per factor.
+    Default ``atol``: ``1e3 * r * sqrt(n) * eps`` of the factor's dtype (the rounding of a
+    Householder QR is far below it; so is the drift of thousands of float32 training
+    steps).  Cost :math:`O(n r^2)` per factor and one scalar transfer for all of them.
     """
-    for i, u in enumerate(factors):
-        xp = namespace(u)
-        r = u.shape[1]
+    for i, dev, tol in orthonormality_defects(factors, atol):
+        raise ValueError(
+            f"{name}[{i}] must have orthonormal columns (||U^H U - I|| <= {tol:.2e}); "
+            f"got deviation {dev:.2e}"
+        )
+
+
+def orthonormality_defects(factors: Sequence[Array],
+                           atol: float | None = None) -> list[tuple[int, float, float]]:
+    r"""The factors that fail :func:`check_orthonormal`, as ``(index, deviation, tolerance)``.
+
+    ``deviation`` is :math:`\|U^H U - I\|_F`; ``tolerance`` as in :func:`check_orthonormal`.
+    An empty list means all factors are orthonormal.  Cost :math:`O(\sum_i n_i r_i^2)` and one
+    scalar transfer.
+    """
+    factors = list(factors)
+    if not factors:
+        return []
+    xp = namespace(factors[0])
+    devs, tols = [], []
+    for u in factors:
+        n, r = int(u.shape[0]), int(u.shape[1])
         eps = dtype_eps(xp, u.dtype)
-        tol = atol if atol is not None else 1e3 * max(r, 1) * eps * max(math.sqrt(u.shape[0]), 1)
+        tols.append(atol if atol is not None else 1e3 * max(r, 1) * eps * max(math.sqrt(n), 1))
         g = ct(xp, u) @ u - xp.eye(r, dtype=u.dtype, device=_device(u))
-        dev = float(xp.linalg.vector_norm(xp.reshape(g, (-1,))))
-        if not dev <= tol:
-            raise ValueError(
-                f"{name}[{i}] must have orthonormal columns (||U^H U - I|| <= {tol:.2e}); "
-                f"got deviation {dev:.2e}"
-            )
+        devs.append(xp.linalg.vector_norm(xp.reshape(g, (-1,))))
+    host = _to_host(xp, devs)
+    return [(i, dev, tol) for i, (dev, tol) in enumerate(zip(host, tols, strict=True))
+            if not dev <= tol]
+
+
+def _to_host(xp: Any, values: list[Array]) -> list[float]:
+    """0-d arrays to Python floats with one device-to-host transfer (stacked first)."""
+    if len(values) == 1 or len({v.dtype for v in values}) > 1:
+        return [float(v) for v in values]
+    stacked = xp.stack(values)
+    if hasattr(stacked, "tolist"):  # NumPy, torch: one transfer
+        return [float(v) for v in stacked.tolist()]
+    return [float(stacked[i]) for i in range(len(values))]

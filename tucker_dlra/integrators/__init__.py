@@ -18,6 +18,7 @@ from ._common import (
     StepInfo,
     euler_substep,
     exact_substep,
+    krylov_substep,
     rk4_substep,
 )
 from .bug import bug, ra_bug
@@ -39,6 +40,7 @@ __all__ = [
     "euler_substep",
     "exact_substep",
     "integrate",
+    "krylov_substep",
     "midpoint_bug",
     "parallel_bug",
     "projector_splitting",

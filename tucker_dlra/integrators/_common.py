@@ -3,7 +3,7 @@ r"""Shared machinery of the DLRA integrators: substep solvers, F adapters, resul
 Every integrator of this package advances a Tucker tensor :math:`Y_0 = C^0 \times_i U_i^0`
 (orthonormal factors) over one step :math:`[t_0, t_0 + h]` of the tensor ODE
 :math:`\dot Y = F(t, Y)` by solving a few *small* ODEs (the K-, C-, S-substeps of
-NUMERICS.md section 1).  This module provides
+small ODEs of the BUG family).  This module provides
 
 * :class:`IntegrationError` -- F returned a wrong shape or non-finite values;
 * :class:`StepInfo` -- what one step did (F evaluations, truncation, rejections);
@@ -18,6 +18,7 @@ NUMERICS.md section 1).  This module provides
 
 from __future__ import annotations
 
+import contextvars
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -26,8 +27,10 @@ from typing import Any
 
 from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
-from ..steps import c_gradient, k_core, k_gradient, k_tensor
-from ..tucker import TruncationInfo, TuckerTensor, truncate, valid_rank
+from ..bug_step import KStart, Truncation, k_starts, truncate_many
+from ..steps import c_gradient, k_gradient, k_tensor
+from ..tucker import TruncationInfo, TuckerTensor
+from .expo import krylov_substep
 
 __all__ = [
     "IntegrationError",
@@ -36,6 +39,7 @@ __all__ = [
     "euler_substep",
     "rk4_substep",
     "exact_substep",
+    "krylov_substep",
 ]
 
 Array = Any
@@ -43,11 +47,12 @@ State = Any  # an array or a tuple of arrays
 Substep = Callable[[Callable[[float, State], State], float, State, float], State]
 
 #: Names accepted by the ``substep`` argument of every integrator.
-SUBSTEPS = ("euler", "rk4", "exact")
+SUBSTEPS = ("euler", "rk4", "exact", "krylov")
 
 
 class IntegrationError(ValueError):
-    """F misbehaved during a step: wrong shape, wrong dtype or non-finite values.
+    """A step failed: F misbehaved (wrong shape, dtype, non-finite values, wrong argument
+    type) or the integration blew up (non-finite state, norm growth far beyond what F allows).
 
     Attributes
     ----------
@@ -241,6 +246,7 @@ _SOLVERS: dict[str, Substep] = {
     "euler": euler_substep,
     "rk4": rk4_substep,
     "exact": exact_substep,
+    "krylov": krylov_substep,
 }
 
 
@@ -304,6 +310,53 @@ def check_fixed_rank(y0: TuckerTensor, method: str) -> None:
 
 
 # ---------------------------------------------------------------------------- F adapter
+@dataclass
+class StepProbe:
+    r"""What the first evaluation of F in a step saw (recorded for :func:`integrate`).
+
+    ``growth_rate`` is :math:`\mathrm{Re}\langle Y, F(t, Y)\rangle / \|Y\|^2`, the rate
+    :math:`\tfrac{d}{dt}\log\|Y\|` that F allows at the evaluated point, and
+    ``stiffness`` is :math:`\|F(t, Y)\| / \|Y\|` (a lower bound of the Lipschitz constant
+    of a linear F).  Both are ``nan`` when :math:`Y = 0`.
+    """
+
+    norm_y: float
+    norm_f: float
+    growth_rate: float
+    stiffness: float
+
+
+#: Set by :func:`integrate` to a list: every step context appends its :class:`StepProbe`.
+_PROBES: contextvars.ContextVar[list | None] = contextvars.ContextVar("_PROBES", default=None)
+
+#: Attributes of a TuckerTensor that an F written for ``structured=True`` typically touches.
+_TUCKER_ATTRS = ("core", "factors", "rank", "xp", "full", "orthonormal", "inner", "norm")
+
+
+def _probe_of(arg: Any, z: Any, xp: Any) -> StepProbe:
+    """Norms and Rayleigh quotient of one evaluation (cheap: no dense tensor is formed)."""
+    if isinstance(arg, TuckerTensor):
+        ny = float(arg.norm())
+        if isinstance(z, TuckerTensor):
+            nf = float(z.norm())
+        else:
+            nf = float(xp.linalg.vector_norm(xp.reshape(z, (-1,))))
+        ip = complex(arg.inner(z))
+    else:
+        ny = float(xp.linalg.vector_norm(xp.reshape(arg, (-1,))))
+        if isinstance(z, TuckerTensor):
+            nf = float(z.norm())
+            ip = complex(z.inner(arg))
+            ip = ip.conjugate()
+        else:
+            nf = float(xp.linalg.vector_norm(xp.reshape(z, (-1,))))
+            ip = complex(xp.sum(xp.conj(arg) * z) if is_complex(xp, arg) or is_complex(xp, z)
+                         else xp.sum(arg * z))
+    if not ny > 0.0 or not math.isfinite(ny):
+        return StepProbe(ny, nf, math.nan, math.nan)
+    return StepProbe(ny, nf, ip.real / ny**2, nf / ny)
+
+
 class _Context:
     """One step's access to F: counting, output checks, sharing F(t0, Y0).
 
@@ -335,13 +388,27 @@ class _Context:
         self.nfev = 0
         self._z0: Any = None
         self.like = y0.core
+        self._y0 = y0  # its norm is computed only to diagnose a failure (no host sync)
 
     # -- evaluation -------------------------------------------------------------
     def __call__(self, t: float, y: TuckerTensor) -> Any:
         arg = y if self.structured else y.full()
-        z = self.F(t, arg)
+        try:
+            z = self.F(t, arg)
+        except AttributeError as exc:
+            if self.structured or not any(f"'{a}'" in str(exc) for a in _TUCKER_ATTRS):
+                raise
+            raise self._fail(
+                f"raised AttributeError ({exc}): F reads TuckerTensor attributes but, with "
+                f"structured=False, receives the dense tensor (a {type(arg).__name__}); pass "
+                f"structured=True to give F the TuckerTensor", t) from exc
         self.nfev += 1
-        return self._check(z, t)
+        z = self._check(z, t, arg)
+        if self.nfev == 1:
+            probes = _PROBES.get()
+            if probes is not None:
+                probes.append(_probe_of(arg, z, self.xp))
+        return z
 
     def z0(self, y: TuckerTensor) -> Any:
         """:math:`F(t_0, Y_0)`, evaluated once per step (``y`` must represent Y0)."""
@@ -349,10 +416,33 @@ class _Context:
             self._z0 = self(self.t0, y)
         return self._z0
 
+    def _nonfinite(self, t: float, arg: Any) -> IntegrationError:
+        """Tell a blow-up of the integrator (state already huge or non-finite) from a bad F."""
+        if arg is not None:
+            parts = [arg.core, *arg.factors] if isinstance(arg, TuckerTensor) else [arg]
+            xp = self.xp
+            if not all(bool(xp.all(xp.isfinite(p))) for p in parts):
+                return IntegrationError(
+                    f"the integrator's state became non-finite inside step {self.step} "
+                    f"(t = {t:.10g}) before F was evaluated: the method or its substep solver "
+                    f"is unstable at this step size (not a fault of F); reduce h, increase "
+                    f"substeps, or use substep='exact' for a linear F", self.step, t)
+            n_arg = (float(arg.norm()) if isinstance(arg, TuckerTensor)
+                     else float(xp.linalg.vector_norm(xp.reshape(arg, (-1,)))))
+            norm0 = float(self._y0.norm())
+            if norm0 > 0 and n_arg > 1e8 * norm0:
+                return IntegrationError(
+                    f"F returned non-finite values at step {self.step} (t = {t:.10g}) because "
+                    f"the integrator's state blew up inside the step (norm {n_arg:.3g}, "
+                    f"{n_arg / norm0:.3g} times the step's start value): the method or "
+                    f"its substep solver is unstable at this step size; reduce h, increase "
+                    f"substeps, or use substep='exact' for a linear F", self.step, t)
+        return self._fail("returned non-finite values (inf or nan) at a finite argument", t)
+
     def _fail(self, what: str, t: float) -> IntegrationError:
         return IntegrationError(f"F {what} at step {self.step} (t = {t:.10g})", self.step, t)
 
-    def _check(self, z: Any, t: float) -> Any:
+    def _check(self, z: Any, t: float, arg: Any = None) -> Any:
         xp = self.xp
         if isinstance(z, TuckerTensor):
             if z.shape != self.shape:
@@ -382,9 +472,11 @@ class _Context:
             fixed.append(p)
         for p in fixed:
             if not bool(xp.all(xp.isfinite(p))):
-                raise self._fail("returned non-finite values (inf or nan)", t)
+                raise self._nonfinite(t, arg)
         if isinstance(z, TuckerTensor):
-            return TuckerTensor(fixed[0], fixed[1:], orthonormal=z.orthonormal)
+            if z.orthonormal:  # same bases as z (checked or built orthonormal)
+                return TuckerTensor._orthonormal(fixed[0], fixed[1:])
+            return TuckerTensor(fixed[0], fixed[1:])
         return fixed[0]
 
     # -- substep right-hand sides ---------------------------------------------------
@@ -414,31 +506,45 @@ def make_context(F: Callable, y0: TuckerTensor, t0: float, h: float, structured:
 
 
 # ---------------------------------------------------------------------------- factor substeps
-def k_steps(ctx: _Context, y: TuckerTensor, t0: float | None = None,
-            h: float | None = None) -> tuple[list[Array], list[Array]]:
-    r"""All K-steps from the same start (NUMERICS 1.0; Algorithm 1, lines 2-4; Theorem 1).
+def k_steps(ctx: _Context, y: TuckerTensor, t0: float | None = None, h: float | None = None,
+            start: KStart | None = None) -> tuple[list[Array], list[Array]]:
+    r"""All K-steps from the same start (Algorithm 1, lines 2-4; Theorem 1).
 
-    For each mode i: :math:`G_i, S_i` from :func:`~tucker_dlra.steps.k_core`,
-    :math:`K_i(t_0) = U_i S_i`, and
+    For each mode i: :math:`G_i, S_i` from ``start`` (by default
+    :func:`~tucker_dlra.bug_step.k_starts`), :math:`K_i(t_0) = U_i S_i`, and
     :math:`\dot K_i = \mathrm{Mat}_i(F(t, G_i \times_i K_i \times_{j\ne i} U_j))V_i`
-    (:func:`~tucker_dlra.steps.k_gradient`) integrated over the step.
-    Returns ``([K_i(t_1)], [G_i])``.
+    (:func:`~tucker_dlra.steps.k_gradient`) integrated over the step by the context's
+    substep solver.  Returns ``([K_i(t_1)], [G_i])``.  Cost: :math:`d` substep ODEs.
     """
     t0 = ctx.t0 if t0 is None else t0
     h = ctx.h if h is None else h
-    ks, gs = [], []
+    if start is None:
+        start = k_starts([y])[0]
+    ks = []
     shares = t0 == ctx.t0
     for i in range(y.ndim):
-        g, s = k_core(y.core, i)
-        k0 = y.factors[i] @ s
+        g, k0 = start.gs[i], start.k0[i]
         f = ctx.rhs(
             lambda k, g=g, i=i: k_tensor(g, y.factors, k, i),
             lambda z, ya, g=g, i=i: k_gradient(z, g, y.factors, i),
             start=k0 if shares else None,
         )
         ks.append(ctx.solve(f, t0, k0, h))
-        gs.append(g)
-    return ks, gs
+    return ks, list(start.gs)
+
+
+def ode_solvers(ctx: _Context, y: TuckerTensor) -> tuple[Callable, Callable]:
+    """The ``k_solve``/``c_solve`` arguments of :func:`~tucker_dlra.bug_step.bug_step` for
+    one tensor ``y``: the substep ODEs solved by the context's substep solver."""
+
+    def k_solve(starts: Sequence[KStart]) -> list[list[Array]]:
+        return [k_steps(ctx, y, start=starts[0])[0]]
+
+    def c_solve(cores: Sequence[Array], bases: Sequence[Sequence[Array]],
+                at_y0: Sequence[bool]) -> list[Array]:
+        return [c_step(ctx, cores[0], bases[0], starts_at_y0=at_y0[0])]
+
+    return k_solve, c_solve
 
 
 def c_step(ctx: _Context, core0: Array, factors: Sequence[Array], starts_at_y0: bool,
@@ -452,7 +558,7 @@ def c_step(ctx: _Context, core0: Array, factors: Sequence[Array], starts_at_y0: 
     h = ctx.h if h is None else h
     factors = list(factors)
     f = ctx.rhs(
-        lambda c: TuckerTensor(c, factors, orthonormal=True),
+        lambda c: TuckerTensor._orthonormal(c, factors),
         lambda z, ya: c_gradient(z, factors),
         start=core0 if (starts_at_y0 and t0 == ctx.t0) else None,
     )
@@ -480,38 +586,38 @@ def _clip_bounds(spec: RankSpec, upper: list[int], name: str) -> RankSpec:
     return [None if v is None else min(v, u) for v, u in zip(vals, upper, strict=True)]
 
 
-def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | None,
-                atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
-                method: str = "auto") -> tuple[TuckerTensor, TruncationInfo]:
-    r"""Rank-adjustment step (Algorithm 1, lines 10-12; NUMERICS 1.2 step 3).
+def truncation_spec(aug_rank: Sequence[int], base_rank: Sequence[int], rtol: float | None,
+                    atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
+                    method: str = "auto") -> Truncation:
+    r"""The rank-adjustment rule of the BUG integrators for an augmented core of ``aug_rank``.
 
-    Truncated HOSVD of the augmented core with :func:`~tucker_dlra.tucker.truncate`:
-    relative tolerance ``rtol`` (:math:`\vartheta = \tau\|\hat C\|`, the paper's
-    "‖C̃ − Ĉ‖ ≤ τ‖C̃‖") or absolute ``atol``; with neither, truncation to
-    ``base_rank`` (the rank before augmentation).  Then ``max_rank``/``min_rank`` and
-    the clamp :math:`r_i \le \prod_{j\ne i} r_j` (lossless second rounding).
+    Relative tolerance ``rtol`` (:math:`\vartheta = \tau\|\hat C\|`, the rounding task
+    :math:`\|\tilde C - \hat C\| \le \tau\|\tilde C\|`) or absolute ``atol``; with
+    neither, truncation to ``base_rank`` (the rank before augmentation).  ``max_rank`` and
+    ``min_rank`` are validated and clipped to what the augmented core can hold.
     """
-    ra = y_aug.rank
+    ra = [int(r) for r in aug_rank]
     total = math.prod(ra)
     upper = [min(r, total // r) if r else 0 for r in ra]
     max_rank = _clip_bounds(max_rank, upper, "max_rank")
     min_rank = _clip_bounds(min_rank, upper, "min_rank")
     if rtol is None and atol is None:
         rank = [min(int(r), u) for r, u in zip(base_rank, upper, strict=True)]
-        y1, info = truncate(y_aug, rank=rank, max_rank=max_rank, min_rank=min_rank, rule=rule,
-                            method=method, full_output=True)
-    else:
-        y1, info = truncate(y_aug, rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank,
-                            rule=rule, method=method, full_output=True)
-    r = valid_rank(y1.rank)
-    if r != y1.rank:
-        y2, info2 = truncate(y1, rank=r, method=method, full_output=True)
-        tails = tuple(math.hypot(a, b) for a, b in zip(info.tails, info2.tails, strict=True))
-        info = TruncationInfo(
-            rank=info2.rank, tails=tails,
-            error_bound=info.error_bound + info2.error_bound,
-            tolerance=info.tolerance, rule=info.rule, norm=info.norm,
-            methods=info.methods,
-        )
-        y1 = y2
-    return y1, info
+        return Truncation(rank=rank, max_rank=max_rank, min_rank=min_rank, rule=rule,
+                          method=method)
+    return Truncation(rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank, rule=rule,
+                      method=method)
+
+
+def adjust_rank(y_aug: TuckerTensor, base_rank: Sequence[int], rtol: float | None,
+                atol: float | None, max_rank: RankSpec, min_rank: RankSpec, rule: str,
+                method: str = "auto") -> tuple[TuckerTensor, TruncationInfo]:
+    r"""Rank-adjustment step (Algorithm 1, lines 10-12; Ceruti, Kusch & Lubich 2022).
+
+    Truncated HOSVD of the augmented core (:func:`~tucker_dlra.bug_step.truncate_many`)
+    with the rule of :func:`truncation_spec`, then the lossless re-rounding to a valid
+    Tucker rank :math:`r_i \le \prod_{j\ne i} r_j` with the error bounds combined.
+    """
+    spec = truncation_spec(y_aug.rank, base_rank, rtol, atol, max_rank, min_rank, rule, method)
+    (out,), _ = truncate_many([(y_aug.core, y_aug.factors, spec)])
+    return out

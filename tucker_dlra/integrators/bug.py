@@ -2,9 +2,10 @@ r"""Fixed-rank and rank-adaptive BUG integrators (the paper's Algorithm 1).
 
 * :func:`bug` -- the fixed-rank "unconventional" basis-update & Galerkin integrator
   (Ceruti & Lubich 2022, BIT 62:23-44; Tucker form of Ceruti, Lubich & Walach 2021,
-  SINUM 59:289-314), NUMERICS.md section 1.1.
+  SINUM 59:289-314).
 * :func:`ra_bug` -- the rank-adaptive BUG (Ceruti, Kusch & Lubich 2022, BIT 62:1149-1174),
-  NUMERICS.md section 1.2, which is exactly the paper's Algorithm 1.
+  which is Algorithm 1 of Ceruti, Kusch & Lubich; both run
+  :func:`tucker_dlra.bug_step.bug_step` with ODE substep solvers.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validate import RankSpec
-from ..backend import orth_columns
-from ..steps import augment_basis, galerkin_core
-from ..tucker import TuckerTensor, pad_core
+from ..bug_step import bug_step
+from ..tucker import TuckerTensor
 from ._common import (
     StepInfo,
-    adjust_rank,
-    c_step,
     check_fixed_rank,
     check_rank_args,
     check_time,
     check_y0,
-    k_steps,
     make_context,
+    ode_solvers,
+    truncation_spec,
 )
 
 __all__ = ["bug", "ra_bug"]
@@ -68,8 +67,8 @@ def bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "r
         ) -> tuple[TuckerTensor, StepInfo]:
     r"""One step of the fixed-rank BUG integrator (Ceruti & Lubich 2022, Tucker form).
 
-    NUMERICS.md section 1.1 / issue 3 (Ceruti & Lubich 2022, BIT 62; Tucker and tree-tensor
-    form: Ceruti, Lubich & Walach 2021, SINUM 59):
+    Ceruti & Lubich 2022, BIT 62; Tucker and tree-tensor form: Ceruti, Lubich & Walach
+    2021, SINUM 59.  Runs :func:`~tucker_dlra.bug_step.bug_step` (variant ``"bug"``):
 
     1. For every mode i, from the same start (Algorithm 1, lines 2-4; Theorem 1):
        :math:`\mathrm{Mat}_i(C^0)^H = Q_i S_i^H`, :math:`K_i(t_0) = U_i^0 S_i`,
@@ -103,29 +102,14 @@ def bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "r
     """
     t0, y0, h, ctx = _setup(F, t0, y0, h, substep, substeps, structured, step_index)
     check_fixed_rank(y0, "bug")
-    ks, _ = k_steps(ctx, y0)
-    xp = y0.xp
-    u1 = [orth_columns(xp, k) for k in ks]
-    c0 = galerkin_core(y0.core, y0.factors, u1)
-    c1 = c_step(ctx, c0, u1, starts_at_y0=False)
-    y1 = TuckerTensor(c1, u1, orthonormal=True)
+    k_solve, c_solve = ode_solvers(ctx, y0)
+    (parts,), _ = bug_step([y0], k_solve, c_solve, ["bug"], [None])
+    y1 = parts.y1
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, t=t0, h=h)
 
 
 if bug.__doc__:  # None under python -OO
     bug.__doc__ = bug.__doc__ % _COMMON_PARAMS
-
-
-def augmented_step(ctx, y0: TuckerTensor) -> TuckerTensor:
-    """K-steps, augmentation and Galerkin step of :func:`ra_bug` without truncation."""
-    ks, _ = k_steps(ctx, y0)
-    uhat = [augment_basis(u, k) for u, k in zip(y0.factors, ks, strict=True)]
-    # galerkin_core(C, U, Uhat) = zero padding, since Uhat = [U, U~] with U~ orthogonal to U
-    # (augment_basis keeps U first); the padded core represents Y0 exactly.
-    c0 = pad_core(y0.core, [(0, uh.shape[1] - u.shape[1])
-                            for u, uh in zip(y0.factors, uhat, strict=True)])
-    c1 = c_step(ctx, c0, uhat, starts_at_y0=True)
-    return TuckerTensor(c1, uhat, orthonormal=True)
 
 
 def ra_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any = "rk4",
@@ -135,20 +119,21 @@ def ra_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any =
            ) -> tuple[TuckerTensor, StepInfo]:
     r"""One step of the rank-adaptive BUG integrator: the paper's Algorithm 1.
 
-    Ceruti, Kusch & Lubich 2022 (BIT 62:1149-1174), NUMERICS.md section 1.2; the
+    Ceruti, Kusch & Lubich 2022 (BIT 62:1149-1174); the
     paper's Algorithm 1 line by line:
 
     * lines 2-4 (K-steps, Theorem 1, Eqs. (9)-(10)): for every mode, from the same
       start, :math:`\mathrm{Mat}_i(C)^H = Q_iS_i^H`, :math:`K_i(t_0) = U_iS_i`,
       :math:`\dot K_i = \mathrm{Mat}_i(F(t, G_i\times_i K_i\times_{j\ne i}U_j))V_i`
       (:func:`~tucker_dlra.steps.k_core`, :func:`~tucker_dlra.steps.k_gradient`);
-    * lines 5-7 (augmentation): :math:`\hat U_i = \mathrm{orth}[U_i \mid K_i(t_1)]`
-      (:func:`~tucker_dlra.steps.augment_basis`, at most :math:`2r_i` columns);
-    * line 8: :math:`\tilde C = C \times_i \hat U_i^H U_i` -- the zero-padded core
-      (:func:`~tucker_dlra.steps.galerkin_core`), which represents :math:`Y_0` exactly;
+    * lines 5-7 (augmentation): :math:`[U_i \mid K_i(t_1)] = \hat U_i R_i` (Householder
+      QR, :func:`~tucker_dlra.bug_step.augment`, at most :math:`2r_i` columns);
+    * line 8: :math:`\tilde C = C \times_i \hat U_i^H U_i = C \times_i [R_i^{11}; 0]`,
+      which represents :math:`Y_0` exactly;
     * line 9 (C-step): :math:`\dot C = F(t, C\times_i\hat U_i)\times_i \hat U_i^H`;
-    * lines 10-12 (rank adjustment): truncated HOSVD of :math:`\tilde C(t_1)` with
-      :func:`~tucker_dlra.truncate`, :math:`U_i \leftarrow \hat U_i P_i`.
+    * lines 10-12 (rank adjustment): truncated HOSVD of :math:`\tilde C(t_1)`
+      (:func:`~tucker_dlra.bug_step.truncate_many`), :math:`U_i \leftarrow \hat U_i P_i`,
+      re-rounded to a valid Tucker rank.
 
     Parameters
     ----------%s
@@ -159,7 +144,7 @@ def ra_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any =
     atol : float, optional
         Absolute tolerance :math:`\vartheta` (the rank-adaptive BUG paper's convention).
         At most one of ``rtol``/``atol``.  With neither, the augmented solution is
-        truncated back to ``y0.rank`` ("augmented BUG truncated to r", NUMERICS T1).
+        truncated back to ``y0.rank`` ("augmented BUG truncated to r").
     max_rank, min_rank : int or sequence of int, optional
         Bounds on the new ranks (applied after the tolerance rule).  In addition
         :math:`r_i \le \prod_{j\ne i} r_j` is enforced (a lossless re-rounding).
@@ -192,11 +177,13 @@ def ra_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any =
     """
     t0, y0, h, ctx = _setup(F, t0, y0, h, substep, substeps, structured, step_index)
     check_rank_args(rtol, atol, rule)
-    y_aug = augmented_step(ctx, y0)
-    y1, tinfo = adjust_rank(y_aug, y0.rank, rtol, atol, max_rank, min_rank, rule,
-                            truncation_method)
-    return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, truncation=tinfo, t=t0, h=h,
-                        augmented_rank=y_aug.rank)
+    aug_rank = [min(2 * r, n) for r, n in zip(y0.rank, y0.shape, strict=True)]
+    spec = truncation_spec(aug_rank, y0.rank, rtol, atol, max_rank, min_rank, rule,
+                           truncation_method)
+    k_solve, c_solve = ode_solvers(ctx, y0)
+    (parts,), _ = bug_step([y0], k_solve, c_solve, ["ra_bug"], [spec])
+    return parts.y1, StepInfo(nfev=ctx.nfev, rank=parts.y1.rank, truncation=parts.info, t=t0,
+                              h=h, augmented_rank=parts.y_aug.rank)
 
 
 if ra_bug.__doc__:

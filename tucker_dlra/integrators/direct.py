@@ -26,7 +26,7 @@ def direct(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any =
                   \mathrm{Mat}_i(C)^\dagger,
 
     integrated for the state :math:`(C, U_1, \dots, U_d)` with the substep solver
-    (``"euler"``, ``"rk4"`` or a callable on tuples of arrays; ``"exact"`` is refused:
+    (``"euler"``, ``"rk4"`` or a callable on tuples of arrays; ``"exact"``/``"krylov"`` are refused:
     the system is nonlinear), right-hand side :func:`~tucker_dlra.tangent_components`.
     At the end of the step the factors are re-orthonormalised by QR (a retraction;
     the gauge :math:`U_i^H\dot U_i = 0` keeps them orthonormal only to :math:`O(h^2)`).
@@ -52,9 +52,9 @@ def direct(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep: Any =
     :math:`d` pseudoinverses of :math:`r_i \times \prod_{j\ne i}r_j` matrices.  With
     ``rk4``: 4 evaluations of F per step.
     """
-    if isinstance(substep, str) and substep == "exact":
-        raise ValueError("substep='exact' needs a linear substep ODE; the factor equations (8) "
-                         "are nonlinear: use 'euler', 'rk4' or a callable")
+    if isinstance(substep, str) and substep in ("exact", "krylov"):
+        raise ValueError(f"substep={substep!r} needs a linear substep ODE; the factor equations "
+                         f"(8) are nonlinear: use 'euler', 'rk4' or a callable")
     t0, h = check_time(t0, h)
     y0 = check_y0(y0)
     check_fixed_rank(y0, "direct")

@@ -78,7 +78,7 @@ def midpoint_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
     uhalf = [augment_basis(u, k) for u, k in zip(y0.factors, ks, strict=True)]
     c0h = pad_core(y0.core, [(0, u.shape[1] - ri) for u, ri in zip(uhalf, r, strict=True)])
     chalf = c_step(ctx, c0h, uhalf, starts_at_y0=True, t0=t0, h=h / 2)
-    yhalf = TuckerTensor(chalf, uhalf, orthonormal=True)
+    yhalf = TuckerTensor._orthonormal(chalf, uhalf)
     fhalf = ctx(t0 + h / 2, yhalf)
     ubar = []
     for i in range(y0.ndim):
@@ -86,7 +86,7 @@ def midpoint_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
         ubar.append(augment_basis(uhalf[i], k_gradient(fhalf, g, uhalf, i)))
     c0 = pad_core(y0.core, [(0, u.shape[1] - ri) for u, ri in zip(ubar, r, strict=True)])
     c1 = c_step(ctx, c0, ubar, starts_at_y0=True)
-    y_aug = TuckerTensor(c1, ubar, orthonormal=True)
+    y_aug = TuckerTensor._orthonormal(c1, ubar)
     y1, tinfo = adjust_rank(y_aug, r, rtol, atol, max_rank, min_rank, rule, truncation_method)
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, truncation=tinfo, t=t0, h=h,
                         augmented_rank=y_aug.rank)

@@ -1,4 +1,4 @@
-r"""Parallel rank-adaptive BUG (Ceruti, Kusch, Lubich & Sulz), NUMERICS.md section 1.3."""
+r"""Parallel rank-adaptive BUG (Ceruti, Kusch, Lubich & Sulz) with step rejection."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .._validate import RankSpec, per_mode
-from ..steps import augment_basis, c_gradient, parallel_core
-from ..tucker import TuckerTensor, pad_core
+from ..bug_step import bug_step
+from ..steps import c_gradient
+from ..tucker import TuckerTensor
 from ._common import (
     StepInfo,
-    adjust_rank,
-    c_step,
     check_rank_args,
     check_time,
     check_y0,
-    k_steps,
     make_context,
+    ode_solvers,
+    truncation_spec,
 )
 
 __all__ = ["parallel_bug"]
@@ -42,12 +42,13 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
 
     Ceruti, Kusch & Lubich, "A parallel rank-adaptive integrator for dynamical low-rank
     approximation" (SISC 2024); Tucker/TTN form by Ceruti, Kusch, Lubich & Sulz
-    ("A parallel basis update and Galerkin integrator for tree tensor networks");
-    NUMERICS.md section 1.3.  All substeps start from the **old** bases:
+    ("A parallel basis update and Galerkin integrator for tree tensor networks").  Each
+    attempt is :func:`~tucker_dlra.bug_step.bug_step` (variant ``"parallel"``); all
+    substeps start from the **old** bases:
 
     1. K-steps as in :func:`ra_bug` (Algorithm 1, lines 2-4), new directions
-       :math:`\tilde U_i` = trailing columns of :math:`\mathrm{orth}[U_i^0, K_i(t_1)]`
-       (:func:`~tucker_dlra.steps.augment_basis`).
+       :math:`\tilde U_i` = trailing columns of the Householder QR of
+       :math:`[U_i^0, K_i(t_1)]` (:func:`~tucker_dlra.bug_step.augment`).
     2. Galerkin step in the old bases: :math:`\bar C(t_1)` from :math:`C^0`.
     3. Augmented core :math:`\hat C` assembled block-wise
        (:func:`~tucker_dlra.steps.parallel_core`): :math:`\bar C(t_1)` in the (old, ..., old)
@@ -64,7 +65,7 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
     ``rtol`` :math:`\cdot\|\hat C\|`.  On rejection :math:`Y_0` is re-expressed in the
     augmented bases (rank :math:`\hat r`) and the step is repeated; rejection stops when no
     mode can grow any more (``max_rank`` or :math:`n_i` reached).  Without it (or with
-    fixed-rank truncation) the rank can collapse at small h (NUMERICS T2).
+    fixed-rank truncation) the rank can collapse at small h.
 
     Parameters
     ----------
@@ -105,15 +106,13 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
     rejected = 0
     while True:
         r = list(y.rank)
-        ks, gs = k_steps(ctx, y)
-        uhat = [augment_basis(u, k) for u, k in zip(y.factors, ks, strict=True)]
-        new = [uh[:, ri:] for uh, ri in zip(uhat, r, strict=True)]
-        m = [int(u.shape[1]) for u in new]
-        cbar = c_step(ctx, y.core, y.factors, starts_at_y0=True)
-        chat = parallel_core(cbar, gs, ks, new)
-        y_aug = TuckerTensor(chat, uhat, orthonormal=True)
-        y1, tinfo = adjust_rank(y_aug, base_rank, rtol, atol, max_rank, min_rank, rule,
-                                truncation_method)
+        aug_rank = [min(2 * ri, n) for ri, n in zip(r, y.shape, strict=True)]
+        spec = truncation_spec(aug_rank, base_rank, rtol, atol, max_rank, min_rank, rule,
+                               truncation_method)
+        k_solve, c_solve = ode_solvers(ctx, y)
+        (parts,), _ = bug_step([y], k_solve, c_solve, ["parallel"], [spec])
+        uhat, m, y_aug = parts.aug_bases, parts.new_dirs, parts.y_aug
+        chat, y1, tinfo = y_aug.core, parts.y1, parts.info
         eta = None
         if rejection and tol_given:
             grow = [m[i] > 0 and r[i] < caps[i] for i in range(y.ndim)]
@@ -126,8 +125,7 @@ def parallel_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
                 bound = c_eta * max(theta, 1e-300) / h
                 if full or eta > bound:
                     rejected += 1
-                    y = TuckerTensor(pad_core(y.core, [(0, mi) for mi in m]), uhat,
-                                     orthonormal=True)
+                    y = parts.y0_aug  # Y0 in the augmented bases
                     continue
         break
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, truncation=tinfo, rejected=rejected, t=t0,

@@ -88,5 +88,5 @@ def projector_splitting(F: Callable, t0: float, y0: TuckerTensor, h: float, *,
         core = mode_product(g, s1, i)
         factors = fac
     c1 = c_step(ctx, core, factors, starts_at_y0=False)
-    y1 = TuckerTensor(c1, factors, orthonormal=True)
+    y1 = TuckerTensor._orthonormal(c1, factors)
     return y1, StepInfo(nfev=ctx.nfev, rank=y1.rank, t=t0, h=h)

@@ -1,0 +1,686 @@
+r"""One step of the BUG family for many Tucker tensors at once (Algorithm 1 as a skeleton).
+
+The integrators :func:`~tucker_dlra.integrators.bug`, :func:`~tucker_dlra.integrators.ra_bug`
+and :func:`~tucker_dlra.integrators.parallel_bug` and the ``TDLRT`` optimizer of
+:mod:`tucker_dlra.nn` all run the same sequence; :func:`bug_step` owns it and takes the
+substep *solvers* as arguments (small ODE solves for the integrators, one descent step
+with momentum/Adam for training):
+
+1. K-phase (Algorithm 1, lines 2-4; Theorem 1): for every mode of every tensor the QR
+   :math:`\mathrm{Mat}_i(C)^H = Q_i S_i^H`, :math:`K_i(t_0) = U_i S_i`, then the caller's
+   ``k_solve`` gives :math:`K_i(t_1)`.  All modes start from the same point.
+2. Augmentation (lines 5-7): :math:`[U_i \mid K_i] = \hat U_i R_i` (Householder QR).  The
+   new basis is :math:`\hat U_i` itself; since :math:`U_i = \hat U_i[:, :r_i]\,R_i^{11}`,
+   the Galerkin core (line 8) is the zero-padded :math:`C \times_i R_i^{11}`, exact in
+   exact arithmetic.  (Fixed-rank BUG: :math:`U^1_i = \mathrm{orth}(K_i)`,
+   :math:`\tilde C = C \times_i U_i^{1H} U_i`.)
+3. C-step (line 9) by the caller's ``c_solve``.  Parallel BUG (Ceruti, Kusch, Lubich &
+   Sulz): the C-step runs in the old bases and the augmented core is assembled block-wise.
+4. Truncation (lines 10-12) of all augmented cores by :func:`truncate_many`: Gram matrices
+   and eigendecompositions batched over equal shapes, ranks chosen on the device, read
+   back to the host **once** for all tensors; then the lossless re-rounding to a valid
+   Tucker rank (:func:`~tucker_dlra.tucker.valid_rank`) and the combined error bound.
+5. Transport matrices of linear state between the old and the new coordinates
+   (:func:`k_transport`, :func:`core_transport`).
+
+Why the augmented basis is the QR factor and not ``[U, Q[:, r:]]``: keeping the old
+factor literally first (as :func:`~tucker_dlra.steps.augment_basis` does) carries its
+rounding errors from step to step, so :math:`\|U^H U - I\|` grows linearly with the number
+of steps (float32: about 1e-4 after a few thousand steps, far sooner with TF32 matmuls).
+The Householder factor is orthonormal to working precision at every step, so the drift
+cannot accumulate; the price is :math:`d` products of the core with :math:`r_i\times r_i`
+triangles, negligible next to the truncation.
+
+References: Ceruti & Lubich, "An unconventional robust integrator for dynamical low-rank
+approximation", BIT 62 (2022) 23-44; Ceruti, Kusch & Lubich, "A rank-adaptive robust
+integrator for dynamical low-rank approximation", BIT 62 (2022) 1149-1174; Ceruti, Kusch,
+Lubich & Sulz, "A parallel basis update and Galerkin integrator for tree tensor networks".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._validate import per_mode
+from .backend import ct, dtype_eps, namespace
+from .steps import parallel_core
+from .tensor import fold, multi_mode_product, unfold
+from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
+
+__all__ = [
+    "KStart",
+    "NonFiniteCore",
+    "Truncation",
+    "StepParts",
+    "batched",
+    "k_starts",
+    "augment",
+    "truncate_many",
+    "k_transport",
+    "core_transport",
+    "bug_step",
+    "bug_step_begin",
+    "bug_step_end",
+    "read_back",
+    "truncate_prepare",
+    "truncate_finish",
+    "VARIANTS",
+]
+
+Array = Any
+
+#: Variants of :func:`bug_step`: fixed-rank BUG, rank-adaptive BUG (Algorithm 1),
+#: parallel BUG (augmented, C-step in the old bases).
+VARIANTS = ("bug", "ra_bug", "parallel")
+
+
+def _device(x: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Array, ...]]:
+    """Apply a stack-aware ``fn`` to every array of ``mats``, one call per shape.
+
+    Arrays of equal shape, dtype and device are stacked along a new leading axis and
+    passed together (``fn`` must accept a stack, as ``linalg.qr``/``eigh`` do); the
+    results are split again.  Batched LAPACK/cuSOLVER calls loop over the same kernel, so
+    the results equal the one-at-a-time ones.  Returns one tuple of outputs per input.
+    Cost: the sum of the individual costs; one library call per distinct shape.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for k, m in enumerate(mats):
+        groups.setdefault((tuple(m.shape), str(m.dtype), str(_device(m))), []).append(k)
+    out: list[Any] = [None] * len(mats)
+    for idx in groups.values():
+        xp = namespace(mats[idx[0]])
+        res = fn(xp.stack([mats[k] for k in idx]))
+        res = tuple(res) if isinstance(res, tuple | list) else (res,)
+        for j, k in enumerate(idx):
+            out[k] = tuple(r[j, ...] for r in res)
+    return out
+
+
+# ------------------------------------------------------------------------------ K-phase
+@dataclass
+class KStart:
+    r"""Start of the K-steps of one tensor (Algorithm 1, line 2; Theorem 1).
+
+    ``gs[i]`` is the frozen core :math:`G_i = \mathrm{Ten}_i(Q_i^H)`, ``ss[i]`` is
+    :math:`S_i` and ``k0[i]`` is :math:`K_i(t_0) = U_i S_i`.
+    """
+
+    gs: list[Array]
+    ss: list[Array]
+    k0: list[Array]
+
+
+def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
+    r"""QR of every core unfolding of every tensor (Algorithm 1, line 2), batched.
+
+    :math:`\mathrm{Mat}_i(C)^H = Q_i S_i^H`, :math:`G_i = \mathrm{Ten}_i(Q_i^H)`,
+    :math:`K_i(t_0) = U_i S_i` (as :func:`~tucker_dlra.steps.k_core`, whose results these
+    equal).  One QR call per distinct unfolding shape.  Cost
+    :math:`O(\sum_i r_i^2\prod_{j\ne i} r_j + n_i r_i^2)` per tensor.
+    """
+    mats, where = [], []
+    for t, y in enumerate(ys):
+        xp = y.xp
+        for i in range(y.ndim):
+            mats.append(ct(xp, unfold(y.core, i)))
+            where.append((t, i))
+    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
+    out = [KStart([], [], []) for _ in ys]
+    for (t, i), (q, r) in zip(where, qrs, strict=True):
+        y = ys[t]
+        xp = y.xp
+        shape = list(y.core.shape)
+        shape[i] = q.shape[1]
+        s = ct(xp, r)
+        out[t].gs.append(fold(ct(xp, q), i, shape))
+        out[t].ss.append(s)
+        out[t].k0.append(y.factors[i] @ s)
+    return out
+
+
+def augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
+            ) -> tuple[list[list[Array]], list[list[Array]]]:
+    r"""Augmented bases :math:`\hat U_i` and triangles :math:`R^{11}_i` (Algorithm 1, l. 5-7).
+
+    Householder QR :math:`[U_i \mid K_i] = \hat U_i R_i`, batched over equal shapes;
+    :math:`\hat U_i` has :math:`\min(2 r_i, n_i)` orthonormal columns, its first
+    :math:`r_i` span :math:`U_i` and :math:`U_i = \hat U_i[:, :r_i] R^{11}_i` with
+    :math:`R^{11}_i = R_i[:r_i, :r_i]`, so :math:`\hat U_i^H U_i = [R^{11}_i; 0]`.  When
+    :math:`K_i` lies in the span of :math:`U_i` the trailing columns are arbitrary
+    orthonormal directions that truncation removes.  Cost :math:`O(n_i r_i^2)` per mode.
+    """
+    mats, where = [], []
+    for t, (us, kk) in enumerate(zip(factors, ks, strict=True)):
+        for i, (u, k) in enumerate(zip(us, kk, strict=True)):
+            xp = namespace(u, k)
+            mats.append(xp.concat([u, k], axis=1))
+            where.append((t, i))
+    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
+    bases: list[list[Array]] = [[] for _ in factors]
+    tri: list[list[Array]] = [[] for _ in factors]
+    for (t, i), (q, r) in zip(where, qrs, strict=True):
+        ri = factors[t][i].shape[1]
+        bases[t].append(q)
+        tri[t].append(r[:ri, :ri])
+    return bases, tri
+
+
+def _padded_core(core: Array, tri: Sequence[Array], bases: Sequence[Array]) -> Array:
+    r""":math:`C \times_i [R^{11}_i; 0]`: the core of :math:`Y_0` in the augmented bases."""
+    c = multi_mode_product(core, list(tri))
+    return pad_core(c, [(0, b.shape[1] - t.shape[0]) for t, b in zip(tri, bases, strict=True)])
+
+
+# ------------------------------------------------------------------------------ truncation
+class NonFiniteCore(ValueError):
+    """A core handed to :func:`truncate_many` has NaN or infinite entries."""
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """How one augmented core is truncated (Algorithm 1, lines 10-12).
+
+    ``rtol``/``atol``: tolerance (at most one); with neither, ``rank`` (fixed ranks, may
+    contain ``None`` = keep all).  ``max_rank``/``min_rank`` bound the result; ``rule``
+    and ``method`` as in :func:`~tucker_dlra.truncate`.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    rank: Any = None
+    max_rank: Any = None
+    min_rank: Any = None
+    rule: str = "split"
+    method: str = "auto"
+
+
+def _eigh_desc(g: Array) -> tuple[Array, Array]:
+    xp = namespace(g)
+    w, v = xp.linalg.eigh(g)
+    return xp.flip(w, axis=-1), xp.flip(v, axis=-1)
+
+
+def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
+                  extra: Sequence[Array] = ()
+                  ) -> tuple[list[tuple[TuckerTensor, TruncationInfo]], list[float]]:
+    r"""Truncated HOSVD of many Tucker tensors with orthonormal factors, one host sync.
+
+    Algorithm 1, lines 10-12 (the rank adjustment of Ceruti, Kusch & Lubich 2022) for every
+    ``(core, factors, spec)`` of ``items``, with the semantics of
+    :func:`~tucker_dlra.truncate` (``orthonormal=True``): per mode the Gram matrix
+    :math:`\mathrm{Mat}_i(C)\mathrm{Mat}_i(C)^H`, its eigendecomposition (batched over all
+    modes of all items, padded block-diagonally to power-of-two size classes; one class on
+    an accelerator), the smallest rank whose discarded tail is within
+    the mode's tolerance (on the device), clamped to the bounds.  All ranks, tails and
+    norms -- and the arrays of ``extra`` -- are read back in one transfer.  Modes whose
+    decision lies below the Gram matrix's resolution (``method="auto"``), and
+    ``method="svd"``, are redone by :func:`~tucker_dlra.truncate`.  A rank that is not a
+    valid Tucker rank is re-rounded losslessly to :func:`~tucker_dlra.tucker.valid_rank`
+    and the error bounds combined (:math:`\sqrt{e_1^2 + e_2^2}` per mode tail).
+
+    Returns the list of ``(TuckerTensor, TruncationInfo)`` and the read-back values of
+    ``extra`` (flattened, as floats).  Cost per item :math:`O(\sum_i \hat r_i \prod_j
+    \hat r_j + \hat r_i^3)` plus the core product; one device-to-host transfer in all.
+    """
+    plan = truncate_prepare(items, extra)
+    return truncate_finish(plan, read_back(plan))
+
+
+@dataclass
+class TruncPlan:
+    """Device half of :func:`truncate_many` (everything before the host read-back)."""
+
+    items: list
+    metas: list
+    eig: dict
+    offsets: list
+    n_fixed: int
+    vector: Any
+
+
+def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
+                     extra: Sequence[Array] = ()) -> TruncPlan:
+    """First half of :func:`truncate_many`: Gram matrices, batched ``eigh`` and the rank
+    decisions on the device, gathered in one vector; no host synchronisation."""
+    metas, grams, gwhere = [], [], []
+    for t, (core, _factors, spec) in enumerate(items):
+        xp = namespace(core)
+        if spec.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}; got {spec.rule!r}")
+        if spec.method not in ("auto", "gram", "svd"):
+            raise ValueError(f"method must be 'auto', 'gram' or 'svd'; got {spec.method!r}")
+        d = core.ndim
+        shape = tuple(int(s) for s in core.shape)
+        total = math.prod(shape)
+        upper = [min(n, total // n) if n else 0 for n in shape]
+        ranks = per_mode(spec.rank, d, "rank", upper)
+        rmax = per_mode(spec.max_rank, d, "max_rank", upper, clamp=True)
+        rmin = per_mode(spec.min_rank, d, "min_rank", upper, clamp=True)
+        for i in range(d):
+            if rmin[i] is not None and rmax[i] is not None and rmin[i] > rmax[i]:
+                raise ValueError(f"min_rank[{i}] = {rmin[i]} exceeds max_rank[{i}] = {rmax[i]}")
+        tol_kind = "rtol" if spec.rtol is not None else ("atol" if spec.atol is not None else None)
+        modes = []
+        for i in range(d):
+            ident = False
+            if ranks[i] is not None and spec.method == "auto":
+                r = ranks[i] if rmax[i] is None else min(ranks[i], rmax[i])
+                r = max(r, rmin[i] if rmin[i] is not None else 1)
+                ident = r == shape[i] == upper[i]
+            gi = None
+            if not ident and spec.method != "svd":
+                a = unfold(core, i)
+                gi = len(grams)
+                grams.append(a @ ct(xp, a))
+                gwhere.append((t, i))
+            modes.append({"ident": ident, "gram": gi})
+        metas.append({"d": d, "shape": shape, "ranks": ranks, "rmax": rmax, "rmin": rmin,
+                      "tol": tol_kind, "modes": modes})
+    # device-side decisions, batched per Gram size: one row per (item, mode)
+    buckets: dict[tuple, list[int]] = {}
+    # on an accelerator every eigh call synchronises with the host (error check): one
+    # size class per dtype there; on the CPU classes 4, 8, 16, ... (at most 8x the flops)
+    big = max((int(g.shape[0]) for g in grams if str(_device(g)) != "cpu"), default=0)
+    for gi, g in enumerate(grams):
+        n = int(g.shape[0]) if str(_device(g)) == "cpu" else big
+        size = max(4, 1 << (n - 1).bit_length())
+        buckets.setdefault((size, str(g.dtype), str(_device(g))), []).append(gi)
+    norms = [namespace(c).linalg.vector_norm(namespace(c).reshape(c, (-1,)))
+             for c, _, _ in items]
+    flat: list[Array] = []
+    if norms:
+        xpn = namespace(norms[0])
+        flat.append(xpn.astype(xpn.stack([xpn.astype(n, xpn.float64) for n in norms]),
+                               xpn.float64))
+    row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
+    eig: dict[int, tuple] = {}
+    for bnum, idx in enumerate(buckets.values()):
+        xp = namespace(grams[idx[0]])
+        dev = _device(grams[idx[0]])
+        size = next(key[0] for key, val in buckets.items() if val is idx)
+        sizes = [int(grams[gi].shape[0]) for gi in idx]
+        # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
+        # below all of G's (G is positive semi-definite), so after the descending sort G's
+        # eigenpairs come first, with eigenvectors supported on G's rows
+        g = xp.zeros((len(idx), size, size), dtype=grams[idx[0]].dtype, device=dev)
+        for row, gi in enumerate(idx):
+            g[row, :sizes[row], :sizes[row]] = grams[gi]
+        # a diverged update would make eigh fail: zero non-finite entries (the read-back
+        # norm reports them)
+        g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
+        if any(n < size for n in sizes):
+            eye = xp.eye(size, dtype=g.dtype, device=dev)
+            trace = xp.sum(g * eye, axis=(1, 2))
+            pad = xp.asarray([[0.0] * n + [1.0] * (size - n) for n in sizes], dtype=g.dtype,
+                             device=dev)
+            g = g - eye[None, :, :] * (pad * (1.0 + trace[:, None]))[:, :, None]
+        w, v = _eigh_desc(g)
+        w = xp.where(w > 0, w, xp.zeros_like(w))
+        k = int(w.shape[1])
+        k_rows = xp.asarray(sizes, dtype=xp.int64, device=dev)
+        eps = dtype_eps(xp, w.dtype)
+        coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
+        for row, gi in enumerate(idx):
+            t, i = gwhere[gi]
+            row_of[gi] = (bnum, row)
+            m, spec = metas[t], items[t][2]
+            scale = 1.0 / math.sqrt(m["d"]) if spec.rule == "split" else 1.0
+            tol_row = m["ranks"][i] is None and m["tol"] is not None
+            need.append(tol_row)
+            coef.append(spec.rtol * scale if tol_row and m["tol"] == "rtol" else 0.0)
+            add.append(float(spec.atol) * scale if tol_row and m["tol"] == "atol" else 0.0)
+            fixed.append(sizes[row] if m["ranks"][i] is None else int(m["ranks"][i]))
+            rmax.append(sizes[row] if m["rmax"][i] is None else int(m["rmax"][i]))
+            rmin.append(1 if m["rmin"][i] is None else int(m["rmin"][i]))
+            msz.append(float(m["shape"][i]))
+            gram_only.append(spec.method == "gram")
+            item.append(t)
+
+        def arr(vals: list, dt: Any, xp: Any = xp, dev: Any = dev) -> Array:
+            return xp.asarray(vals, dtype=dt, device=dev)
+
+        nvec = xp.astype(xp.take(_to_device(flat[0], dev), arr(item, xp.int64)), w.dtype)
+        tol = nvec * arr(coef, w.dtype) + arr(add, w.dtype)
+        thr2 = tol * tol
+        lam0 = w[:, 0]
+        msz_a = arr(msz, w.dtype)
+        cut = thr2 - 2.0 * eps * msz_a * lam0
+        cut = xp.where(cut > 0, cut, xp.zeros_like(cut))
+        tail2 = xp.flip(xp.cumulative_sum(xp.flip(w, axis=1), axis=1), axis=1)
+        r_tol = xp.sum(xp.astype(tail2 > cut[:, None], xp.int64), axis=1)
+        fixed_a = arr(fixed, xp.int64)
+        need_a = arr(need, xp.bool)
+        r = xp.where(need_a, r_tol, fixed_a)
+        r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
+                       k_rows)
+        cols = xp.arange(k, dtype=xp.int64, device=dev)[None, :]
+        tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
+        noise2 = 100.0 * eps * msz_a * lam0
+        w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
+        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows) | (w_fix >= noise2))
+        ok = ok | arr(gram_only, xp.bool)
+        flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
+                                                   xp.astype(ok, w.dtype)]), xp.float64),
+                               (-1,)))
+        eig_bucket = (w, v)
+        for row, gi in enumerate(idx):
+            eig[gi] = (eig_bucket, row_of[gi][1], sizes[row], len(flat) - 1)
+    n_fixed = len(flat)
+    for e in extra:
+        xe = namespace(e)
+        flat.append(xp_flat64(xe, e))
+    offsets, pos0 = [], 0
+    for f in flat:
+        offsets.append(pos0)
+        pos0 += int(f.shape[0])
+    vector = None
+    if flat:
+        xp0 = namespace(flat[0])
+        vector = xp0.concat([_to_device(f, _device(flat[0])) for f in flat])
+    return TruncPlan(list(items), metas, eig, offsets, n_fixed, vector)
+
+
+def read_back(plan: TruncPlan) -> list[float]:
+    """The step's one device-to-host transfer: ranks, tails, norms and extras."""
+    if plan.vector is None:
+        return []
+    return _to_host(namespace(plan.vector), plan.vector)
+
+
+def truncate_finish(plan: TruncPlan, host: Sequence[float]
+                    ) -> tuple[list[tuple[TuckerTensor, TruncationInfo]], list[float]]:
+    """Second half of :func:`truncate_many`: bases and cores at the read-back ranks."""
+    items, metas, eig, offsets, n_fixed = (plan.items, plan.metas, plan.eig, plan.offsets,
+                                           plan.n_fixed)
+    results = []
+    for t, (core, factors, spec) in enumerate(items):
+        xp = namespace(core)
+        m = metas[t]
+        norm = host[t]
+        if not math.isfinite(norm):
+            raise NonFiniteCore(f"t must have finite entries (no NaN or inf); its norm is {norm}")
+        tol = (spec.rtol * norm if m["tol"] == "rtol"
+               else (float(spec.atol) if m["tol"] == "atol" else None))
+        chosen, tails, methods, bases, redo = [], [], [], [], False
+        for i, md in enumerate(m["modes"]):
+            if md["ident"]:
+                chosen.append(m["shape"][i])
+                tails.append(0.0)
+                methods.append("identity")
+                bases.append(None)
+                continue
+            if md["gram"] is None:
+                redo = True
+                continue
+            (w, v), row, k, fpos = eig[md["gram"]]
+            nb = int(w.shape[0])
+            base = offsets[fpos]
+            r, tail2, ok = (host[base + row], host[base + nb + row], host[base + 2 * nb + row])
+            if spec.method == "auto" and not ok:
+                redo = True
+            r = int(r)
+            chosen.append(r)
+            tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
+            methods.append("gram")
+            bases.append(v[row, :k, :r])
+        if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
+            results.append(_retruncate(TuckerTensor._orthonormal(core, factors), spec, tol))
+            continue
+        eye = [xp.eye(m["shape"][i], dtype=core.dtype, device=_device(core)) if b is None
+               else b for i, b in enumerate(bases)]
+        new_core = multi_mode_product(core, eye, transpose=True)
+        new_f = [u if b is None else u @ b for u, b in zip(factors, bases, strict=True)]
+        info = TruncationInfo(rank=tuple(chosen), tails=tuple(tails),
+                              error_bound=math.sqrt(sum(x * x for x in tails)),
+                              tolerance=tol, rule=spec.rule, norm=norm,
+                              methods=tuple(methods))
+        results.append(_rerounded(TuckerTensor._orthonormal(new_core, new_f), info,
+                                  spec.method))
+    return results, list(host[offsets[n_fixed]:]) if len(offsets) > n_fixed else []
+
+
+def xp_flat64(xp: Any, a: Array) -> Array:
+    """``a`` flattened to float64 (for the joint host read-back)."""
+    return xp.astype(xp.reshape(a, (-1,)), xp.float64)
+
+
+def _to_device(x: Array, device: Any) -> Array:
+    """``x`` on ``device`` (no copy when it is there already)."""
+    import array_api_compat
+
+    return x if _device(x) == device else array_api_compat.to_device(x, device)
+
+
+def _to_host(xp: Any, v: Array) -> list[float]:
+    """One device-to-host transfer of a 1-d array."""
+    tolist = getattr(v, "tolist", None)
+    if tolist is not None:
+        return [float(x) for x in tolist()]
+    return [float(x) for x in v]  # pragma: no cover - other array libraries
+
+
+def _retruncate(y: TuckerTensor, spec: Truncation, tol: float | None
+                ) -> tuple[TuckerTensor, TruncationInfo]:
+    kw: dict[str, Any] = {"max_rank": spec.max_rank, "min_rank": spec.min_rank,
+                          "rule": spec.rule, "method": spec.method, "full_output": True}
+    if spec.rtol is not None:
+        kw["rtol"] = spec.rtol
+    elif spec.atol is not None:
+        kw["atol"] = spec.atol
+    else:
+        kw["rank"] = spec.rank
+    y1, info = truncate(y, **kw)
+    return _rerounded(y1, info, spec.method)
+
+
+def _rerounded(y1: TuckerTensor, info: TruncationInfo, method: str
+               ) -> tuple[TuckerTensor, TruncationInfo]:
+    r"""Lossless re-rounding to a valid Tucker rank, error bounds combined per mode."""
+    r = valid_rank(y1.rank)
+    if r == y1.rank:
+        return y1, info
+    y2, info2 = truncate(y1, rank=r, method=method, full_output=True)
+    tails = tuple(math.hypot(a, b) for a, b in zip(info.tails, info2.tails, strict=True))
+    return y2, TruncationInfo(rank=info2.rank, tails=tails,
+                              error_bound=info.error_bound + info2.error_bound,
+                              tolerance=info.tolerance, rule=info.rule, norm=info.norm,
+                              methods=info.methods)
+
+
+# ------------------------------------------------------------------------------ transport
+def k_transport(g_old: Array, g_new: Array, a: Sequence[Array], mode: int) -> Array:
+    r"""Transport matrix :math:`B_i` of K-coordinates (momentum) between two points.
+
+    A K-step state :math:`M` (an :math:`n_i\times r_i` matrix in the coordinates of
+    :math:`W = G_i \times_i K \times_{j\ne i} U_j`) embedded as the ambient tensor
+    :math:`G_i\times_i M\times_{j\ne i}U_j` and projected onto the new coordinates
+    (:func:`~tucker_dlra.steps.k_gradient` at the new point) is :math:`M B_i` with
+    :math:`B_i = \mathrm{Mat}_i(G_i \times_{j\ne i} A_j)\,\mathrm{Mat}_i(G_i')^H`,
+    :math:`A_j = U_j'^H U_j`.  Cost :math:`O(\sum_{j \ne i} r_j' \prod_k r_k)`.
+    """
+    xp = namespace(g_old)
+    mats = [None if j == mode else aj for j, aj in enumerate(a)]
+    return unfold(multi_mode_product(g_old, mats), mode) @ ct(xp, unfold(g_new, mode))
+
+
+def core_transport(m: Array, a: Sequence[Array], square: bool = False) -> Array:
+    r"""Core state in new coordinates: :math:`M \times_j A_j` (:math:`A_j = U_j'^H U_j`).
+
+    Equals :func:`~tucker_dlra.steps.c_gradient` of the ambient tensor
+    :math:`M \times_j U_j` at the new bases.  ``square``: with the elementwise squares
+    :math:`A_j \circ A_j` (transport of a second moment).  Cost: the core products.
+    """
+    return multi_mode_product(m, [x * x for x in a] if square else list(a))
+
+
+# ------------------------------------------------------------------------------ the step
+@dataclass
+class StepParts:
+    """Everything one :func:`bug_step` produced for one tensor.
+
+    ``y1``: the new tensor; ``info``: its truncation (``None`` for the fixed-rank BUG);
+    ``start``: the :class:`KStart`; ``ks``: :math:`K_i(t_1)`; ``bases``: the bases of the
+    C-step (augmented, new fixed-rank, or old for the parallel BUG); ``aug_bases``: the
+    augmented bases (``None`` for the fixed-rank BUG); ``y0_aug``: :math:`Y_0` in the
+    augmented bases; ``y_aug``: the augmented result before truncation; ``new_dirs``: the
+    number of new directions per mode.
+    """
+
+    y1: TuckerTensor
+    info: TruncationInfo | None
+    start: KStart
+    ks: list[Array]
+    bases: list[Array]
+    aug_bases: list[Array] | None = None
+    y0_aug: TuckerTensor | None = None
+    y_aug: TuckerTensor | None = None
+    new_dirs: list[int] = field(default_factory=list)
+
+
+KSolve = Callable[[Sequence[KStart]], Sequence[Sequence[Array]]]
+CSolve = Callable[[Sequence[Array], Sequence[Sequence[Array]], Sequence[bool]],
+                  Sequence[Array]]
+
+
+def bug_step(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
+             variants: Sequence[str], truncations: Sequence[Truncation | None],
+             extra: Callable[[list[StepParts]], Sequence[Array]] | None = None,
+             ) -> tuple[list[StepParts], list[float]]:
+    r"""One step of the BUG family for every tensor of ``ys`` (Algorithm 1), batched.
+
+    Parameters
+    ----------
+    ys : sequence of TuckerTensor
+        The current points :math:`Y_0 = C \times_i U_i` (orthonormal factors).
+    k_solve : callable ``k_solve(starts) -> ks``
+        Given a :class:`KStart` per tensor, returns per tensor the list of
+        :math:`K_i(t_1)` (Algorithm 1, lines 3-4): an ODE solve of
+        :math:`\dot K_i = \mathrm{Mat}_i(F(\ldots))V_i` for the integrators, one descent
+        step for training.
+    c_solve : callable ``c_solve(cores0, bases, at_y0) -> cores1``
+        Galerkin step (line 9) from ``cores0`` in ``bases``; ``at_y0[t]`` tells whether
+        ``cores0[t]`` in ``bases[t]`` represents :math:`Y_0` exactly.
+    variants : sequence of {"bug", "ra_bug", "parallel"}
+        Per tensor: fixed-rank BUG, rank-adaptive BUG, parallel BUG.
+    truncations : sequence of Truncation or None
+        Per tensor, how the augmented core is truncated (None: fixed-rank BUG, no
+        truncation).
+    extra : callable, optional
+        ``extra(parts) -> arrays`` read back to the host in the same transfer as the
+        ranks (e.g. finiteness flags); ``parts[t].y1`` is then still the untruncated
+        augmented tensor.
+
+    Returns
+    -------
+    (list of StepParts, list of float)
+        The per-tensor results and the read-back values of ``extra``.
+
+    Notes
+    -----
+    Cost besides the solvers: the batched QRs :math:`O(\sum_i n_i r_i^2)`, the core
+    products and the truncation (:func:`truncate_many`), per tensor; one host
+    synchronisation for all tensors (plus one per re-rounding or SVD fallback, rare).
+    """
+    plan = bug_step_begin(ys, k_solve, c_solve, variants, truncations, extra)
+    return bug_step_end(plan, read_back(plan.tplan))
+
+
+def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
+                   variants: Sequence[str], truncations: Sequence[Truncation | None],
+                   extra: Callable[[list[StepParts]], Sequence[Array]] | None = None,
+                   ) -> StepPlan:
+    """Device half of :func:`bug_step` (same arguments): everything up to the host
+    read-back, with no host synchronisation -- a fixed-shape computation when the ranks
+    do not change, which a caller may capture and replay."""
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}; got {v!r}")
+    starts = k_starts(ys)
+    ks = [list(k) for k in k_solve(starts)]
+    # bases of the C-step: augmented (ra_bug), orth(K) (bug), old (parallel)
+    aug_idx = [t for t, v in enumerate(variants) if v != "bug"]
+    fix_idx = [t for t, v in enumerate(variants) if v == "bug"]
+    aug_b, tri = augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx])
+    aug = dict(zip(aug_idx, zip(aug_b, tri, strict=True), strict=True))
+    orth = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"),
+                   [k for t in fix_idx for k in ks[t]])
+    fixed: dict[int, list[Array]] = {}
+    pos = 0
+    for t in fix_idx:
+        fixed[t] = [q for q, _ in orth[pos:pos + ys[t].ndim]]
+        pos += ys[t].ndim
+    cores0, bases, at_y0 = [], [], []
+    y0_aug: dict[int, TuckerTensor] = {}
+    for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
+        if v == "bug":
+            xp = y.xp
+            b = fixed[t]
+            cores0.append(multi_mode_product(y.core, [ct(xp, un) @ uo for uo, un
+                                                      in zip(y.factors, b, strict=True)]))
+            bases.append(b)
+            at_y0.append(False)
+            continue
+        b, tr = aug[t]
+        y0_aug[t] = TuckerTensor._orthonormal(_padded_core(y.core, tr, b), b)
+        if v == "ra_bug":
+            cores0.append(y0_aug[t].core)
+            bases.append(b)
+        else:
+            cores0.append(y.core)
+            bases.append(y.factors)
+        at_y0.append(True)
+    cores1 = list(c_solve(cores0, bases, at_y0))
+    parts: list[StepParts] = []
+    for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
+        if v == "bug":
+            y1 = TuckerTensor._orthonormal(cores1[t], bases[t])
+            parts.append(StepParts(y1, None, starts[t], ks[t], bases[t]))
+            continue
+        b, tr = aug[t]
+        new = [bi.shape[1] - ui.shape[1] for bi, ui in zip(b, y.factors, strict=True)]
+        if v == "ra_bug":
+            chat = cores1[t]
+        else:
+            # in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode times R^11
+            cbar = multi_mode_product(cores1[t], list(tr))
+            gq = [multi_mode_product(g, [None if j == i else tj for j, tj in enumerate(tr)])
+                  for i, g in enumerate(starts[t].gs)]
+            chat = parallel_core(cbar, gq, ks[t],
+                                 [bi[:, ui.shape[1]:] for bi, ui in zip(b, y.factors,
+                                                                        strict=True)])
+        y_aug = TuckerTensor._orthonormal(chat, b)
+        parts.append(StepParts(y_aug, None, starts[t], ks[t], bases[t], b, y0_aug[t], y_aug,
+                               new))
+    extras = list(extra(parts)) if extra is not None else []
+    trunc_idx = [t for t, s in enumerate(truncations) if s is not None and variants[t] != "bug"]
+    tplan = truncate_prepare([(parts[t].y1.core, parts[t].y1.factors, truncations[t])
+                              for t in trunc_idx], extras)
+    return StepPlan(parts, trunc_idx, tplan)
+
+
+@dataclass
+class StepPlan:
+    """Device half of :func:`bug_step`: the untruncated parts and the truncation plan."""
+
+    parts: list[StepParts]
+    trunc_idx: list[int]
+    tplan: TruncPlan
+
+
+def bug_step_end(plan: StepPlan, host: Sequence[float]) -> tuple[list[StepParts], list[float]]:
+    """Host half of :func:`bug_step`: truncation at the read-back ranks (lines 10-12)."""
+    res, extras = truncate_finish(plan.tplan, host)
+    parts = list(plan.parts)
+    for t, (y1, info) in zip(plan.trunc_idx, res, strict=True):
+        parts[t] = replace(parts[t], y1=y1, info=info)
+    return parts, extras
+
