@@ -62,7 +62,7 @@ def clip_grad_norm_(parameters: nn.Module | Iterable[torch.Tensor] | torch.Tenso
 
     Parameters
     ----------
-    parameters : nn.Module, iterable of Tensors or Tensor
+    parameters : torch.nn.Module, iterable of torch.Tensor, or torch.Tensor
         A model, or its parameters (Tucker layers are recognised when their core and all
         factors are among them).
     max_norm : float
@@ -74,7 +74,7 @@ def clip_grad_norm_(parameters: nn.Module | Iterable[torch.Tensor] | torch.Tenso
 
     Returns
     -------
-    Tensor
+    torch.Tensor
         The total norm before clipping (0-d).  Cost: one pass over every gradient, no host
         sync (unless ``error_if_nonfinite``).
     """

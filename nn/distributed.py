@@ -58,8 +58,9 @@ import torch
 from tucker_dlra import c_gradient, k_core
 from tucker_dlra.steps import k_gradients
 
-__all__ = ["comm_bytes", "reset_comm_bytes", "check_not_sharded", "is_distributed_layer",
-           "projected_bytes"]
+__all__ = ["Launch", "accumulate", "check_consistent", "check_not_sharded", "comm_bytes",
+           "is_distributed_layer", "launch_from_env", "local_part", "projected_bytes",
+           "reduce_c_gradients", "rescale_verdict", "reset_comm_bytes", "step_gradients"]
 
 _BYTES = {"all_reduce": 0, "checks": 0, "calls": 0}
 #: per-layer bookkeeping (process group, reference gradients, ...), outside the modules so
@@ -253,7 +254,8 @@ def _header(layers: list[Any], extra: list[int], group: Any, what: str) -> None:
     import torch.distributed as dist
 
     _all_reduce(v, group, dist.ReduceOp.MAX)
-    if int(v[0]) != -int(v[1]) or int(v[2]) != -int(v[3]):
+    v0, v1, v2, v3 = v.tolist()  # one host sync
+    if v0 != -v1 or v2 != -v3:
         raise RuntimeError(
             f"TDLRT (distributed): the workers disagree on the Tucker layers {what} (their ranks "
             "or the set of layers differ). All workers must hold identical models: build the "
@@ -403,23 +405,29 @@ def _common_factors(pairs: list[tuple[list, list]]
     ``GradScaler``'s; :func:`tucker_dlra.nn.clip_grad_norm_` leaves none: it re-records)."""
     if not pairs:
         return [], None
-    scales, ok, quiet = [], [], []
-    for cur, ref in pairs:
-        neq = torch.stack([(a != b).any() for a, b in zip(cur, ref, strict=True)]).any()
-        num = sum((a.double() * b.double()).sum() for a, b in zip(cur, ref, strict=True))
-        den = sum(b.double().square().sum() for b in ref)
-        c2 = sum(a.double().square().sum() for a in cur)
-        s = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 1.0)
-        s = torch.where(neq, s, 1.0)
-        err2 = (c2 - s * num).clamp_min(0.0)  # ||cur - s ref||^2 = ||cur||^2 - num^2 / den
-        eps = 1e-5 if cur[0].dtype == torch.float64 else 1e-3
-        good = torch.isfinite(s) & (err2 <= (eps ** 2) * c2.clamp_min(1e-300))
-        ok.append(~neq | good)
-        mant, _ = torch.frexp(s)
-        quiet.append(~neq | (mant == 0.5))
-        scales.append(s.to(dtype=cur[0].dtype))
-    flags = torch.stack([torch.stack(ok).all(), torch.stack(quiet).all()])
-    return scales, flags.to(device=pairs[0][0][0].device)
+    dev = pairs[0][0][0].device
+    n = len(pairs)
+    # all layers at once: one flat float64 vector per side, sums per layer by index_add_
+    cur = torch.cat([a.reshape(-1).to(dev) for c, _ in pairs for a in c]).double()
+    ref = torch.cat([b.reshape(-1).to(dev) for _, r in pairs for b in r]).double()
+    counts = [sum(a.numel() for a in c) for c, _ in pairs]
+    seg = torch.repeat_interleave(torch.arange(n, device=dev),
+                                  torch.tensor(counts, device=dev), output_size=sum(counts))
+    sums = torch.zeros(4, n, dtype=torch.float64, device=dev)
+    sums.index_add_(1, seg, torch.stack([(cur != ref).double(), cur * ref, ref * ref,
+                                         cur * cur]))
+    neq, num, den, c2 = sums[0] > 0, sums[1], sums[2], sums[3]
+    s = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 1.0)
+    s = torch.where(neq, s, 1.0)
+    err2 = (c2 - s * num).clamp_min(0.0)  # ||cur - s ref||^2 = ||cur||^2 - num^2 / den
+    eps = torch.tensor([1e-5 if c[0].dtype == torch.float64 else 1e-3 for c, _ in pairs],
+                       dtype=torch.float64, device=dev)
+    good = torch.isfinite(s) & (err2 <= eps.square() * c2.clamp_min(1e-300))
+    mant, _ = torch.frexp(s)
+    flags = torch.stack([(~neq | good).all(), (~neq | (mant == 0.5)).all()])
+    scales = [x.to(device=c[0].device, dtype=c[0].dtype) for x, (c, _) in
+              zip(s.unbind(), pairs, strict=True)]
+    return scales, flags
 
 
 def rescale_verdict(flags: list[float]) -> None:

@@ -5,6 +5,7 @@ C-step, truncation, re-rounding, error bound, transport maps) is
 :func:`tucker_dlra.bug_step.bug_step` -- the same code the integrators ``bug``, ``ra_bug``
 and ``parallel_bug`` run -- called once for all Tucker layers with one descent step as
 substep solver (K-gradients of Theorem 1 by :func:`~tucker_dlra.steps.k_gradients`,
+computed by the layers' kernel-only backward, :mod:`tucker_dlra.nn.distributed`;
 C-gradients by :func:`~tucker_dlra.steps.c_gradient`).  This module keeps the torch
 concerns: param groups, the descent rule (SGD/Adam, :meth:`TDLRT._descend`), the atomic
 commit and the optimizer state.  Updates run under ``torch.no_grad()``;
@@ -296,18 +297,21 @@ class TDLRT(Optimizer):
     (:math:`\prod 2r_i`) exist transiently.  Parameters and state are reallocated at the
     new ranks (no padding to a maximum rank), so their memory falls when ranks shrink.
 
-    **Data parallelism.**  A step consumes, per layer, only :math:`G` (plus replicated
-    parameters and state).  :math:`G` is a sum over samples and every quantity derived
-    from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
-    workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
-    -- gives exactly the single-process step.  The step reads every :math:`G` through one
-    method, :meth:`TDLRT._kernel_gradients`, before any computation: the place for an
-    all-reduce.  DDP all-reduces ``param.grad`` (the
-    core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
-    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
+    **Data parallelism.**  A step consumes, per layer, only projections of :math:`G`
+    that are linear in it (K-gradients, C-gradient), so averaging them over workers gives
+    exactly the single-process step.  Under plain ``DistributedDataParallel`` this happens
+    automatically (:mod:`tucker_dlra.nn.distributed`, docs page "Distributed training"): the
     optimizer switches its layers to the kernel-only backward (``layer.param_grads =
-    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
-    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
+    False``), whose ``factors[i].grad`` is the K-gradient :math:`\nabla_{K_i}\mathcal L` and
+    ``core.grad`` :math:`G\times_i U_i^\top`, averaged at the end of backward; the K-steps
+    start from them, the C-gradient in the augmented bases is averaged inside the step's
+    C-solver, and the new ranks are checked across workers before anything is written.
+    Gradients rescaled since backward by a common factor (``clip_grad_norm_``,
+    ``GradScaler.unscale_``) scale the whole Tucker step (detected on the device, read back
+    with the ranks); :func:`tucker_dlra.nn.clip_grad_norm_` counts a Tucker layer by
+    :math:`\|G\|` as the equivalent dense layer.  :meth:`TDLRT._kernel_gradients` reads every
+    :math:`G`; a subclass that overrides it gets its K-gradients computed from what it
+    returns.
 
     Examples
     --------
