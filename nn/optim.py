@@ -827,7 +827,8 @@ class TDLRT(Optimizer):
         computed before any is written.  One host synchronisation reads back the ranks of
         all layers together with the finiteness of the gradients and of the update (plus
         one per SVD fallback or re-rounding, rare, the closure's loss, and on CUDA the
-        error check of each batched ``eigh``).
+        error check of each batched ``eigh``; under DDP the fingerprint before the C-gradient
+        all-reduce and the cross-worker consistency check: :mod:`tucker_dlra.nn.distributed`).
 
         Parameters
         ----------

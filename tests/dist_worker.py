@@ -153,6 +153,20 @@ def main() -> None:
             result["libclip_norms"] = []
             result["libclip"] = train(model, opt, ddp, rank, world, steps=3, clip=0.05,
                                       lib_clip=result["libclip_norms"])
+            # host syncs of one step under DDP (deterministic cost figures)
+            from tucker_dlra.nn._profiling import count_step
+
+            for integ in ("bug", "parallel"):
+                model = make_model()
+                ddp = DDP(model)
+                opt = TDLRT(ddp.parameters(), **{**CONFIGS["bug-sgd"], "integrator": integ})
+                train(model, opt, ddp, rank, world, steps=1)
+                opt.zero_grad()
+                x, y = batch(9)
+                per = GLOBAL_BATCH // world
+                F.cross_entropy(ddp(x[rank * per:(rank + 1) * per]),
+                                y[rank * per:(rank + 1) * per]).backward()
+                result[f"syncs-{integ}"] = count_step(opt).syncs
             model = make_model(lin_rank=3)
             ddp = DDP(model)
             hook_state = {"bytes": 0}

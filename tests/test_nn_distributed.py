@@ -148,6 +148,13 @@ def test_library_clip_under_ddp_identical_workers_and_an_upper_bound(results):
     assert 0.05 / n0[0] < 0.5  # the clip acted
 
 
+def test_host_syncs_per_step_under_ddp(results):
+    """BUG: the step's read-back, the fingerprint before the C-gradient all-reduce and the
+    consistency check; parallel BUG: no C-gradient round.  (A single process: one.)"""
+    for r in results:
+        assert r["syncs-bug"] <= 3 and r["syncs-parallel"] <= 2, r
+
+
 def test_bytes_per_step_are_the_projections(results):
     """Per layer: round 1 (core + K-gradients) and round 2 (the augmented core), or the dense
     kernel gradient where that is smaller (ranks near full); plus 3 fixed-size checks.
