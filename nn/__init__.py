@@ -2,6 +2,7 @@
 
 # C1: Tucker layers (layers); C2: conversion, compression reports and the paper's vanilla
 # baselines of Sec. 4 (convert, report, vanilla).  Keep one sorted import block + __all__.
+from .clip import clip_grad_norm_
 from .convert import KINDS, to_dense, tuckerize
 from .datasets import DATASETS, ArrayDataset, DatasetError, load_dataset
 from .layers import LowRankLinear, TuckerConv1d, TuckerConv2d, TuckerConv3d, is_tucker_layer
@@ -45,6 +46,7 @@ __all__ = [
     "VanillaLowRankLinear",
     "VanillaMatrixConv",
     "VanillaTuckerConv",
+    "clip_grad_norm_",
     "compression_report",
     "is_tucker_layer",
     "memory_report",

@@ -315,7 +315,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_resume_flags(args, out)
     _check_out(out)
     record = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(format_summary(record), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(format_summary(record), flush=True)
     return 0
 
 

@@ -36,10 +36,14 @@ from autograd (the dense path builds :math:`W` without a graph; the factorized p
 three stages on detached factors), and backward computes only :math:`\partial\mathcal L /
 \partial x` and the captured :math:`G` -- not the gradients of the factors (on the
 factorized path these are extra GEMMs / weight-gradient convolutions of the size of the
-forward stages).  ``core.grad`` is still set, to the exact
-:math:`\nabla_C\mathcal L = G \times_i U_i^\top` (:func:`tucker_dlra.c_gradient`, cost
-:math:`O(r_0\prod_i n_i)`), so ``zero_grad``, gradient accumulation and the
-``grad_full`` bookkeeping behave as above; the factors' ``.grad`` stay ``None``.  Set
+forward stages).  Instead the backward of each layer sets ``core.grad`` to the exact
+:math:`\nabla_C\mathcal L = G \times_i U_i^\top` and ``factors[i].grad`` to the K-step
+gradient :math:`\nabla_{K_i}\mathcal L` of Theorem 1 (not :math:`\partial\mathcal L /
+\partial U_i`): the gradients Algorithm 1 steps along, computed from :math:`G` by
+:func:`tucker_dlra.c_gradient` and :func:`tucker_dlra.steps.k_gradients` (cost
+:math:`O(r\prod_i n_i)`, work the step no longer does).  They accumulate over backward passes,
+are zeroed as usual, and under ``DistributedDataParallel`` are averaged over the workers at
+the end of backward (:mod:`tucker_dlra.nn.distributed`).  Set
 ``layer.param_grads = True`` (the default of a new layer) for plain autograd gradients of
 core and factors, e.g. to train them with a Euclidean optimizer or to check Theorem 1.
 
@@ -89,11 +93,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
+from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
 from tucker_dlra.tucker import orthonormality_defects
 
+from .distributed import accumulate, attach
 from .vanilla import conv_options_repr, pointwise
 
 __all__ = [
@@ -345,10 +350,10 @@ class _KernelTap(torch.autograd.Function):
 
     Inputs ``(t, core, layer, grad_of)``: ``grad_of(grad_t)`` gives the dense kernel gradient
     :math:`G` (``grad_t`` itself on the dense path, a weight-gradient convolution on the
-    factorized one); it is stored in ``layer.grad_full`` and the core receives the exact
-    :math:`\nabla_C\mathcal L = G \times_i U_i^\top` through autograd (so ``core.grad``
-    accumulates and is zeroed as usual).  The core input makes the tap part of the graph
-    even when ``t`` does not require grad (first layer, detached kernel).
+    factorized one); it is stored in ``layer.grad_full`` and core and factors receive
+    :math:`\nabla_C\mathcal L` and the K-gradients (``distributed.accumulate``).  The core
+    input makes the tap part of the graph even when ``t`` does not require grad (first
+    layer, detached kernel).
     """
 
     @staticmethod
@@ -362,10 +367,10 @@ class _KernelTap(torch.autograd.Function):
         layer = ctx.layer
         g = ctx.grad_of(gt)
         layer._store_grad(g)
-        gc = None
-        if ctx.needs_input_grad[1]:
-            gc = c_gradient(g.detach(), [f.detach() for f in layer.factors])
-        return (gt if ctx.needs_input_grad[0] else None), gc, None, None
+        # core.grad and the factors' K-gradients are set by distributed.accumulate (averaged
+        # over the workers at the end of backward under DDP), not through autograd
+        accumulate(layer, g)
+        return (gt if ctx.needs_input_grad[0] else None), None, None, None
 
 
 class _TuckerLayer(nn.Module):
@@ -570,6 +575,8 @@ class _TuckerLayer(nn.Module):
         other reset of the core's gradient also resets ``grad_full`` at the next forward.
         """
         core = self.core
+        if self._capturing():
+            attach(self)  # DDP: record the process group (see tucker_dlra.nn.distributed)
         if self._hooked_id != id(core):
             ref = weakref.ref(self)
 
@@ -731,6 +738,7 @@ class _TuckerLayer(nn.Module):
         """
         clone = copy.deepcopy(self)
         clone.train()
+        clone._timing_copy = True  # its timed backward passes stay local (no DDP all-reduce)
         xx = x.detach().requires_grad_(x.requires_grad)
 
         def run(path: str) -> None:

@@ -5,6 +5,7 @@ C-step, truncation, re-rounding, error bound, transport maps) is
 :func:`tucker_dlra.bug_step.bug_step` -- the same code the integrators ``bug``, ``ra_bug``
 and ``parallel_bug`` run -- called once for all Tucker layers with one descent step as
 substep solver (K-gradients of Theorem 1 by :func:`~tucker_dlra.steps.k_gradients`,
+computed by the layers' kernel-only backward, :mod:`tucker_dlra.nn.distributed`;
 C-gradients by :func:`~tucker_dlra.steps.c_gradient`).  This module keeps the torch
 concerns: param groups, the descent rule (SGD/Adam, :meth:`TDLRT._descend`), the atomic
 commit and the optimizer state.  Updates run under ``torch.no_grad()``;
@@ -37,8 +38,8 @@ from tucker_dlra.bug_step import (
     k_transport,
     read_back,
 )
-from tucker_dlra.steps import k_gradients
 
+from . import distributed
 from .layers import _TuckerLayer, tucker_layers
 
 __all__ = ["TDLRT"]
@@ -296,18 +297,21 @@ class TDLRT(Optimizer):
     (:math:`\prod 2r_i`) exist transiently.  Parameters and state are reallocated at the
     new ranks (no padding to a maximum rank), so their memory falls when ranks shrink.
 
-    **Data parallelism.**  A step consumes, per layer, only :math:`G` (plus replicated
-    parameters and state).  :math:`G` is a sum over samples and every quantity derived
-    from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
-    workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
-    -- gives exactly the single-process step.  The step reads every :math:`G` through one
-    method, :meth:`TDLRT._kernel_gradients`, before any computation: the place for an
-    all-reduce.  DDP all-reduces ``param.grad`` (the
-    core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
-    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
+    **Data parallelism.**  A step consumes, per layer, only projections of :math:`G`
+    that are linear in it (K-gradients, C-gradient), so averaging them over workers gives
+    exactly the single-process step.  Under plain ``DistributedDataParallel`` this happens
+    automatically (:mod:`tucker_dlra.nn.distributed`, docs page "Distributed training"): the
     optimizer switches its layers to the kernel-only backward (``layer.param_grads =
-    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
-    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
+    False``), whose ``factors[i].grad`` is the K-gradient :math:`\nabla_{K_i}\mathcal L` and
+    ``core.grad`` :math:`G\times_i U_i^\top`, averaged at the end of backward; the K-steps
+    start from them, the C-gradient in the augmented bases is averaged inside the step's
+    C-solver, and the new ranks are checked across workers before anything is written.
+    Gradients rescaled since backward by a common factor (``clip_grad_norm_``,
+    ``GradScaler.unscale_``) scale the whole Tucker step (detected on the device, read back
+    with the ranks); :func:`tucker_dlra.nn.clip_grad_norm_` counts a Tucker layer by
+    :math:`\|G\|` as the equivalent dense layer.  :meth:`TDLRT._kernel_gradients` reads every
+    :math:`G`; a subclass that overrides it gets its K-gradients computed from what it
+    returns.
 
     Examples
     --------
@@ -345,6 +349,7 @@ class TDLRT(Optimizer):
                         eps=eps)
         _check_group(defaults)
         super().__init__(params, defaults)
+        distributed.check_not_sharded([p for g in self.param_groups for p in g["params"]])
         self.nonfinite = nonfinite
         self.capture = capture
         self.capture_stats = {"traces": 0, "replays": 0}
@@ -566,11 +571,14 @@ class TDLRT(Optimizer):
 
     def _compute(self, active: list[_TuckerLayer], grads: list[torch.Tensor],
                  plain: list[tuple[torch.Tensor, dict]], index: dict,
-                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer]) -> dict:
+                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer],
+                 tgrads: tuple[list, Any]) -> dict:
         """Every update of the step (nothing written): Algorithm 1 for all Tucker layers by
         :func:`tucker_dlra.bug_step.bug_step` with the descent rule as substep solver, and
-        the descent rule on the plain parameters; one host read-back for all ranks and the
-        finiteness of every new tensor."""
+        the descent rule on the plain parameters; one host read-back for all ranks, the
+        finiteness of every new tensor and the rescale flags of ``tgrads``
+        (:func:`tucker_dlra.nn.distributed.step_gradients`: per layer the K-gradients, the
+        C-gradient in the old bases and the factor the gradients were rescaled by)."""
         fac_p = [list(layer.factors) for layer in active]
         core_p = [layer.core for layer in active]
         cgroups = [index[id(p)][1] for p in core_p]
@@ -578,7 +586,10 @@ class TDLRT(Optimizer):
             for p in fs:
                 self._check_state(self.state[p], p, "a Tucker factor")
             self._check_state(self.state[layer.core], layer.core, "a Tucker core")
+        tg, rflags = tgrads
         inputs = {"ys": [layer.tucker() for layer in active], "grads": list(grads),
+                  "kg": [list(t[0]) for t in tg], "cg0": [t[1] for t in tg],
+                  "scale": [t[2] for t in tg], "rflags": [] if rflags is None else [rflags],
                   "kst": [[self.state[p] for p in fs] for fs in fac_p],
                   "cst": [self.state[p] for p in core_p],
                   "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
@@ -587,7 +598,8 @@ class TDLRT(Optimizer):
                "truncs": [self._truncation(layer, g)
                           for layer, g in zip(active, cgroups, strict=True)],
                "fgroups": [[index[id(p)][1] for p in fs] for fs in fac_p],
-               "cgroups": cgroups, "pgroups": [g for _, g in plain]}
+               "cgroups": cgroups, "pgroups": [g for _, g in plain],
+               "dist": distributed.any_distributed(active)}
         if closure is None and self._use_capture(inputs, cfg):
             out = self._captured(inputs, cfg)
         else:
@@ -599,6 +611,7 @@ class TDLRT(Optimizer):
             else []
         if flags and flags[1] != 1.0:
             raise _NonFiniteGradient
+        distributed.rescale_verdict(flags[2:])  # clip_grad_value_ raises here
         if flags and flags[0] != 1.0:
             raise _NonFiniteUpdate
         try:
@@ -641,9 +654,9 @@ class TDLRT(Optimizer):
         kept: dict[str, Any] = {}
 
         def k_solve(starts: list) -> list[list[torch.Tensor]]:
-            # Algorithm 1, lines 3-4: one descent step on every K_i (Theorem 1 gradients)
-            kgrads = [k_gradients(g, st.gs, y.factors)
-                      for g, st, y in zip(grads, starts, ys, strict=True)]
+            # Algorithm 1, lines 3-4: one descent step on every K_i along the Theorem 1
+            # gradients the kernel-only backward computed (averaged over workers under DDP)
+            kgrads = inputs["kg"]
             flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
             new, st = self._descend(
                 [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
@@ -671,7 +684,17 @@ class TDLRT(Optimizer):
                     st = self._transport_core(st, [b.T @ u for b, u in
                                                    zip(bases[t], y.factors, strict=True)])
                 cstates.append(st)
-            cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
+            # line 9: G in the new bases, scaled like the .grad it came with (clipping);
+            # the parallel BUG's C-gradient is the backward's core gradient (old bases)
+            cgrads = [inputs["cg0"][t] if v == "parallel" else
+                      c_gradient(gz[t], bases[t]) * (1.0 if t in two else inputs["scale"][t])
+                      for t, v in enumerate(variants)]
+            if cfg.get("dist") and active is not None:  # DDP: one all-reduce
+                ts = [t for t, v in enumerate(variants) if v != "parallel"]
+                red = distributed.reduce_c_gradients([active[t] for t in ts],
+                                                     [cgrads[t] for t in ts])
+                for t, c in zip(ts, red, strict=True):
+                    cgrads[t] = c
             new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
             kept["cstates"], kept["bases"] = st, bases
             return new
@@ -685,11 +708,13 @@ class TDLRT(Optimizer):
             ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
             ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
             u = _finite_flag(ts)
-            g = _finite_flag(list(grads) + list(inputs["pg"]))
+            g = _finite_flag(list(grads) + list(inputs["pg"]) + inputs["cg0"]
+                             + [k for kg in inputs["kg"] for k in kg])
             if u is None and g is None:
                 return []
             one = torch.ones((), dtype=torch.bool, device=(u if u is not None else g).device)
-            return [torch.stack([one if u is None else u, one if g is None else g])]
+            return [torch.cat([torch.stack([one if u is None else u, one if g is None else g]),
+                               *[f.to(one.device) for f in inputs["rflags"]]])]
 
         plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
         return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
@@ -697,8 +722,8 @@ class TDLRT(Optimizer):
     # ------------------------------------------------------------------ capture
     def _use_capture(self, inputs: dict, cfg: dict) -> bool:
         """Whether this step runs through the shape-keyed captured path."""
-        if self.capture is False:
-            return False
+        if self.capture is False or cfg["dist"]:
+            return False  # under DDP the step all-reduces: not traced
         groups = cfg["cgroups"] + cfg["pgroups"] + [g for gs in cfg["fgroups"] for g in gs]
         if any(g["descent"] == "adam" for g in groups):
             return False  # Adam's bias corrections change every step: nothing repeats
@@ -802,7 +827,8 @@ class TDLRT(Optimizer):
         computed before any is written.  One host synchronisation reads back the ranks of
         all layers together with the finiteness of the gradients and of the update (plus
         one per SVD fallback or re-rounding, rare, the closure's loss, and on CUDA the
-        error check of each batched ``eigh``).
+        error check of each batched ``eigh``; under DDP the fingerprint before the C-gradient
+        all-reduce and the cross-worker consistency check: :mod:`tucker_dlra.nn.distributed`).
 
         Parameters
         ----------
@@ -851,8 +877,12 @@ class TDLRT(Optimizer):
         plain = [(p, g) for p, g in index.values()
                  if id(p) not in tucker_ids and p.grad is not None]
         grads = self._kernel_gradients(active)
+        # K-gradients and core gradients from the kernel-only backward (averaged over the
+        # workers under DDP; from G when this hook is overridden), with the rescale factor
+        fresh = type(self)._kernel_gradients is not TDLRT._kernel_gradients
+        tgrads = distributed.step_gradients(active, grads, fresh)
         try:  # compute every update first (one host sync), then commit: atomic step
-            res = self._compute(active, grads, plain, index, closure, layers)
+            res = self._compute(active, grads, plain, index, closure, layers, tgrads)
         except _NonFiniteGradient:
             self._nonfinite("TDLRT.step: non-finite gradient (NaN or inf, e.g. from a non-finite "
                             "loss); the model and the optimizer state were left untouched.")
@@ -861,6 +891,7 @@ class TDLRT(Optimizer):
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
+        distributed.check_consistent(active, [pt.y1 for pt in res["parts"]])  # DDP workers
         names = {}  # layer names when the optimizer was given model.named_parameters()
         for g in self.param_groups:
             for p, name in zip(g["params"], g.get("param_names") or [], strict=False):
