@@ -1076,8 +1076,8 @@ class _TuckerConvNd(_TuckerLayer):
         """Tucker layer from a trained ``nn.ConvNd`` by truncated HOSVD of its weight.
 
         ``rank`` (spec as in :func:`resolve_rank`) or ``rtol`` (relative tolerance, per
-        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, NUMERICS.md
-        section 5); neither: exact (full rank).  Cost: one HOSVD of the kernel.
+        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, the rule of the paper's
+        compression numbers); neither: exact (full rank).  Cost: one HOSVD of the kernel.
         """
         dense_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[cls._N - 1]
         if not isinstance(conv, dense_cls):

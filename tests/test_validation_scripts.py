@@ -87,7 +87,7 @@ def test_paper_tables_configurations_and_table(tmp_path):
     assert cells[1] == f"98.50 ± {math.sqrt(0.5):.2f} (n = 2)"  # mean ± sample std
     assert cells[4] == "(7,1,5,5) / (8,6,5,4)"
     assert cells[5:8] == ["97.80 ± 0.08", "96.13", "84.64"]  # the paper's Table 4
-    assert cells[8].startswith("98.65 / 92.6, 5 ep.")  # NUMERICS section 5
+    assert cells[8].startswith("98.65 / 92.6, 5 ep.")  # the 5-epoch reference run
     assert "| Baseline | not run |" in text and "70 epochs" in text
 
 

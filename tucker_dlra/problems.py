@@ -1,4 +1,5 @@
-r"""Synthetic tensor ODEs with exact or reference solutions (issue 3; NUMERICS.md section 3).
+r"""Synthetic tensor ODEs with exact or reference solutions (the standard test problems of the
+DLRA literature, with their reference numbers on the theory page: :ref:`test-problems`).
 
 Every constructor returns a :class:`Problem`: a Tucker initial value ``y0``, the
 right-hand side ``F(t, y)`` on dense arrays, a structured ``F_tucker(t, y)`` that
@@ -15,13 +16,15 @@ Constructors:
 
 * :func:`low_rank_trajectory` -- problem (a), :math:`A(t) = C(t)\times_i e^{tW_i}U_i` with
   F = dA/dt; with ``sigma_min``/``eps`` problem (b): a core whose singular values span
-  many decades plus an :math:`\varepsilon` perturbation (Koch & Lubich 2010; NUMERICS T3);
+  many decades plus an :math:`\varepsilon` perturbation (Koch & Lubich, SIMAX 31, 2010;
+  Kieri, Lubich & Walach, SINUM 54, 2016);
 * :func:`gradient_flow` -- problem (c), :math:`\dot W = -\nabla L(W)` with
   :math:`L(W) = \tfrac12\|\mathcal A(W)-B\|^2` (the paper's Eq. (5)), exact solution;
-* :func:`schrodinger` -- problem (d), discrete Schrödinger equation (NUMERICS T2);
+* :func:`schrodinger` -- problem (d), discrete Schrödinger equation (Ceruti, Kusch &
+  Lubich, BIT 62, 2022, Sec. 6.1);
 * :func:`heat` -- problem (d), heat equation, exact solution;
-* :func:`matrix_tiny_singular_values` -- problem (e), T1: singular values :math:`2^{-j}`;
-* :func:`tucker_tiny_singular_values` -- problem (e), T4a: its Tucker analogue.
+* :func:`matrix_tiny_singular_values` -- problem (e): a matrix with singular values :math:`2^{-j}`;
+* :func:`tucker_tiny_singular_values` -- problem (e): its Tucker analogue.
 
 Helpers: :func:`descent_bound` (the constants of Theorem 2), :func:`pad_rank`,
 :func:`quadrature_substep`, :func:`apply_linear`, :func:`apply_linear_tucker`,
@@ -160,7 +163,7 @@ class Problem:
         (exact where the problem allows it, otherwise the HOSVD quasi-optimal value;
         see the constructor's docstring).
     source : str
-        Where the problem comes from (NUMERICS.md section / paper).
+        Where the problem comes from (the published paper that introduced it).
     loss, grad, grad_tucker : callables or None
         For gradient flows (:func:`gradient_flow`): :math:`L`, :math:`\nabla L` on dense
         arrays and on TuckerTensors.
@@ -306,7 +309,8 @@ def apply_linear(terms: Sequence[LinearTerm], y: Array, to: Callable | None = No
 
     Notes
     -----
-    The right-hand side of a linear tensor ODE (NUMERICS.md T1, T2, T4a).
+    The right-hand side of a linear tensor ODE (the tiny-singular-value and
+    Schrödinger test problems).
     Cost :math:`O(\sum_k |S_k|\, n \prod_j n_j)`.
     """
     out = None
@@ -352,7 +356,7 @@ def expm_multiply_taylor(apply: Callable[[np.ndarray], np.ndarray], y: np.ndarra
     The interval is split into steps with :math:`\|\mathcal L\|\,\delta t \le 1/2`; on each,
     the series is summed until a term falls below ``tol`` times the partial sum
     (so the result is accurate to a few units of rounding times the number of steps).
-    Used for the reference solution of NUMERICS T2, whose operator
+    Used for the reference solution of the Schrödinger problem, whose operator
     :math:`-i(D\,\cdot + \cdot\,D + V\cdot V)` is not a Kronecker sum.
     Cost: about 20 applications of :math:`\mathcal L` per unit of
     :math:`2\|\mathcal L\| t`.
@@ -382,8 +386,8 @@ def quadrature_substep(f: Callable[[float, Any], Any], t0: float, y0: Any, h: fl
     For the data-mode problems :math:`F(t, Y) = \dot A(t)` (:func:`low_rank_trajectory`)
     every substep ODE of the BUG integrators is :math:`\dot y = f(t)`, so
     :math:`y_1 = y_0 + \int_{t_0}^{t_0+h} f`; an 8-point Gauss-Legendre rule (order 16)
-    computes it to rounding for smooth :math:`A` -- the "exact substeps" of
-    NUMERICS.md section 1.1, item 4.  Pass it as ``substep=`` to any integrator.
+    computes it to rounding for smooth :math:`A` -- exact substeps: the
+    integrator error is then the DLRA error alone.  Pass it as ``substep=`` to any integrator.
     Wrong (silently) for an F that depends on Y.  Cost: 8 evaluations of ``f``.
     """
     nodes, weights = _GAUSS
@@ -428,16 +432,16 @@ def low_rank_trajectory(
     e^{tW_i} + \sum_j A \times_j W_j`.
 
     * ``sigma_min=None, eps=0`` -- problem (a), exactly of Tucker rank ``rank``: the
-      BUG integrators reproduce it up to rounding (Ceruti & Lubich 2022, exactness;
-      NUMERICS.md section 2 and T4(b)).
+      BUG integrators reproduce it up to rounding (Ceruti & Lubich, "An unconventional robust
+      integrator for dynamical low-rank approximation", BIT 62, 2022: exactness).
     * ``sigma_min`` given -- problem (b): :math:`C_0` is superdiagonal (rotated) with
       singular values log-spaced from 1 to ``sigma_min`` in every unfolding and
       :math:`C_1 = 0` (all ranks equal), the Koch-Lubich / Lubich-Vandereycken-Walach
       robustness setting.  ``eps > 0`` adds the perturbation :math:`\varepsilon R`
-      (NUMERICS T3, Tucker form).
+      (the robustness test of Kieri, Lubich & Walach, SINUM 54, 2016, in Tucker form).
     * ``initial_rank=k`` -- :math:`C_0` has multilinear rank (k, ..., k) and ``y0`` is
       :math:`A(0)` at rank k, while :math:`A(t)` has rank ``rank`` for t > 0: the rank
-      of a rank-adaptive integrator must grow (issue 3, rank adaptivity).
+      of a rank-adaptive integrator must grow (rank adaptivity).
     * ``relax=k > 0`` -- :math:`F(t, Y) = \dot A(t) + k\,(A(t) - Y)`: the same exact
       solution from :math:`Y_0 = A(0)`, but errors are damped at rate k instead of being
       carried along forever (useful when ``y0`` cannot follow :math:`A` at first, as with
@@ -565,8 +569,8 @@ def low_rank_trajectory(
         name=f"low_rank_trajectory({kind})",
         y0=y0, F=F, F_tucker=F_tucker, solution=solution, t_span=(0.0, 1.0), rank=rank,
         best_error=best_error, substep=None if relax else quadrature_substep,
-        source=("issue 3 (a)/(b); Ceruti & Lubich 2022 exactness; Koch & Lubich 2010 / "
-                "Lubich, Vandereycken & Walach 2018 robustness; NUMERICS.md T3/T4(b)"),
+        source=("Ceruti & Lubich, BIT 62 (2022): exactness; Koch & Lubich, SIMAX 31 (2010) / "
+                "Lubich, Vandereycken & Walach, SINUM 56 (2018): robustness"),
         meta=dict(shape=list(shape), rank=list(rank), sigma_min=sigma_min, eps=eps,
                   initial_rank=initial_rank, relax=relax, omega=omega,
                   seed=seed if isinstance(seed, int) else None),
@@ -738,7 +742,7 @@ def gradient_flow(
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=rank,
         best_error=lambda t: _hosvd_error(solution_np(t), rank),
         loss=loss, grad=grad, grad_tucker=grad_tucker, terms=terms,
-        source="paper Eq. (5), Theorems 2-3 and Appendix C; issue 3 (c)",
+        source="paper Eq. (5), Theorems 2-3 and Appendix C (TDLRT paper, Zangrando et al. 2023)",
         meta=dict(shape=list(shape), rank=list(rank), eps=eps, decay=decay,
                   rows=[a.shape[0] for a in a_mats], L_min=l_min, flow_rank=r3,
                   lipschitz=float(sum(mu.max() for mu, _ in eig)),
@@ -770,7 +774,7 @@ def schrodinger(
 
     with :math:`Y_0 = U_0 S_0 V_0^\top`, :math:`U_0, V_0` orthonormal bases of uniform
     random :math:`n\times n` matrices, :math:`S_0 = \mathrm{diag}(10^{-i})` normalised to
-    :math:`\|S_0\|_F = 1` (NUMERICS.md T2; the authors' ``Init.m``).  The initial value
+    :math:`\|S_0\|_F = 1` (Ceruti, Kusch & Lubich, BIT 62, 2022, Sec. 6.1).  The initial value
     of the integrators is the rank-``rank`` truncation; the reference solution starts
     from the full :math:`Y_0` and is computed by :func:`expm_multiply_taylor` (accurate
     to ~1e-13; cached).  In Tucker notation :math:`F(Y) = -i(Y\times_1 D + Y\times_2 D +
@@ -834,8 +838,7 @@ def schrodinger(
         name="schrodinger", y0=y0, F=F, F_tucker=F_tucker,
         solution=lambda t: tgt(reference(t)), t_span=(0.0, 1.0), rank=(rank, rank),
         best_error=best_error, energy=energy, terms=terms,
-        source=("NUMERICS.md T2: Ceruti, Kusch & Lubich 2022 Sec. 6.1 "
-                "(JonasKu/publication-A-rank-adaptive-... Init.m/Driver.m)"),
+        source="Ceruti, Kusch & Lubich, BIT 62 (2022), Sec. 6.1",
         meta=dict(n=n, rank=rank, seed=seed if isinstance(seed, int) else None,
                   norm0=1.0, energy0=float(abs(np.vdot(y_full, op(y_full) * 1j)))),
     )
@@ -858,7 +861,8 @@ def heat(
     Gaussian bumps of width 0.15 at random centres, random core).  Because the operator is
     a Kronecker sum, :math:`Y(t) = Y_0 \times_i e^{t\kappa\Delta_i}` exactly, and the
     solution keeps the Tucker rank of :math:`Y_0` (``best_error`` is 0).  One of the
-    midpoint-BUG paper's test problems (NUMERICS.md T5).  Stiffness:
+    test problems of Ceruti, Einkemmer, Kusch & Lubich, "A robust second-order
+    low-rank BUG integrator based on the midpoint rule", BIT 64 (2024).  Stiffness:
     :math:`\|\kappa\Delta_i\| \approx 4\kappa(n_i+1)^2`.
     """
     shape, rank = _shape_rank(shape, rank)
@@ -885,7 +889,7 @@ def heat(
         F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=rank,
         best_error=lambda t: 0.0, terms=terms,
-        source="issue 3 (d); heat test of the midpoint BUG paper (NUMERICS.md T5)",
+        source="heat test of Ceruti, Einkemmer, Kusch & Lubich, BIT 64 (2024)",
         meta=dict(shape=list(shape), rank=list(rank), kappa=kappa,
                   stiffness=float(max(4 * kappa * (n + 1) ** 2 for n in shape)),
                   seed=seed if isinstance(seed, int) else None),
@@ -907,9 +911,10 @@ def matrix_tiny_singular_values(
     dtype: Any = "float64",
     device: Any = None,
 ) -> Problem:
-    r"""(e) T1: :math:`A(t) = e^{tW_1} e^{t} D (e^{tW_2})^\top`, :math:`D = \mathrm{diag}(2^{-j})`.
+    r"""(e) Matrix with tiny singular values: :math:`A(t) = e^{tW_1} e^{t} D (e^{tW_2})^\top`, :math:`D = \mathrm{diag}(2^{-j})`.
 
-    NUMERICS.md T1 (Ceruti & Lubich 2022, Sec. 5; Carrel's and Holtorf's codes):
+    The test of Ceruti & Lubich, "An unconventional robust integrator for dynamical
+    low-rank approximation", BIT 62 (2022), Sec. 5:
     n = 100, :math:`W_k = (\tilde W - \tilde W^\top)/2` with :math:`\tilde W \sim U[0,1]`,
     the linear ODE :math:`F(Y) = W_1 Y + Y + Y W_2^\top` (Tucker form
     :math:`Y + Y\times_1 W_1 + Y\times_2 W_2`) on [0, 1], started from the best
@@ -938,7 +943,7 @@ def matrix_tiny_singular_values(
         F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=(rank, rank),
         best_error=best_error, terms=terms,
-        source="NUMERICS.md T1 (Ceruti & Lubich 2022 Sec. 5)",
+        source="Ceruti & Lubich, BIT 62 (2022), Sec. 5",
         meta=dict(n=n, rank=rank, seed=seed if isinstance(seed, int) else None),
     )
 
@@ -953,10 +958,10 @@ def tucker_tiny_singular_values(
     dtype: Any = "float64",
     device: Any = None,
 ) -> Problem:
-    r"""(e) T4a: the Tucker analogue of T1, :math:`A(t) = e^t D \times_i e^{tW_i}`.
+    r"""(e) The Tucker analogue of the matrix problem, :math:`A(t) = e^t D \times_i e^{tW_i}`.
 
-    NUMERICS.md T4(a): n = 20, d = 3, :math:`D` superdiagonal with entries
-    :math:`2^{-j}`, j = 1..n, random skew :math:`W_i` (uniform, as T1),
+    The Tucker analogue of :func:`matrix_tiny_singular_values`: n = 20, d = 3, :math:`D` superdiagonal with entries
+    :math:`2^{-j}`, j = 1..n, random skew :math:`W_i` (uniform, as in the matrix problem),
     :math:`F(Y) = Y + \sum_i Y \times_i W_i`, started from the superdiagonal truncation
     to rank r.  :math:`A(t)` is orthogonally decomposable, so its best rank-(r,...,r)
     error is exactly :math:`e^t(\sum_{j>r}4^{-j})^{1/2}` (0.196, 0.0245, 1.53e-3 at
@@ -986,7 +991,7 @@ def tucker_tiny_singular_values(
         F_tucker=lambda t, y: apply_linear_tucker(terms, y, to=tgt.const),
         solution=lambda t: tgt(solution_np(t)), t_span=(0.0, 1.0), rank=(rank,) * d,
         best_error=best_error, terms=terms,
-        source="NUMERICS.md T4(a)",
+        source="Tucker analogue of Ceruti & Lubich, BIT 62 (2022), Sec. 5",
         meta=dict(n=n, d=d, rank=rank, seed=seed if isinstance(seed, int) else None),
     )
 

@@ -36,7 +36,7 @@ Array = Any
 #: ``"split"``: each mode discards a tail ``<= tol / sqrt(d)``, so the total error is
 #: ``<= tol`` (guaranteed, HOSVD bound).  ``"per_mode"``: each mode discards a tail
 #: ``<= tol`` (the rule of the public DLRT/TDLRT training codes and of the paper's
-#: compression numbers, NUMERICS.md section 5); the total error is ``<= sqrt(d) tol``.
+#: compression numbers); the total error is ``<= sqrt(d) tol``.
 RULES = ("split", "per_mode")
 
 
@@ -400,8 +400,8 @@ def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
     r"""Largest ranks :math:`\le` ``ranks`` with :math:`r_i \le \prod_{j \ne i} r_j` for all i.
 
     A core of shape ``ranks`` has unfoldings of rank at most :math:`\prod_{j\ne i} r_j`,
-    so a larger :math:`r_i` is not a multilinear rank (NUMERICS.md section 4, "Rank caps";
-    Sulz's truncation code enforces it).  Truncating to the result is lossless.
+    so a larger :math:`r_i` is not a multilinear rank (the rank-adaptive
+    tree-tensor integrator of Ceruti, Lubich & Sulz, SINUM 61, 2023, enforces the same cap).  Truncating to the result is lossless.
     Cost :math:`O(d^2)` per sweep.
     """
     r = [int(v) for v in ranks]

@@ -1,4 +1,5 @@
-r"""DLRA time integrators for Tucker tensors (issue 3).
+r"""DLRA time integrators for Tucker tensors (the BUG family of Ceruti & Lubich,
+BIT 62, 2022, and its relatives; see the References page).
 
 One step signature for all of them, ``y1, info = method(F, t0, y0, h, *, substep="rk4",
 substeps=1, structured=False, ...)``, and one driver, :func:`integrate`:
