@@ -123,7 +123,8 @@ def orth_dev(backend, y):
 
 @pytest.mark.parametrize("method", ["bug", "ra_bug", "projector_splitting"])
 def test_exact_low_rank_trajectory(backend, method):
-    """Exactness (Ceruti & Lubich, BIT 62, 2022): BUG, augmented BUG (truncated to r) and projector splitting
+    """Exactness (Ceruti & Lubich, BIT 62, 2022): BUG, augmented BUG (truncated to r) and projector
+    splitting
     reproduce an exactly rank-r trajectory with F = dA/dt and exact substeps."""
     tr = Trajectory((8, 9, 10), (3, 4, 2), seed=1)
     res = integrate(tr.F(backend), tr.y0(backend), (0.0, 1.0), 0.125, method=method,
@@ -270,7 +271,8 @@ def test_ra_bug_grows_rank_from_one(backend):
 
 
 def test_truncation_clamp_product_of_ranks():
-    """r_i <= prod_{j != i} r_j after truncation (a Tucker rank cap: each unfolding's rank is bounded by the
+    """r_i <= prod_{j != i} r_j after truncation (a Tucker rank cap: each unfolding's rank is
+    bounded by the
     product of the other ranks)."""
     from conftest import Backend
 
@@ -355,7 +357,8 @@ def test_bug_exact_random_shapes(d, data, seed):
 
 def test_bug_euler_step_formula():
     """Fixed-rank BUG step with Euler substeps: U^1_i = orth(K_i(t1)), C-step from
-    C0 x_i M_i (Ceruti & Lubich, BIT 62, 2022, Tucker form); F evaluated at Y0 (shared by the K-steps) and once more."""
+    C0 x_i M_i (Ceruti & Lubich, BIT 62, 2022, Tucker form); F evaluated at Y0 (shared by the
+    K-steps) and once more."""
     rng = np.random.default_rng(11)
     n, r = (5, 6, 7), (2, 2, 3)
     y0 = hosvd(rng.standard_normal(n), rank=r)
@@ -535,7 +538,8 @@ def test_structured_matches_dense_all_methods():
 
 
 def test_orders_on_linear_problem_with_tiny_singular_values():
-    """Linear F(Y) = Y + sum_i Y x_i W_i (Tucker tiny-singular-value problem) from Y0 with superdiagonal core
+    """Linear F(Y) = Y + sum_i Y x_i W_i (Tucker tiny-singular-value problem) from Y0 with
+    superdiagonal core
     (1, 1e-4, 1e-8): the exact solution e^t Y0 x_i exp(t W_i) stays of rank 3, but the
     Galerkin steps are not exact for a linear F.  With exact substeps the fixed-rank BUG
     converges with order 1 and the midpoint BUG with order 2, undisturbed by

@@ -67,7 +67,8 @@ def test_t4a_tucker_bug_first_order_augmented_at_optimum():
 
 
 def test_t2_schrodinger_bug_plateau():
-    """Fixed-rank BUG, r = 8: error decreases like h towards its plateau (~5.8e-3, Ceruti, Kusch & Lubich 2022)."""
+    """Fixed-rank BUG, r = 8: error decreases like h towards its plateau (~5.8e-3, Ceruti, Kusch &
+    Lubich 2022)."""
     p = P.schrodinger(n=100, rank=8, seed=0)
     best = p.best_error(1.0)
     hs = [0.1, 0.05, 0.02]

@@ -911,7 +911,8 @@ def matrix_tiny_singular_values(
     dtype: Any = "float64",
     device: Any = None,
 ) -> Problem:
-    r"""(e) Matrix with tiny singular values: :math:`A(t) = e^{tW_1} e^{t} D (e^{tW_2})^\top`, :math:`D = \mathrm{diag}(2^{-j})`.
+    r"""(e) Matrix with tiny singular values: :math:`A(t) = e^{tW_1} e^{t} D (e^{tW_2})^\top`,
+    :math:`D = \mathrm{diag}(2^{-j})`.
 
     The test of Ceruti & Lubich, "An unconventional robust integrator for dynamical
     low-rank approximation", BIT 62 (2022), Sec. 5:
@@ -960,7 +961,8 @@ def tucker_tiny_singular_values(
 ) -> Problem:
     r"""(e) The Tucker analogue of the matrix problem, :math:`A(t) = e^t D \times_i e^{tW_i}`.
 
-    The Tucker analogue of :func:`matrix_tiny_singular_values`: n = 20, d = 3, :math:`D` superdiagonal with entries
+    The Tucker analogue of :func:`matrix_tiny_singular_values`: n = 20, d = 3, :math:`D`
+    superdiagonal with entries
     :math:`2^{-j}`, j = 1..n, random skew :math:`W_i` (uniform, as in the matrix problem),
     :math:`F(Y) = Y + \sum_i Y \times_i W_i`, started from the superdiagonal truncation
     to rank r.  :math:`A(t)` is orthogonally decomposable, so its best rank-(r,...,r)

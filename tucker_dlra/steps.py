@@ -2,7 +2,8 @@ r"""Building blocks shared by the BUG integrators and the TDLRT optimizer.
 
 These are the named substeps of Algorithm 1 (and of the whole BUG family of
 Ceruti & Lubich, BIT 62, 2022, in the Tucker form of Ceruti, Lubich & Walach,
-SINUM 59, 2021): the QR of the core unfolding that defines the :math:`K`-step, the :math:`K`-step right-hand side of Theorem 1, the basis
+SINUM 59, 2021): the QR of the core unfolding that defines the :math:`K`-step, the :math:`K`-step
+right-hand side of Theorem 1, the basis
 augmentation, and the augmented (Galerkin) starting core.  Both
 :mod:`tucker_dlra.integrators` and :mod:`tucker_dlra.nn` call them, so the
 mathematics lives in one place.

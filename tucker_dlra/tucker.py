@@ -401,7 +401,8 @@ def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
 
     A core of shape ``ranks`` has unfoldings of rank at most :math:`\prod_{j\ne i} r_j`,
     so a larger :math:`r_i` is not a multilinear rank (the rank-adaptive
-    tree-tensor integrator of Ceruti, Lubich & Sulz, SINUM 61, 2023, enforces the same cap).  Truncating to the result is lossless.
+    tree-tensor integrator of Ceruti, Lubich & Sulz, SINUM 61, 2023, enforces the same cap).
+    Truncating to the result is lossless.
     Cost :math:`O(d^2)` per sweep.
     """
     r = [int(v) for v in ranks]

@@ -2,7 +2,8 @@
 """Benchmark: our factorized Tucker conv against tensorly-torch's ``FactorizedConv``.
 
 A 256 -> 256 3x3 convolution (padding 1) at Tucker ranks (57, 57, 3, 3), the setting
-of a known comparison ("tensorly-torch runs it about 2.6x faster than the dense conv").  Variants, all
+of a known comparison ("tensorly-torch runs it about 2.6x faster than the dense conv").  Variants,
+all
 built from the same dense ``nn.Conv2d`` by a truncated HOSVD at equal ranks:
 
 * ``dense``: ``nn.Conv2d``;
