@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from tucker_dlra.app.models import LeNet5
 from tucker_dlra.nn import (
     LowRankLinear,
     TuckerConv1d,
@@ -22,7 +23,6 @@ from tucker_dlra.nn import (
     to_dense,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5
 from tucker_dlra.nn.optim import TDLRT
 
 pytestmark = [

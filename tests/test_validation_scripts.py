@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from tucker_dlra.app.models import build_model
 from tucker_dlra.nn import tuckerize
-from tucker_dlra.nn.models import build_model
 
 from tucker_dlra import unfold
 
@@ -160,10 +160,10 @@ def test_paper_tables_fresh_vanilla_init(tmp_path, monkeypatch):
     of the random dense kernel, which keeps a few per cent of its norm."""
     import importlib
 
-    from tucker_dlra.nn.cli import main as cli_main
+    from tucker_dlra.app.cli import main as cli_main
 
     pt = _load("paper_tables")
-    T = importlib.import_module("tucker_dlra.nn.train")
+    T = importlib.import_module("tucker_dlra.app.train")
     monkeypatch.setattr(T, "build_training_model", T.build_training_model)  # restored after
     norms = {}
     for init in ("fresh", "hosvd"):  # fresh first: the hosvd entry patches the builder

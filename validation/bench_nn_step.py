@@ -71,13 +71,13 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402  (after pinning the threads)
 from torch import nn  # noqa: E402
+from tucker_dlra.app.models import LeNet5  # noqa: E402
 from tucker_dlra.nn import (  # noqa: E402
     compression_report,
     is_tucker_layer,
     parameter_counts,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5  # noqa: E402
 from tucker_dlra.nn.optim import TDLRT  # noqa: E402
 
 

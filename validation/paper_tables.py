@@ -191,11 +191,11 @@ def train_with_hosvd_vanilla_init(argv: list[str]) -> int:
     """
     import importlib
 
-    from tucker_dlra.nn.cli import main as cli_main
+    from tucker_dlra.app.cli import main as cli_main
+    from tucker_dlra.app.models import build_model
     from tucker_dlra.nn.convert import tuckerize
-    from tucker_dlra.nn.models import build_model
 
-    T = importlib.import_module("tucker_dlra.nn.train")  # the module (the package exports train())
+    T = importlib.import_module("tucker_dlra.app.train")  # the module (the package exports train())
     build = T.build_training_model
 
     def build_hosvd(cfg, shape, num_classes):
