@@ -102,7 +102,7 @@ __all__ = [
     "TuckerConv3d",
     "LowRankLinear",
     "is_tucker_layer",
-    "tucker_layers",
+    "layer_of",
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
     "KERNEL_ONLY_FLOP_RATIO",
@@ -132,9 +132,43 @@ FACTORIZED_FLOP_RATIO = 0.5
 #: 3x3 layers at ratio 0.1 with input gradient: factorized 1.5-2.2x faster.
 KERNEL_ONLY_FLOP_RATIO = 0.7
 
-#: Every live Tucker layer; the optimizer finds the layer of a Parameter here (a registry
-#: instead of attributes on the Parameters, so that deepcopy and pickling are unaffected).
-_LAYERS: weakref.WeakSet = weakref.WeakSet()
+
+class _LayerRef:
+    """Weak reference from a core or factor Parameter to its Tucker layer.
+
+    Stored as ``param._tucker_layer`` by the layer itself; :class:`~tucker_dlra.nn.TDLRT` maps
+    the Parameters it is given to their layers through it (no process-wide registry).  It
+    pickles and deep-copies as a dead reference, so that a copied Parameter never points to
+    the original layer; the copied layer re-tags its own Parameters (``__setstate__``,
+    ``forward``).  Calling it returns the layer or ``None``.
+    """
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, layer: Any = None) -> None:
+        self._ref = None if layer is None else weakref.ref(layer)
+
+    def __call__(self) -> Any:
+        return None if self._ref is None else self._ref()
+
+    def __reduce__(self) -> tuple:
+        return (_LayerRef, ())
+
+    def __copy__(self) -> _LayerRef:
+        return _LayerRef()
+
+    def __deepcopy__(self, memo: dict) -> _LayerRef:
+        return _LayerRef()
+
+
+def layer_of(param: torch.Tensor) -> Any:
+    """The Tucker layer whose core or factor ``param`` currently is, else ``None``."""
+    ref = getattr(param, "_tucker_layer", None)
+    layer = ref() if isinstance(ref, _LayerRef) else None
+    if layer is None or not any(q is param for q in (layer.core, *layer.factors)):
+        return None
+    return layer
+
 
 #: ... and only when the dense count is at least this many multiply-adds per sample:
 #: below it the extra kernel launches dominate.  Since the 1x1 stages run as batched GEMMs
@@ -253,11 +287,6 @@ PATH_SELECTOR = PathSelector()
 def is_tucker_layer(module: Any) -> bool:
     """``True`` for the Tucker layers of this module (trained by :class:`TDLRT`)."""
     return isinstance(module, _TuckerLayer)
-
-
-def tucker_layers() -> list[_TuckerLayer]:
-    """All live Tucker layers (used by :class:`TDLRT` to map Parameters to layers)."""
-    return list(_LAYERS)
 
 
 def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
@@ -410,7 +439,7 @@ class _TuckerLayer(nn.Module):
         self.cache_kernel = True  # keep W between graph-free forwards (module docstring)
         self._kcache: tuple | None = None
         self.register_load_state_dict_post_hook(_TuckerLayer._after_load)
-        _LAYERS.add(self)
+        self._tag_params()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -433,7 +462,14 @@ class _TuckerLayer(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("cache_kernel", True)
         self.__dict__.setdefault("_kcache", None)
-        _LAYERS.add(self)
+        self._tag_params()
+
+    def _tag_params(self) -> None:
+        """Point ``core`` and ``factors`` back to this layer (:func:`layer_of`); O(d)."""
+        for p in (self.core, *self.factors):
+            ref = p.__dict__.get("_tucker_layer")
+            if ref is None or ref() is not self:
+                p._tucker_layer = _LayerRef(self)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         """``.to()``/``.cuda()``/``.half()``...: clears the kernel cache first."""
@@ -1007,7 +1043,7 @@ class _TuckerConvNd(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: measured on CUDA
         without a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
@@ -1186,7 +1222,7 @@ class LowRankLinear(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: measured on CUDA without
         a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "

@@ -39,7 +39,7 @@ from tucker_dlra.bug_step import (
 )
 from tucker_dlra.steps import k_gradients
 
-from .layers import _TuckerLayer, tucker_layers
+from .layers import _TuckerLayer, layer_of
 
 __all__ = ["TDLRT"]
 
@@ -392,7 +392,10 @@ class TDLRT(Optimizer):
     def _layers(self, index: dict) -> list[_TuckerLayer]:
         """Tucker layers whose parameters are all in this optimizer, in parameter order."""
         by_core = {}
-        for layer in tucker_layers():
+        # each core/factor Parameter points to its layer (layers.layer_of), no registry
+        seen = {id(layer.core): layer for layer in (layer_of(p) for p, _ in index.values())
+                if layer is not None}
+        for layer in seen.values():
             params = [layer.core, *layer.factors]
             present = [id(p) in index for p in params]
             if not any(present):
