@@ -92,9 +92,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
-from tucker_dlra.tucker import orthonormality_defects
+from tucker_dlra.tucker import max_tucker_rank, orthonormality_defects
 
-from .vanilla import conv_options_repr, pointwise
+from ._conv import conv_options_repr, pointwise, resolve_tucker_rank, tucker_conv_macs
 
 __all__ = [
     "TuckerConv1d",
@@ -304,8 +304,7 @@ def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
 
 
 def _upper_ranks(shape: Sequence[int]) -> list[int]:
-    total = math.prod(shape)
-    return [min(n, total // n) if n else 0 for n in shape]
+    return list(max_tucker_rank(shape))
 
 
 def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
@@ -323,50 +322,10 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
 
     Returns
     -------
-    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).
+    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).  The one rank
+    parser of the layers and the baselines (``nn/_conv.py``).
     """
-    d = len(shape)
-    upper = _upper_ranks(shape)
-    if max_rank is not None:
-        upper_eff = [min(u, m) for u, m in zip(upper, max_rank, strict=True)]
-    else:
-        upper_eff = list(upper)
-    explicit = False
-    if rank is None:
-        r = list(upper_eff)
-    elif isinstance(rank, bool):
-        raise TypeError(f"{name} must be None, an int, a float in (0, 1] or a tuple; got {rank!r}")
-    elif isinstance(rank, numbers.Integral):
-        r = [int(v) for v in per_mode(int(rank), d, name, upper, clamp=True)]
-    elif isinstance(rank, numbers.Real):
-        f = float(rank)
-        if not 0.0 < f <= 1.0 or math.isnan(f):
-            raise ValueError(f"{name} as a fraction must lie in (0, 1]; got {rank!r}")
-        r = [max(1, min(u, math.ceil(f * n))) for n, u in zip(shape, upper, strict=True)]
-    else:
-        r = [int(v) for v in per_mode(rank, d, name, upper)]
-        explicit = True
-    if explicit:
-        for i in range(d):
-            if r[i] > upper_eff[i]:
-                raise ValueError(f"{name}[{i}] = {r[i]} exceeds max_rank[{i}] = {upper_eff[i]}")
-    r = [min(a, b) for a, b in zip(r, upper_eff, strict=True)]
-    # a Tucker rank satisfies r_i <= prod_{j != i} r_j
-    for _ in range(d):
-        changed = False
-        for i in range(d):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                if explicit:
-                    raise ValueError(
-                        f"{name} = {tuple(r)} is not a Tucker rank: {name}[{i}] = {r[i]} exceeds "
-                        f"the product {others} of the other ranks"
-                    )
-                r[i] = others
-                changed = True
-        if not changed:
-            break
-    return tuple(r)
+    return resolve_tucker_rank(rank, shape, name, max_rank)
 
 
 class _KernelTap(torch.autograd.Function):
@@ -955,16 +914,13 @@ class _TuckerConvNd(_TuckerLayer):
         lout = math.prod(self._out_size(spatial))
         k = math.prod(self.kernel_size)
         g = self.groups
-        cin_g, cout_g = self.in_channels // g, self.out_channels // g
+        cin_g = self.in_channels // g
         r0, r1 = self.ranks[0], self.ranks[1]
         dense = self.out_channels * cin_g * k * lout
         best = None
         for fold_in, fold_out in ((False, False), (True, False), (False, True)):
-            c_in = cin_g if fold_in else r1
-            c_out = cout_g if fold_out else r0
-            cost = g * c_out * c_in * k * lout
-            cost += 0 if fold_in else self.in_channels * r1 * lin
-            cost += 0 if fold_out else self.out_channels * r0 * lout
+            cost = tucker_conv_macs(self.out_channels, self.in_channels, g, r0, r1, k, lin, lout,
+                                    fold_in, fold_out)
             if best is None or cost < best[0]:
                 best = (cost, fold_in, fold_out)
         return dense, best[0], best[1], best[2]

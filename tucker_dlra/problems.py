@@ -45,7 +45,7 @@ import numpy as np
 from ._validate import check_int, check_tolerance
 from .backend import import_torch
 from .tensor import multi_mode_product, unfold
-from .tucker import TuckerTensor, pad_core, pad_rank
+from .tucker import TuckerTensor, check_tucker_rank, pad_core, pad_rank
 
 __all__ = [
     "Problem",
@@ -260,13 +260,10 @@ def _shape_rank(shape: Sequence[int], rank: int | Sequence[int]) -> tuple[tuple,
     rank = tuple(check_int(r, "rank", 1) for r in rank)
     if len(rank) != d:
         raise ValueError(f"rank must have one entry per mode ({d}); got {rank}")
-    total = math.prod(rank)
     for i, (n, r) in enumerate(zip(shape, rank, strict=True)):
-        if r > n or r > total // r:
-            raise ValueError(
-                f"rank[{i}] = {r} must be <= shape[{i}] = {n} and <= the product of the "
-                f"other ranks ({total // r})"
-            )
+        if r > n:
+            raise ValueError(f"rank[{i}] = {r} must be <= shape[{i}] = {n}")
+    check_tucker_rank(rank, "rank")
     return shape, rank
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validate import RankSpec, per_mode
-from ..tucker import TuckerTensor, pad_rank, truncate, valid_rank
+from ..tucker import TuckerTensor, check_tucker_rank, pad_rank, truncate, valid_rank
 from ._common import _PROBES, IntegrationError, StepInfo, StepProbe, check_y0
 from .bug import bug, ra_bug
 
@@ -151,9 +151,7 @@ def _prepare_y0(y: TuckerTensor, rank: RankSpec, method: str, seed: int) -> Tuck
     """Bring ``y0`` to the requested rank: truncate modes above it, pad modes below it."""
     target = per_mode(rank, y.ndim, "rank", list(y.shape))
     target = [r0 if v is None else v for v, r0 in zip(target, y.rank, strict=True)]
-    if tuple(target) != valid_rank(target):
-        raise ValueError(f"rank = {tuple(target)} is not a Tucker rank: each entry must be "
-                         f"<= the product of the others (largest valid: {valid_rank(target)})")
+    check_tucker_rank(target, "rank")
     low = [min(a, b) for a, b in zip(target, y.rank, strict=True)]
     if tuple(low) != y.rank:
         y = truncate(y, rank=valid_rank(low))
