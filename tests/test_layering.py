@@ -25,8 +25,10 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
 def _imported_modules(path: Path) -> set[str]:
     """Absolute names of every module imported anywhere in ``path`` (lazy imports included)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    pkg = {"nn": "tucker_dlra.nn", "app": "tucker_dlra.app"}.get(path.parent.name,
-                                                              "tucker_dlra")
+    parts = list(path.relative_to(ROOT).parent.parts)
+    top = {"nn": ["tucker_dlra", "nn"], "app": ["tucker_dlra", "app"]}.get(parts[0],
+                                                                   ["tucker_dlra"])
+    pkg = ".".join(top + parts[1:])  # the package a relative import starts from
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
