@@ -11,6 +11,11 @@ substeps=1, structured=False, ...)``, and one driver, :func:`integrate`:
 * :func:`projector_splitting` -- Tucker projector splitting (Lubich, Vandereycken & Walach 2018);
 * :func:`midpoint_bug` -- second-order midpoint BUG (Ceruti, Einkemmer, Kusch & Lubich 2024);
 * :func:`direct` -- explicit integration of the factor equations (8) (the unstable baseline).
+
+The contract between the driver and a method is :class:`Stepper` (as SciPy's ``OdeSolver``
+is for ``solve_ivp``): each built-in method is registered as a Stepper subclass
+(:data:`STEPPERS`: :class:`BUG`, :class:`RankAdaptiveBUG`, ...), and ``integrate(method=...)``
+accepts a user's own subclass, run by the same driver.
 """
 
 from ._common import (
@@ -22,6 +27,16 @@ from ._common import (
     krylov_substep,
     rk4_substep,
 )
+from .base import (
+    BUG,
+    STEPPERS,
+    Direct,
+    MidpointBUG,
+    ParallelBUG,
+    ProjectorSplitting,
+    RankAdaptiveBUG,
+    Stepper,
+)
 from .bug import bug, ra_bug
 from .direct import direct
 from .driver import ADAPTIVE, METHODS, IntegrationResult, integrate
@@ -31,6 +46,14 @@ from .splitting import projector_splitting
 
 __all__ = [
     "ADAPTIVE",
+    "BUG",
+    "Direct",
+    "MidpointBUG",
+    "ParallelBUG",
+    "ProjectorSplitting",
+    "RankAdaptiveBUG",
+    "STEPPERS",
+    "Stepper",
     "METHODS",
     "SUBSTEPS",
     "IntegrationError",
