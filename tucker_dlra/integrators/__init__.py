@@ -14,7 +14,7 @@ substeps=1, structured=False, ...)``, and one driver, :func:`integrate`:
 
 The contract between the driver and a method is :class:`Stepper` (as SciPy's ``OdeSolver``
 is for ``solve_ivp``): each built-in method is registered as a Stepper subclass
-(:data:`STEPPERS`: :class:`BUG`, :class:`RankAdaptiveBUG`, ...), and ``integrate(method=...)``
+(``STEPPERS``: :class:`BUG`, :class:`RankAdaptiveBUG`, ...), and ``integrate(method=...)``
 accepts a user's own subclass, run by the same driver.
 """
 

@@ -5,7 +5,7 @@ As :class:`scipy.integrate.OdeSolver` is to :func:`scipy.integrate.solve_ivp`: a
 :meth:`Stepper.step`; the driver ``integrate`` runs any of them, built-in or user-written,
 with the same step-size grid, output times, checks (finite values, blow-up), callback and
 :class:`~tucker_dlra.integrators.IntegrationResult`.  The built-in methods are registered as
-such classes (:data:`STEPPERS`); ``integrate(method="bug")`` and ``integrate(method=BUG)``
+such classes (``STEPPERS``); ``integrate(method="bug")`` and ``integrate(method=BUG)``
 are the same.
 
 Options: ``integrate`` passes ``substep``, ``substeps``, ``structured`` and ``step_index`` to
@@ -87,7 +87,7 @@ class Stepper:
 
     @classmethod
     def accepted_options(cls) -> tuple[str, ...] | None:
-        """Keyword options of :meth:`step` beyond :data:`DRIVER_OPTIONS`; ``None`` when it
+        """Keyword options of :meth:`step` beyond ``DRIVER_OPTIONS``; ``None`` when it
         takes ``**options`` (then every option is passed on).  Cost: one signature lookup."""
         fn = getattr(cls, "_function", None) or cls.step
         params = list(inspect.signature(fn).parameters.values())
@@ -116,7 +116,7 @@ def _builtin(name: str, adaptive: bool, module: str, attr: str, doc: str) -> typ
     fn = getattr(importlib.import_module(f"tucker_dlra.integrators.{module}"), attr)
     cls = type(doc.split(":")[0], (_FunctionStepper,), {
         "name": name, "adaptive": adaptive, "_function": staticmethod(fn),
-        "__doc__": f"{doc}\n\n    The stepper of ``method={name!r}``; :meth:`step` calls "
+        "__doc__": f"{doc}\n\n    The stepper of ``method={name!r}``; its ``step`` calls "
                    f":func:`~tucker_dlra.integrators.{attr}`.",
         "__module__": __name__,
     })
@@ -153,7 +153,7 @@ STEPPERS: dict[str, type[Stepper]] = {
 
 
 def resolve_stepper(method: Any) -> Stepper:
-    """A :class:`Stepper` instance for ``method``: a name of :data:`STEPPERS`, a Stepper
+    """A :class:`Stepper` instance for ``method``: a name of ``STEPPERS``, a Stepper
     subclass or a Stepper instance (a clear ``ValueError``/``TypeError`` otherwise)."""
     if isinstance(method, str):
         if method not in STEPPERS:
