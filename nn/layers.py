@@ -433,7 +433,9 @@ class _TuckerLayer(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         """``.to()``/``.cuda()``/``.half()``...: clears the kernel cache first."""
         self.clear_kernel_cache()
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._tag_params()  # new Parameter objects if the conversion overwrote them
+        return out
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()

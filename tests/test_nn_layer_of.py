@@ -67,3 +67,18 @@ def test_partial_layer_params_still_rejected():
     layer = _layer()
     with pytest.raises(ValueError, match="core and all factors"):
         TDLRT([layer.core, layer.factors[0]], lr=0.1)
+
+
+def test_conversion_that_replaces_parameters_keeps_the_tags():
+    layer = _layer()
+    old_core = layer.core
+    prev = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        layer.float()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(prev)
+    assert layer.core is not old_core and L.layer_of(old_core) is None
+    assert all(L.layer_of(p) is layer for p in (layer.core, *layer.factors))
+    opt = TDLRT(layer.parameters(), lr=0.1)
+    assert opt._layers(opt._index()) == [layer]
