@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .layers import _TuckerLayer, is_tucker_layer, tucker_layers
+from .layers import _TuckerLayer, is_tucker_layer, layer_of
 
 __all__ = ["clip_grad_norm_"]
 
@@ -31,7 +31,8 @@ def _split(parameters: Any) -> tuple[list[_TuckerLayer], list[torch.Tensor]]:
     else:
         params = [parameters] if torch.is_tensor(parameters) else list(parameters)
         ids = {id(p) for p in params}
-        layers = [m for m in tucker_layers()
+        found = {id(m): m for m in (layer_of(p) for p in params) if m is not None}
+        layers = [m for m in found.values()
                   if all(id(p) in ids for p in [m.core, *m.factors])]
         order = {id(p): k for k, p in enumerate(params)}
         layers.sort(key=lambda m: order[id(m.core)])

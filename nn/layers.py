@@ -96,10 +96,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
-from tucker_dlra.tucker import orthonormality_defects
+from tucker_dlra.tucker import max_tucker_rank, orthonormality_defects
 
+from ._conv import conv_options_repr, pointwise, resolve_tucker_rank, tucker_conv_macs
 from .distributed import accumulate, attach
-from .vanilla import conv_options_repr, pointwise
 
 __all__ = [
     "TuckerConv1d",
@@ -107,7 +107,7 @@ __all__ = [
     "TuckerConv3d",
     "LowRankLinear",
     "is_tucker_layer",
-    "tucker_layers",
+    "layer_of",
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
     "KERNEL_ONLY_FLOP_RATIO",
@@ -137,9 +137,43 @@ FACTORIZED_FLOP_RATIO = 0.5
 #: 3x3 layers at ratio 0.1 with input gradient: factorized 1.5-2.2x faster.
 KERNEL_ONLY_FLOP_RATIO = 0.7
 
-#: Every live Tucker layer; the optimizer finds the layer of a Parameter here (a registry
-#: instead of attributes on the Parameters, so that deepcopy and pickling are unaffected).
-_LAYERS: weakref.WeakSet = weakref.WeakSet()
+
+class _LayerRef:
+    """Weak reference from a core or factor Parameter to its Tucker layer.
+
+    Stored as ``param._tucker_layer`` by the layer itself; :class:`~tucker_dlra.nn.TDLRT` maps
+    the Parameters it is given to their layers through it (no process-wide registry).  It
+    pickles and deep-copies as a dead reference, so that a copied Parameter never points to
+    the original layer; the copied layer re-tags its own Parameters (``__setstate__``,
+    ``forward``).  Calling it returns the layer or ``None``.
+    """
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, layer: Any = None) -> None:
+        self._ref = None if layer is None else weakref.ref(layer)
+
+    def __call__(self) -> Any:
+        return None if self._ref is None else self._ref()
+
+    def __reduce__(self) -> tuple:
+        return (_LayerRef, ())
+
+    def __copy__(self) -> _LayerRef:
+        return _LayerRef()
+
+    def __deepcopy__(self, memo: dict) -> _LayerRef:
+        return _LayerRef()
+
+
+def layer_of(param: torch.Tensor) -> Any:
+    """The Tucker layer whose core or factor ``param`` currently is, else ``None``."""
+    ref = getattr(param, "_tucker_layer", None)
+    layer = ref() if isinstance(ref, _LayerRef) else None
+    if layer is None or not any(q is param for q in (layer.core, *layer.factors)):
+        return None
+    return layer
+
 
 #: ... and only when the dense count is at least this many multiply-adds per sample:
 #: below it the extra kernel launches dominate.  Since the 1x1 stages run as batched GEMMs
@@ -260,11 +294,6 @@ def is_tucker_layer(module: Any) -> bool:
     return isinstance(module, _TuckerLayer)
 
 
-def tucker_layers() -> list[_TuckerLayer]:
-    """All live Tucker layers (used by :class:`TDLRT` to map Parameters to layers)."""
-    return list(_LAYERS)
-
-
 def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
     """``p.data = new`` for a new shape, dropping autograd's cached gradient accumulator.
 
@@ -280,8 +309,7 @@ def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
 
 
 def _upper_ranks(shape: Sequence[int]) -> list[int]:
-    total = math.prod(shape)
-    return [min(n, total // n) if n else 0 for n in shape]
+    return list(max_tucker_rank(shape))
 
 
 def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
@@ -299,50 +327,10 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
 
     Returns
     -------
-    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).
+    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).  The one rank
+    parser of the layers and the baselines (``nn/_conv.py``).
     """
-    d = len(shape)
-    upper = _upper_ranks(shape)
-    if max_rank is not None:
-        upper_eff = [min(u, m) for u, m in zip(upper, max_rank, strict=True)]
-    else:
-        upper_eff = list(upper)
-    explicit = False
-    if rank is None:
-        r = list(upper_eff)
-    elif isinstance(rank, bool):
-        raise TypeError(f"{name} must be None, an int, a float in (0, 1] or a tuple; got {rank!r}")
-    elif isinstance(rank, numbers.Integral):
-        r = [int(v) for v in per_mode(int(rank), d, name, upper, clamp=True)]
-    elif isinstance(rank, numbers.Real):
-        f = float(rank)
-        if not 0.0 < f <= 1.0 or math.isnan(f):
-            raise ValueError(f"{name} as a fraction must lie in (0, 1]; got {rank!r}")
-        r = [max(1, min(u, math.ceil(f * n))) for n, u in zip(shape, upper, strict=True)]
-    else:
-        r = [int(v) for v in per_mode(rank, d, name, upper)]
-        explicit = True
-    if explicit:
-        for i in range(d):
-            if r[i] > upper_eff[i]:
-                raise ValueError(f"{name}[{i}] = {r[i]} exceeds max_rank[{i}] = {upper_eff[i]}")
-    r = [min(a, b) for a, b in zip(r, upper_eff, strict=True)]
-    # a Tucker rank satisfies r_i <= prod_{j != i} r_j
-    for _ in range(d):
-        changed = False
-        for i in range(d):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                if explicit:
-                    raise ValueError(
-                        f"{name} = {tuple(r)} is not a Tucker rank: {name}[{i}] = {r[i]} exceeds "
-                        f"the product {others} of the other ranks"
-                    )
-                r[i] = others
-                changed = True
-        if not changed:
-            break
-    return tuple(r)
+    return resolve_tucker_rank(rank, shape, name, max_rank)
 
 
 class _KernelTap(torch.autograd.Function):
@@ -415,7 +403,7 @@ class _TuckerLayer(nn.Module):
         self.cache_kernel = True  # keep W between graph-free forwards (module docstring)
         self._kcache: tuple | None = None
         self.register_load_state_dict_post_hook(_TuckerLayer._after_load)
-        _LAYERS.add(self)
+        self._tag_params()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -438,12 +426,21 @@ class _TuckerLayer(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("cache_kernel", True)
         self.__dict__.setdefault("_kcache", None)
-        _LAYERS.add(self)
+        self._tag_params()
+
+    def _tag_params(self) -> None:
+        """Point ``core`` and ``factors`` back to this layer (:func:`layer_of`); O(d)."""
+        for p in (self.core, *self.factors):
+            ref = p.__dict__.get("_tucker_layer")
+            if ref is None or ref() is not self:
+                p._tucker_layer = _LayerRef(self)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         """``.to()``/``.cuda()``/``.half()``...: clears the kernel cache first."""
         self.clear_kernel_cache()
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._tag_params()  # new Parameter objects if the conversion overwrote them
+        return out
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -927,16 +924,13 @@ class _TuckerConvNd(_TuckerLayer):
         lout = math.prod(self._out_size(spatial))
         k = math.prod(self.kernel_size)
         g = self.groups
-        cin_g, cout_g = self.in_channels // g, self.out_channels // g
+        cin_g = self.in_channels // g
         r0, r1 = self.ranks[0], self.ranks[1]
         dense = self.out_channels * cin_g * k * lout
         best = None
         for fold_in, fold_out in ((False, False), (True, False), (False, True)):
-            c_in = cin_g if fold_in else r1
-            c_out = cout_g if fold_out else r0
-            cost = g * c_out * c_in * k * lout
-            cost += 0 if fold_in else self.in_channels * r1 * lin
-            cost += 0 if fold_out else self.out_channels * r0 * lout
+            cost = tucker_conv_macs(self.out_channels, self.in_channels, g, r0, r1, k, lin, lout,
+                                    fold_in, fold_out)
             if best is None or cost < best[0]:
                 best = (cost, fold_in, fold_out)
         return dense, best[0], best[1], best[2]
@@ -1015,7 +1009,7 @@ class _TuckerConvNd(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: measured on CUDA
         without a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
@@ -1084,8 +1078,8 @@ class _TuckerConvNd(_TuckerLayer):
         """Tucker layer from a trained ``nn.ConvNd`` by truncated HOSVD of its weight.
 
         ``rank`` (spec as in :func:`resolve_rank`) or ``rtol`` (relative tolerance, per
-        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, NUMERICS.md
-        section 5); neither: exact (full rank).  Cost: one HOSVD of the kernel.
+        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, the rule of the paper's
+        compression numbers); neither: exact (full rank).  Cost: one HOSVD of the kernel.
         """
         dense_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[cls._N - 1]
         if not isinstance(conv, dense_cls):
@@ -1194,7 +1188,7 @@ class LowRankLinear(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: measured on CUDA without
         a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "

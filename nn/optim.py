@@ -38,9 +38,10 @@ from tucker_dlra.bug_step import (
     k_transport,
     read_back,
 )
+from tucker_dlra.tucker import max_tucker_rank
 
 from . import distributed
-from .layers import _TuckerLayer, tucker_layers
+from .layers import _TuckerLayer, layer_of
 
 __all__ = ["TDLRT"]
 
@@ -106,9 +107,7 @@ def _check_group(group: dict) -> None:
 def _fit(bounds: list[int], shape: Any) -> list[int]:
     """Clip per-mode rank bounds to the largest ranks of a core of ``shape`` (the augmented
     core has min(2 r_i, n_i) <= n_i rows per mode, so a layer bound n_i may exceed it)."""
-    total = math.prod(int(s) for s in shape)
-    return [min(int(b), int(s), total // max(int(s), 1)) for b, s in zip(bounds, shape,
-                                                                         strict=True)]
+    return [min(int(b), u) for b, u in zip(bounds, max_tucker_rank(shape), strict=True)]
 
 
 class _NonFiniteUpdate(Exception):
@@ -397,7 +396,10 @@ class TDLRT(Optimizer):
     def _layers(self, index: dict) -> list[_TuckerLayer]:
         """Tucker layers whose parameters are all in this optimizer, in parameter order."""
         by_core = {}
-        for layer in tucker_layers():
+        # each core/factor Parameter points to its layer (layers.layer_of), no registry
+        seen = {id(layer.core): layer for layer in (layer_of(p) for p, _ in index.values())
+                if layer is not None}
+        for layer in seen.values():
             params = [layer.core, *layer.factors]
             present = [id(p) in index for p in params]
             if not any(present):
@@ -535,7 +537,7 @@ class TDLRT(Optimizer):
 
     def _bounds(self, layer: _TuckerLayer, group: dict) -> tuple[list[int], list[int]]:
         d, shape = layer.order, layer.kernel_shape
-        upper = [min(n, math.prod(shape) // n) for n in shape]
+        upper = list(max_tucker_rank(shape))
         gmax = self._group_bound(group["max_rank"], d, upper)
         gmin = self._group_bound(group["min_rank"], d, upper)
         mx = [a if b is None else min(a, b) for a, b in zip(layer.max_rank, gmax, strict=True)]

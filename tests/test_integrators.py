@@ -1,7 +1,8 @@
-"""Tests of the DLRA integrators (issue 3): exactness, invariants, rank adaptivity, inputs.
+"""Tests of the DLRA integrators: exactness, invariants, rank adaptivity, inputs.
 
-Reference values are dense computations (scipy ``expm``), the formulas of NUMERICS.md
-section 1 and the paper's Algorithm 1, and invariants (orthonormal factors, truncation
+Reference values are dense computations (scipy ``expm``), the algorithms as published
+(Ceruti & Lubich, BIT 62, 2022; Ceruti, Kusch & Lubich, BIT 62, 2022) and the paper's
+Algorithm 1, and invariants (orthonormal factors, truncation
 bounds, rank bounds).
 """
 
@@ -122,7 +123,8 @@ def orth_dev(backend, y):
 
 @pytest.mark.parametrize("method", ["bug", "ra_bug", "projector_splitting"])
 def test_exact_low_rank_trajectory(backend, method):
-    """NUMERICS section 2: BUG, augmented BUG (truncated to r) and projector splitting
+    """Exactness (Ceruti & Lubich, BIT 62, 2022): BUG, augmented BUG (truncated to r) and projector
+    splitting
     reproduce an exactly rank-r trajectory with F = dA/dt and exact substeps."""
     tr = Trajectory((8, 9, 10), (3, 4, 2), seed=1)
     res = integrate(tr.F(backend), tr.y0(backend), (0.0, 1.0), 0.125, method=method,
@@ -269,7 +271,9 @@ def test_ra_bug_grows_rank_from_one(backend):
 
 
 def test_truncation_clamp_product_of_ranks():
-    """r_i <= prod_{j != i} r_j after truncation (NUMERICS 1.2 step 3)."""
+    """r_i <= prod_{j != i} r_j after truncation (a Tucker rank cap: each unfolding's rank is
+    bounded by the
+    product of the other ranks)."""
     from conftest import Backend
 
     be = Backend("numpy")
@@ -353,7 +357,8 @@ def test_bug_exact_random_shapes(d, data, seed):
 
 def test_bug_euler_step_formula():
     """Fixed-rank BUG step with Euler substeps: U^1_i = orth(K_i(t1)), C-step from
-    C0 x_i M_i (NUMERICS 1.1); F evaluated at Y0 (shared by the K-steps) and once more."""
+    C0 x_i M_i (Ceruti & Lubich, BIT 62, 2022, Tucker form); F evaluated at Y0 (shared by the
+    K-steps) and once more."""
     rng = np.random.default_rng(11)
     n, r = (5, 6, 7), (2, 2, 3)
     y0 = hosvd(rng.standard_normal(n), rank=r)
@@ -436,7 +441,7 @@ def _tucker_sum_operator(mats):
 def test_exact_substep_schrodinger_norm_conservation():
     """Complex linear F = -i sum_i Y x_i H_i (H_i Hermitian): with 'exact' substeps the
     augmented Galerkin step is unitary, so |‖Y_n‖ - ‖Y_0‖| <= sum of truncation bounds
-    (rank-adaptive BUG norm property, NUMERICS section 2)."""
+    (rank-adaptive BUG norm property, Ceruti, Kusch & Lubich, BIT 62, 2022)."""
     rng = np.random.default_rng(14)
     n = (8, 8, 8)
     hs = []
@@ -533,7 +538,8 @@ def test_structured_matches_dense_all_methods():
 
 
 def test_orders_on_linear_problem_with_tiny_singular_values():
-    """Linear F(Y) = Y + sum_i Y x_i W_i (NUMERICS T4a) from Y0 with superdiagonal core
+    """Linear F(Y) = Y + sum_i Y x_i W_i (Tucker tiny-singular-value problem) from Y0 with
+    superdiagonal core
     (1, 1e-4, 1e-8): the exact solution e^t Y0 x_i exp(t W_i) stays of rank 3, but the
     Galerkin steps are not exact for a linear F.  With exact substeps the fixed-rank BUG
     converges with order 1 and the midpoint BUG with order 2, undisturbed by

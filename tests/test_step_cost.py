@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tucker_dlra.app.models import LeNet5, vgg16
 from tucker_dlra.nn import TDLRT, LowRankLinear, TuckerConv1d, TuckerConv2d, tuckerize
 from tucker_dlra.nn._profiling import OpCounter, count_step
-from tucker_dlra.nn.models import LeNet5, vgg16
 
 
 def _one_step(model, x, opt):

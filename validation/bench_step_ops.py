@@ -41,6 +41,7 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nn_step import channel_ranks  # noqa: E402
+from tucker_dlra.app.models import build_model  # noqa: E402
 from tucker_dlra.nn import (  # noqa: E402
     TDLRT,
     compression_report,
@@ -49,7 +50,6 @@ from tucker_dlra.nn import (  # noqa: E402
     tuckerize,
 )
 from tucker_dlra.nn._profiling import OpCounter  # noqa: E402
-from tucker_dlra.nn.models import build_model  # noqa: E402
 
 SHAPES = {"lenet5": (1, 28, 28), "vgg16": (3, 32, 32), "resnet18": (3, 32, 32),
           "alexnet": (3, 32, 32)}

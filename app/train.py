@@ -1,7 +1,7 @@
 """Training loop of the ``tucker-dlra`` application (paper Section 4 and Appendix A).
 
-One function, :func:`train`, trains a model of :mod:`tucker_dlra.nn.models` on a dataset of
-:mod:`tucker_dlra.nn.datasets` with one of the methods of the paper's Section 4:
+One function, :func:`train`, trains a model of :mod:`tucker_dlra.app.models` on a dataset of
+:mod:`tucker_dlra.app.datasets` with one of the methods of the paper's Section 4:
 
 ``baseline``
     the dense network, SGD with momentum;
@@ -35,7 +35,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,8 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tucker_dlra.nn import distributed
 
-from . import distributed
+from tucker_dlra._io import atomic_write_bytes, atomic_write_text
+
 from .datasets import DATASETS, ArrayDataset, load_dataset
 from .models import MODELS, build_model
 
@@ -185,39 +186,6 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
-
-    The file gets the mode an ordinary ``open(path, "w")`` would give (``0o666`` less the
-    umask), not the ``0o600`` of the temporary file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            if hasattr(os, "fchmod"):  # POSIX: mkstemp created it 0o600
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically (a crash never leaves a torn checkpoint).
 
@@ -331,7 +299,7 @@ def build_training_model(cfg: TrainConfig, shape: tuple[int, int, int],
     model = build_model(cfg.model, shape[0], num_classes, shape[1:])
     if cfg.method == "baseline":
         return model
-    from .convert import tuckerize
+    from tucker_dlra.nn.convert import tuckerize
 
     kind = "tdlrt" if cfg.method.startswith("tdlrt") else cfg.method
     include = None if cfg.compress == "all" else _conv_types()
@@ -365,7 +333,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """``TDLRT`` (Algorithm 1) for the ``tdlrt*`` methods, ``torch.optim.SGD`` otherwise."""
     groups = _param_groups(model, cfg)
     if cfg.method.startswith("tdlrt"):
-        from .optim import TDLRT
+        from tucker_dlra.nn.optim import TDLRT
 
         integrator = "parallel" if cfg.method == "tdlrt-parallel" else "bug"
         return TDLRT(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -453,7 +421,7 @@ def compression(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, Any]
     the convolutions as in the paper's tables, the ``*_all`` ones over all layers; ``report`` is
     the printed table).
     """
-    from .report import compression_report
+    from tucker_dlra.nn.report import compression_report
 
     rep = compression_report(model, input_shape=shape)
     return {
@@ -472,7 +440,7 @@ def _rank_entry(model: nn.Module, step: int, cfg: TrainConfig,
     entry: dict[str, Any] = {"step": step, "ranks": current_ranks(model) if ranks is None
                              else ranks}
     if cfg.method != "baseline":
-        from .report import compression_report
+        from tucker_dlra.nn.report import compression_report
 
         rep = compression_report(model)
         entry.update(eval_compression=float(rep.eval_compression_conv),
