@@ -25,7 +25,7 @@ from tucker_dlra.integrators import integrate
 
 def _final_error(p, method, h, t_end=1.0, **kw):
     res = integrate(p.F_tucker, p.y0, (0.0, t_end), h, method=method, structured=True,
-                    keep=False, **kw)
+                    keep=False, rank=p.y0.rank, **kw)
     return p.error(res.y[-1], t_end), res
 
 

@@ -329,6 +329,7 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
         raise ValueError(f"blowup_factor must be a real number > 1 or None; got "
                          f"{blowup_factor!r}")
     evals = _check_t_eval(t_eval, t0, tend)
+    y = check_y0(y0)  # before any warning about y0
     kwargs: dict[str, Any] = dict(substep=substep, substeps=substeps, structured=structured)
     tol_given = rtol is not None or atol is not None
     if adaptive:
@@ -337,7 +338,7 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
         if not tol_given and rank is None:
             warnings.warn(
                 f"integrate(method={method!r}) without rtol or atol truncates back to "
-                f"y0.rank = {getattr(y0, 'rank', None)} after every step, so the rank never "
+                f"y0.rank = {y.rank} after every step, so the rank never "
                 f"changes; pass rtol= or atol= for rank adaptivity, or rank= to state the "
                 f"fixed rank (this silences the warning)", UserWarning, stacklevel=2)
     else:
@@ -359,7 +360,6 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
             raise ValueError(f"option {name!r} is not used by method {method!r} (its own "
                              f"options: {known})")
     kwargs.update(opts)
-    y = check_y0(y0)
     if rank is not None:
         y = _prepare_y0(y, rank, method, pad_seed)
     h = float(h)
