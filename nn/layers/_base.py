@@ -20,7 +20,7 @@ from tucker_dlra.tucker import orthonormality_defects
 
 from ..distributed import attach
 from ._params import RankArg, _LayerRef, _replace_data, _upper_ranks, resolve_rank
-from ._paths import _STEP_GENERATION, FACTORIZED_FLOP_RATIO, KERNEL_ONLY_FLOP_RATIO
+from ._paths import _STEP_GENERATION
 from ._tap import _KernelTap
 
 
@@ -420,6 +420,10 @@ class _TuckerLayer(nn.Module):
 
     def _flop_choice(self, x: torch.Tensor) -> str:
         """The FLOP rule of ``forward_mode="auto"`` (see :data:`FACTORIZED_FLOP_RATIO`)."""
+        # the ratios are read from the package, so that setting them there counts (as before
+        # the module became a package)
+        from . import FACTORIZED_FLOP_RATIO, KERNEL_ONLY_FLOP_RATIO
+
         dense, fact = self.flops(tuple(x.shape[1:]))
         if dense < self._min_flops:
             return "dense"
