@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_compression", "plot_curves", "plot_ranks", "plot_run", "plot_summary"]
+__all__ = ["MAX_RANK_LINES_LAYERS", "plot_compression", "plot_curves", "plot_ranks", "plot_run",
+           "plot_summary"]
 
 
 def _plt():

@@ -80,11 +80,34 @@ nitpick_ignore_regex = [
     ("py:meth", r"solution|to_dense"),  # a field of Problem; the method of every layer
     ("py:func", r"resolve_rank"),  # helper of the layers module, not public
     ("py:class", r"argparse.Namespace"),  # not in Python's inventory
+    ("py:class", r"True|False"),  # literal values of a choice set: ``{"auto", True, False}``
 ]
 
 # References to public names (``tucker_dlra.hosvd``, ``tucker_dlra.nn.TDLRT``) and to
 # names relative to the current module (``TuckerTensor``) point to the object documented
 # under its defining module (``tucker_dlra.tucker.hosvd``): resolved by suffix match.
+
+
+def _defining_name(target):
+    """``module.qualname`` of the object a dotted public path names (``tucker_dlra.pad_rank``
+    -> ``tucker_dlra.tucker.pad_rank``), or None when the path names no importable object
+    with a ``__module__`` (data, or a relative name)."""
+    import importlib
+
+    parts = target.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[k:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        mod, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        return f"{mod}.{qual}" if isinstance(mod, str) and isinstance(qual, str) else None
+    return None
 
 
 def _py_suffix_resolve(app, env, node, contnode):
@@ -94,6 +117,11 @@ def _py_suffix_resolve(app, env, node, contnode):
     if not target:
         return None
     domain = env.get_domain("py")
+    if target.startswith("tucker_dlra."):  # a public path: the object's own entry wins
+        real = _defining_name(target)
+        if real is not None and real in domain.objects and real != target:
+            return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", real,
+                                       node, contnode)
     names = list(domain.objects)
     parts = target.split(".")
     for k in range(len(parts)):

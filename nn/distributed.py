@@ -58,9 +58,26 @@ import torch
 from tucker_dlra import c_gradient, k_core
 from tucker_dlra.steps import k_gradients
 
-__all__ = ["Launch", "accumulate", "check_consistent", "check_not_sharded", "comm_bytes",
-           "is_distributed_layer", "launch_from_env", "local_part", "projected_bytes",
-           "reduce_c_gradients", "rescale_verdict", "reset_comm_bytes", "step_gradients"]
+__all__ = [
+    "Launch",
+    "accumulate",
+    "all_sum",
+    "all_true",
+    "any_distributed",
+    "attach",
+    "check_consistent",
+    "check_not_sharded",
+    "comm_bytes",
+    "finish",
+    "is_distributed_layer",
+    "launch_from_env",
+    "local_part",
+    "projected_bytes",
+    "reduce_c_gradients",
+    "rescale_verdict",
+    "reset_comm_bytes",
+    "step_gradients",
+]
 
 _BYTES = {"all_reduce": 0, "checks": 0, "calls": 0}
 #: per-layer bookkeeping (process group, reference gradients, ...), outside the modules so

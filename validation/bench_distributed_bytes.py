@@ -39,7 +39,7 @@ OUT = Path(__file__).resolve().parent / "out"
 def _models():
     import torch
     from torch import nn
-    from tucker_dlra.nn.models import build_model
+    from tucker_dlra.app.models import build_model
 
     def vgg() -> nn.Module:
         layers, c = [], 3

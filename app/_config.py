@@ -1,0 +1,109 @@
+"""The configuration of a training run of the ``tucker-dlra`` application: :class:`TrainConfig`
+and the names it accepts (re-exported by :mod:`tucker_dlra.app.train`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .datasets import DATASETS
+from .models import MODELS
+
+METHODS = ("baseline", "tdlrt", "tdlrt-parallel", "vanilla-tucker", "vanilla-cp", "vanilla-matrix")
+SCHEDULES = ("plateau", "cosine", "none")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint).
+
+    See ``tucker-dlra train --help`` for the meaning of each field.
+    """
+
+    model: str = "lenet5"
+    dataset: str = "mnist-subset"
+    method: str = "tdlrt"
+    tau: float = 0.2
+    rule: str = "per_mode"
+    epochs: int = 15
+    lr: float = 0.05
+    schedule: str = "plateau"
+    patience: int = 2
+    momentum: float = 0.1
+    bn_momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    rank: int | None = None
+    rank_fraction: float | None = None
+    max_rank: int | None = None
+    compress: str = "convs"
+    val_fraction: float = 0.1
+    train_limit: int | None = None
+    test_limit: int | None = None
+    max_steps: int | None = None
+    threads: int | None = None
+    out: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    mirror: str | None = None
+    quiet: bool = False
+    progress: bool | None = None
+    plots: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and its accepted range."""
+        checks = [
+            (self.model in MODELS, f"model must be one of {sorted(MODELS)}; got {self.model!r}"),
+            (self.dataset in DATASETS,
+             f"dataset must be one of {sorted(DATASETS)}; got {self.dataset!r}"),
+            (self.method in METHODS, f"method must be one of {list(METHODS)}; got {self.method!r}"),
+            (self.schedule in SCHEDULES,
+             f"schedule must be one of {list(SCHEDULES)}; got {self.schedule!r}"),
+            (self.rule in ("per_mode", "split"),
+             f"rule must be 'per_mode' or 'split'; got {self.rule!r}"),
+            (self.compress in ("convs", "all"),
+             f"compress must be 'convs' or 'all'; got {self.compress!r}"),
+            (math.isfinite(self.tau) and 0 <= self.tau < 1,
+             f"tau must be in [0, 1); got {self.tau}"),
+            (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0; got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}"),
+            (0 <= self.bn_momentum < 1, f"bn-momentum must be in [0, 1); got {self.bn_momentum}"),
+            (self.weight_decay >= 0, f"weight-decay must be >= 0; got {self.weight_decay}"),
+            (self.batch_size >= 1, f"batch-size must be >= 1; got {self.batch_size}"),
+            (self.patience >= 0, f"patience must be >= 0; got {self.patience}"),
+            (self.rank is None or self.rank >= 1, f"rank must be >= 1; got {self.rank}"),
+            (self.rank_fraction is None or 0 < self.rank_fraction <= 1,
+             f"rank-fraction must be in (0, 1]; got {self.rank_fraction}"),
+            (self.rank is None or self.rank_fraction is None,
+             "give either rank or rank-fraction, not both"),
+            (self.max_rank is None or self.max_rank >= 1,
+             f"max-rank must be >= 1; got {self.max_rank}"),
+            (0 <= self.val_fraction < 1,
+             f"val-fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.train_limit is None or self.train_limit >= 1,
+             f"train-limit must be >= 1; got {self.train_limit}"),
+            (self.test_limit is None or self.test_limit >= 1,
+             f"test-limit must be >= 1; got {self.test_limit}"),
+            (self.max_steps is None or self.max_steps >= 1,
+             f"max-steps must be >= 1; got {self.max_steps}"),
+            (self.threads is None or self.threads >= 1,
+             f"threads must be >= 1; got {self.threads}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def default_out(self) -> str:
+        """``runs/<model>-<dataset>-<method>[-tau<tau>]-seed<seed>``."""
+        tau = f"-tau{self.tau:g}" if self.method.startswith("tdlrt") else ""
+        return f"runs/{self.model}-{self.dataset}-{self.method}{tau}-seed{self.seed}"
