@@ -23,10 +23,13 @@ the candidates can be told apart cheaply:
     drop the tail with :math:`\\sum_{j>r}\\sigma_j \\le \\tau\\sum_j\\sigma_j` (a relative
     nuclear-norm tail).
 
-plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``) and a constant learning
-rate (no plateau schedule).  The alternative rules are applied by wrapping the truncation of
-:mod:`tucker_dlra.nn.optim` in this process (the ranks are chosen here, the rounding itself is
-the library's :func:`tucker_dlra.truncate` at those ranks), so no library code changes.
+plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``), a constant learning
+rate (no plateau schedule) and the learning rate after one plateau drop (0.005): with a smaller
+step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
+(the tau/lambda term of the paper's Theorem 3).  The alternative rules are applied by wrapping
+the truncation of :mod:`tucker_dlra.nn.optim` in this process (the ranks are chosen here, the
+rounding itself is the library's :func:`tucker_dlra.truncate` at those ranks), so no library
+code changes.
 
 Usage (one run after another, ~2-4 min each on one busy core)::
 
@@ -57,6 +60,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     **{r: (r, {}) for r in RULE_VARIANTS},
     "per_mode-init0.5": ("per_mode", {"rank_fraction": 0.5}),
     "per_mode-constant-lr": ("per_mode", {"schedule": "none"}),
+    "per_mode-lr0.005": ("per_mode", {"lr": 0.005}),
 }
 
 
