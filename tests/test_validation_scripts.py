@@ -78,6 +78,12 @@ def test_paper_tables_configurations_and_table(tmp_path):
     # Fashion-MNIST's CP rank matches its own paper compression (Table 3: 96.81 %)
     assert next(s for s in specs if s.method == "vanilla-cp"
                 and s.dataset == "fashion-mnist").args == ("--rank", "7")
+    # the initial-rank option rows: same tau values, --rank-fraction 0.5, own row names
+    half = pt.configurations(["mnist"], ["tdlrt-init0.5"], [0])
+    assert [s.row for s in half] == ["tdlrt-0.15-init0.5", "tdlrt-0.2-init0.5",
+                                     "tdlrt-0.3-init0.5"]
+    assert half[1].args == ("--tau", "0.2", "--rank-fraction", "0.5")
+    assert pt._label("tdlrt-0.2-init0.5") == "TDLRT τ = 0.2, initial rank n/2"
     # seed-major: every cell of seed 0 (both datasets) before seed 1
     two = pt.configurations(["mnist", "fashion-mnist"], ["baseline"], [0, 1])
     assert [(s.seed, s.dataset) for s in two] == [(0, "mnist"), (0, "fashion-mnist"),

@@ -49,19 +49,32 @@ import torch
 
 OUT = Path(__file__).resolve().parent / "results" / "adam_truncation"
 TEACHER_RANK = (4, 3, 2, 2)
+TEACHER_NORM = 2.0
+SHAPE = (16, 8, 3, 3)
+
+
+def predicted_kick(lr: float, rank: tuple[int, ...] = TEACHER_RANK, betas=(0.9, 0.999)) -> float:
+    """Norm of Adam's first step in the augmented directions of the core at ``rank``:
+    ``(1 - beta1) / sqrt(1 - beta2) * lr`` per new entry (second moment transported as zero),
+    times the square root of the number of new entries of the augmented core
+    ``prod(min(2 r_i, n_i)) - prod(r_i)``.  Compare with ``tau * ||C||``."""
+    import math
+
+    aug = math.prod(min(2 * r, n) for r, n in zip(rank, SHAPE, strict=True))
+    per_entry = (1 - betas[0]) / math.sqrt(1 - betas[1]) * lr
+    return per_entry * math.sqrt(aug - math.prod(rank))
 
 
 def teacher(seed: int = 0) -> torch.Tensor:
     """A 16 x 8 x 3 x 3 kernel of exact Tucker rank (4, 3, 2, 2), unit-scale core."""
     g = torch.Generator().manual_seed(seed)
     core = torch.randn(*TEACHER_RANK, generator=g, dtype=torch.float64)
-    shape = (16, 8, 3, 3)
     us = [torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
-          for n, r in zip(shape, TEACHER_RANK, strict=True)]
+          for n, r in zip(SHAPE, TEACHER_RANK, strict=True)]
     w = core
     for i, u in enumerate(us):
         w = torch.movedim(torch.tensordot(u, w, dims=([1], [i])), 0, i)
-    return w / torch.linalg.vector_norm(w) * 2.0
+    return w / torch.linalg.vector_norm(w) * TEACHER_NORM
 
 
 def make_optimizer_class(variant: str):

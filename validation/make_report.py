@@ -119,7 +119,10 @@ def section_tables() -> list[str]:
         "Appendix A (SGD, lr 0.05 divided by 10 on a validation-loss plateau of patience 2, "
         "momentum 0.1, batch 128, 10 % of the training images held out for validation); "
         "TDLRT with the per-mode truncation rule from full initial ranks; the vanilla "
-        "baselines at fixed ranks chosen to match the paper's compression.  Verdict: "
+        "baselines at fixed ranks chosen to match the paper's compression.  Rows *initial "
+        "rank n/2* are the documented option ``--rank-fraction 0.5`` (TDLRT started at half "
+        "of every mode's size, as the authors' public Tucker layer starts and caps its "
+        "channel ranks), compared with the same row of the paper.  Verdict: "
         "*within the error bars* when the means differ by at most twice the combined standard "
         "deviation; *better* / *worse* otherwise.  Compression is that of the convolutions "
         "(eval: the factorised kernels; train: plus the optimiser's augmented bases).",
@@ -128,7 +131,8 @@ def section_tables() -> list[str]:
         "",
         "    OMP_NUM_THREADS=1 nohup nice -n 19 python validation/paper_tables.py \\",
         "        --data-dir DATA --datasets mnist fashion-mnist --seeds 0 1 2 \\",
-        "        --epochs 70 --threads 1 --resume &",
+        "        --methods tdlrt-init0.5 tdlrt baseline vanilla-cp vanilla-tucker \\",
+        "        vanilla-matrix --epochs 70 --threads 1 --resume &",
         "",
     ]
     if not folders:
@@ -149,14 +153,15 @@ def section_tables() -> list[str]:
             for row in paper_tables._row_order(ds):
                 if row.endswith("-hosvd"):
                     continue
-                paper = paper_tables.PAPER[ds].get(row)
+                base_row = row.removesuffix("-init0.5")
+                paper = paper_tables.PAPER[ds].get(base_row)
                 if paper is None:
                     continue
                 mine = [r for r in rs if r["row"] == row]
                 acc = [r["test_acc"] for r in mine]
                 ev = [r["eval_compression"] for r in mine]
                 tr = [r["train_compression"] for r in mine]
-                csd = PAPER_COMP_STD.get(ds, {}).get(row, (0.0, 0.0))
+                csd = PAPER_COMP_STD.get(ds, {}).get(base_row, (0.0, 0.0))
                 epochs = sorted({r["epochs"] for r in mine})
                 why = []
                 if mine and max(epochs) < FULL_EPOCHS:
@@ -234,13 +239,18 @@ def section_rank_gap() -> list[str]:
         ds = "fashion-mnist" if "fashion" in f.name else "mnist"
         target = paper_tables.PAPER[ds].get(f"tdlrt-{first['tau']:g}")
         if target:
-            near = min(data.items(), key=lambda kv: abs(kv[1]["eval_compression"] - target[2]))
+            reach = sorted(((k, v) for k, v in data.items()
+                            if v["eval_compression"] >= target[2]),
+                           key=lambda kv: -kv[1]["test_acc"])
+            below = [k for k, v in data.items() if v["eval_compression"] < target[2]]
             base = data.get("per_mode")
-            lines += [f"Closest to the paper's {target[2]:.2f} % eval compression at this tau: "
-                      f"*{near[0]}* ({near[1]['eval_compression']:.2f} %, test accuracy "
-                      f"{near[1]['test_acc']:.2f} % after this short budget"
-                      + (f"; the default per_mode: {base['eval_compression']:.2f} %, "
-                         f"{base['test_acc']:.2f} %" if base else "") + ").", ""]
+            lines += [f"Variants reaching the paper's {target[2]:.2f} % eval compression at "
+                      "this tau, by test accuracy after this short budget: "
+                      + (", ".join(f"*{k}* ({v['eval_compression']:.2f} %, {v['test_acc']:.2f} %)"
+                                   for k, v in reach) or "none")
+                      + f"; below it: {', '.join(f'*{k}*' for k in below) or 'none'}"
+                      + (f" (the default per_mode: {base['eval_compression']:.2f} %, "
+                         f"{base['test_acc']:.2f} %)" if base else "") + ".", ""]
     lines += section_paper_pairs()
     lines += ["Command::", "",
               "    OMP_NUM_THREADS=1 nice -n 19 python validation/rank_gap.py --data-dir DATA \\",
@@ -338,6 +348,21 @@ def section_adam() -> list[str]:
     miss = [k for k in runs if k not in hit]
     lines += [f"Reach the teacher's ranks exactly: {', '.join(hit) or 'none'}; do not: "
               f"{', '.join(miss) or 'none'}.", ""]
+    import adam_truncation
+
+    kicks = []
+    for r in runs.values():
+        st = r["settings"]
+        if st.get("descent") == "adam" and st.get("tau") and "_variant" not in st:
+            kick = adam_truncation.predicted_kick(st["lr"])
+            thr = st["tau"] * adam_truncation.TEACHER_NORM
+            kicks.append(f"lr {st['lr']:g}: predicted kick {kick:.3f} vs tau ||C|| = "
+                         f"{thr:.3f} ({'kept' if kick > thr else 'truncated'}; measured "
+                         f"final ranks {tuple(r['final_rank'])})")
+    if kicks:
+        lines += ["The kick's size at the teacher's ranks (``predicted_kick``: 3.16 lr per new "
+                  "entry of the augmented core) against the truncation threshold: "
+                  + "; ".join(kicks) + ".", ""]
     lines += figure(copy_figure(f.with_suffix(".png"), "adam_truncation.png"),
                     "Loss versus steps (legend: final ranks).")
     lines += ["Command: ``OMP_NUM_THREADS=1 python validation/adam_truncation.py --steps "
