@@ -114,6 +114,9 @@ def test_rank_gap_rules():
     assert rg.mode_ranks(core, 0.05, "l1")[0] == 3
     assert rg.mode_ranks(core, 0.1, "l1")[0] == 2
     assert norm > 1
+    # per_mode_ch: the per-mode tail rule on the channel modes, spatial modes kept whole
+    ch = rg.mode_ranks(core, 0.15, "per_mode_ch")
+    assert ch[0] == 2 and ch[2:] == [3, 3]  # tail after 2 values: 0.1005 <= 0.168
     with pytest.raises(ValueError, match="rule must be one of"):
         rg.mode_ranks(core, 0.1, "per_mode")
 

@@ -251,11 +251,37 @@ def section_rank_gap() -> list[str]:
                       + f"; below it: {', '.join(f'*{k}*' for k in below) or 'none'}"
                       + (f" (the default per_mode: {base['eval_compression']:.2f} %, "
                          f"{base['test_acc']:.2f} %)" if base else "") + ".", ""]
+    lines += _tau_sweep(files)
     lines += section_paper_pairs()
     lines += ["Command::", "",
               "    OMP_NUM_THREADS=1 nice -n 19 python validation/rank_gap.py --data-dir DATA \\",
               "        --dataset mnist --epochs 4 --train-limit 20000 --threads 1", ""]
     return lines
+
+
+def _tau_sweep(files: list[Path]) -> list[str]:
+    """Eval compression (test accuracy) per variant and tau, beside the paper's, per dataset."""
+    out: list[str] = []
+    for ds in ("mnist", "fashion-mnist"):
+        cells: dict[str, dict[float, dict]] = {}
+        for f in files:
+            if not f.name.startswith(f"rank_gap-{ds}-tau"):
+                continue
+            for k, v in json.loads(f.read_text()).items():
+                cells.setdefault(k, {})[v["tau"]] = v
+        taus = sorted({t for c in cells.values() for t in c})
+        if len(taus) < 2:
+            continue
+        paper = [paper_tables.PAPER[ds].get(f"tdlrt-{t:g}") for t in taus]
+        rows = [["paper (70 epochs)"] + [f"{p[2]:.2f} ({p[0]:.2f})" if p else "--"
+                                          for p in paper]]
+        for k, c in cells.items():
+            rows.append([k] + [f"{c[t]['eval_compression']:.2f} ({c[t]['test_acc']:.2f})"
+                               if t in c else "--" for t in taus])
+        out += [f"{ds}: eval compression [%] (test accuracy [%]) versus tau, same short "
+                "budget as above:", ""]
+        out += list_table(["variant", *[f"tau = {t:g}" for t in taus]], rows)
+    return out
 
 
 def paper_pair_matches(eval_pct: float, eval_sd: float, train_pct: float, train_sd: float

@@ -19,6 +19,9 @@ the candidates can be told apart cheaply:
 ``sv_max``
     drop :math:`\\sigma_j \\le \\tau\\sigma_1` (threshold relative to the largest singular value
     of the mode's unfolding).
+``per_mode_ch``
+    ``per_mode`` on the two channel modes only; the spatial modes keep their full rank (the
+    authors' public Tucker layer adapts only the channel modes).
 ``l1``
     drop the tail with :math:`\\sum_{j>r}\\sigma_j \\le \\tau\\sum_j\\sigma_j` (a relative
     nuclear-norm tail).
@@ -54,13 +57,14 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "results" / "rank_gap"
 
-RULE_VARIANTS = ("per_mode", "split", "sv", "sv_max", "l1")
+RULE_VARIANTS = ("per_mode", "split", "sv", "sv_max", "l1", "per_mode_ch")
 #: name -> (rule, extra TrainConfig fields)
 VARIANTS: dict[str, tuple[str, dict]] = {
     **{r: (r, {}) for r in RULE_VARIANTS},
     "per_mode-init0.5": ("per_mode", {"rank_fraction": 0.5}),
     "per_mode-constant-lr": ("per_mode", {"schedule": "none"}),
     "per_mode-lr0.005": ("per_mode", {"lr": 0.005}),
+    "per_mode_ch-init0.5": ("per_mode_ch", {"rank_fraction": 0.5}),
 }
 
 
@@ -78,6 +82,12 @@ def mode_ranks(core, tau: float, rule: str) -> list[int]:
             r = int((s > tau * norm).sum())
         elif rule == "sv_max":
             r = int((s > tau * s[0]).sum())
+        elif rule == "per_mode_ch":  # per_mode on the channel modes, spatial modes kept
+            if i >= 2:
+                r = int(s.shape[0])
+            else:
+                tail = torch.sqrt(torch.flip(torch.cumsum(torch.flip(s * s, [0]), 0), [0]))
+                r = int((tail > tau * norm).sum())
         elif rule == "l1":
             tail = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])  # tail[r] = sum_{j>=r}
             r = int((tail > tau * float(s.sum())).sum())
