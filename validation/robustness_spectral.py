@@ -29,6 +29,12 @@ factors (paper Section 4.3).  Recorded per step: the training batch loss; every
 TDLRT ranks.  Figure: loss and accuracy versus steps, mean and min-max band over the seeds
 (the paper: mean and std over 10 initialisations).
 
+``--spectrum per-index`` reads "singular values decaying exponentially with powers of ten" as
+one power of ten per index (:math:`\\sigma_j = 10^{-j}` in every mode; CP term weights likewise)
+instead of three decades spread over the rank; ``--rule split`` truncates with the guaranteed
+rule.  The report page (``validation/make_report.py``) shows the runs stored under
+``validation/results/fig2_right/``.
+
 Writes ``<out>/robustness_spectral.{json,png}`` (default ``validation/out/``); resumable: a
 finished (method, seed) run is read back from the JSON and skipped (``--fresh`` starts over).
 
