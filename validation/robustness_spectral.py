@@ -277,9 +277,12 @@ def plot(data: dict, path: Path) -> Path:
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
+    spec = ("sigma_j = 10^-j, one power of ten per index" if cfg.get("spectrum") == "per-index"
+            else f"singular values over {cfg.get('decades', DECADES):g} powers of ten")
+    rule = f", {cfg['rule']} rule" if cfg.get("rule") else ""
     fig.suptitle("LeNet5 / MNIST, conv layers at an overestimated rank with spectral init "
-                 f"(singular values over {cfg.get('decades', DECADES):g} powers of ten; paper "
-                 "Sec. 4.3, Fig. 2 right); band = min..max over seeds", fontsize=10)
+                 f"({spec}{rule}; paper Sec. 4.3, Fig. 2 right); band = min..max over seeds",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
