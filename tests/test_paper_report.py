@@ -131,3 +131,28 @@ def test_per_index_spectral_start():
                           models["vanilla-tucker"].conv1.weight_full().detach(), atol=1e-6)
     lam = torch.linalg.vector_norm(models["vanilla-cp"].conv1.factors[0].detach(), dim=0)
     assert float(lam[0] / lam[1]) == pytest.approx(10.0, rel=1e-4)
+
+
+def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
+    pt = _load("paper_tables")
+    mr = _load("make_report")
+    out = tmp_path / "results" / "paper_tables" / "e30"
+    run = out / "runs" / "mnist" / "mnist-tdlrt-0.2-init0.5-seed0"
+    run.mkdir(parents=True)
+    epochs = [{"epoch": k, "test_acc": a, "eval_compression": 98.0, "train_compression": 90.0,
+               "ranks": {"conv1": [5, 1, 3, 3], "conv2": [4, 2, 3, 2]}, "lr": 0.05}
+              for k, a in ((1, 0.95), (2, 0.981))]
+    (run / "metrics.json").write_text(json.dumps(
+        {"config": {"dataset": "mnist", "epochs": 30}, "epochs": epochs}))
+    [snap] = pt.snapshot(out)
+    rec = json.loads(snap.read_text())
+    assert rec["partial"] and rec["epoch"] == 2 and rec["test_acc"] == pytest.approx(98.1)
+    monkeypatch.setattr(mr, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(mr, "FIGS", tmp_path / "figs")
+    text = mr.build()
+    assert "98.10 % at 98.00 % (seed 0, epoch 2 of 30, partial)" in text
+    assert "in progress: met so far" in text and "In progress (partial" in text
+    # once the cell has its result, the snapshot goes away
+    (out / "results").mkdir()
+    (out / "results" / "mnist-tdlrt-0.2-init0.5-seed0.json").write_text("{}")
+    assert pt.snapshot(out) == [] and not snap.exists()

@@ -186,6 +186,18 @@ def section_tables() -> list[str]:
             if cmd:
                 lines += ["Example cell command (every cell's is stored in its result JSON "
                           "under ``validation/results/paper_tables``)::", "", "    " + cmd, ""]
+            partial = [q for q in load_progress(folder) if q.get("dataset") == ds]
+            if partial:
+                lines += ["In progress (partial: the latest epoch of runs still training, "
+                          "written by ``paper_tables.py --snapshot``; not final results):", ""]
+                lines += list_table(
+                    ["cell", "epoch", "test acc. [%]", "eval [%]", "train [%]",
+                     "ranks conv1 / conv2", "lr", "test acc. over the last 5 epochs"],
+                    [[q["cell"], f"{q['epoch']} of {q['epochs_planned']}",
+                      f"{q['test_acc']:.2f}", f"{q['eval_compression']:.2f}",
+                      f"{q['train_compression']:.2f}", _ranks(q["ranks"]), f"{q['lr']:.2g}",
+                      ", ".join(f"{a:.2f}" for a in q["per_epoch_test_acc"][-5:])]
+                     for q in partial])
             curves = [r for r in rs if r.get("per_epoch") and len(r["per_epoch"]) > 1]
             if curves:
                 lines += ["Plateau check (test accuracy [%] over the last epochs, first seed "
@@ -201,6 +213,11 @@ def section_tables() -> list[str]:
                                  f"{r['per_epoch'][-1]['lr']:.2g}"])
                 lines += list_table(["row", "epoch: test acc.", "final lr"], prow)
     return lines
+
+
+def load_progress(folder: Path) -> list[dict]:
+    """The partial snapshots ``<folder>/progress/*.json`` of runs still training."""
+    return [json.loads(p.read_text()) for p in sorted((folder / "progress").glob("*.json"))]
 
 
 def section_targets() -> list[str]:
@@ -221,6 +238,13 @@ def section_targets() -> list[str]:
                     ours = f"{acc:.2f} % at {ev:.2f} % (n = {len(rs)})"
                 else:
                     met, ours = "not run yet", "--"
+                    q = next((q for q in load_progress(folder)
+                              if q["cell"] == f"{ds}-{row}-seed0"), None)
+                    if q is not None:
+                        ok = q["test_acc"] >= p[0] and q["eval_compression"] >= p[2]
+                        ours = (f"{q['test_acc']:.2f} % at {q['eval_compression']:.2f} % "
+                                f"(seed 0, epoch {q['epoch']} of {q['epochs_planned']}, partial)")
+                        met = "in progress: " + ("met so far" if ok else "not met so far")
                 rows.append([ds, paper_tables._label(row), folder.name[1:], ours,
                              f">= {p[0]:.2f} % at >= {p[2]:.2f} %", met])
     if not rows:

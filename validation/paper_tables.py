@@ -32,6 +32,7 @@ Usage (low priority, one thread; results under ``validation/results/paper_tables
 
 ``DATA`` holds ``mnist/`` and ``fashion-mnist/`` with the original IDX files (see
 ``tucker-dlra train --help``).  ``--table-only`` rewrites the table from the results present;
+``--snapshot`` writes the latest epoch of every unfinished run to ``progress/`` (partial);
 ``--dry-run`` prints the command of every cell still to run.
 """
 
@@ -317,6 +318,37 @@ def run_one(spec: RunSpec, out: Path, data_dir: str, epochs: int, threads: int,
     return result
 
 
+def snapshot(out: Path) -> list[Path]:
+    """Write ``out/progress/<cell>.json`` for every run that has epochs but no result yet: its
+    latest epoch (accuracy, compression, ranks, lr) and the test-accuracy curve so far, marked
+    ``"partial": true``.  Finished cells' stale snapshots are removed.  Returns the paths."""
+    written = []
+    prog = out / "progress"
+    for metrics in sorted((out / "runs").glob("*/*/metrics.json")):
+        name = metrics.parent.name
+        snap = prog / f"{name}.json"
+        if (out / "results" / f"{name}.json").is_file():
+            if snap.is_file():
+                snap.unlink()
+            continue
+        try:
+            m = json.loads(metrics.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not m.get("epochs"):
+            continue
+        last, cfg = m["epochs"][-1], m.get("config", {})
+        rec = {"partial": True, "cell": name, "dataset": cfg.get("dataset"),
+               "epoch": last["epoch"], "epochs_planned": cfg.get("epochs"),
+               "test_acc": 100 * last["test_acc"], "eval_compression": last["eval_compression"],
+               "train_compression": last["train_compression"], "ranks": last.get("ranks"),
+               "lr": last["lr"], "per_epoch_test_acc": [100 * e["test_acc"] for e in m["epochs"]],
+               "per_epoch_eval_compression": [e["eval_compression"] for e in m["epochs"]]}
+        _atomic_write(snap, json.dumps(rec, indent=1) + "\n")
+        written.append(snap)
+    return written
+
+
 def load_results(out: Path) -> list[dict]:
     """All result JSONs under ``out/results``."""
     folder = out / "results"
@@ -457,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
                     "and/or hosvd (the application's: truncated decomposition of the random "
                     "dense kernel; stalls at these ranks, see train_with_hosvd_vanilla_init)")
     ap.add_argument("--table-only", action="store_true", help="only rewrite table4.md")
+    ap.add_argument("--snapshot", action="store_true",
+                    help="only write progress/<cell>.json for the unfinished runs (their latest "
+                    "epoch; shown as partial by validation/make_report.py)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("extra", nargs="*", help="after --: extra arguments for tucker-dlra train "
                     "(e.g. -- --max-steps 2 --train-limit 512)")
@@ -468,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data_dir).is_dir():
         ap.error(f"--data-dir {args.data_dir} is not a folder")
     out: Path = args.out if args.out is not None else RESULTS / f"e{args.epochs}"
+    if args.snapshot:
+        for p in snapshot(out):
+            print(f"snapshot: {p}")
+        return 0
     if not args.table_only:
         specs = configurations(args.datasets, args.methods, args.seeds, args.taus,
                                tuple(args.vanilla_init))
