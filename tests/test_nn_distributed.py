@@ -266,8 +266,8 @@ def test_cli_under_torchrun_resumes_a_single_process_run_and_writes_one_checkpoi
     """``torchrun --nproc-per-node 2 -m tucker_dlra train --resume`` continues a checkpoint of
     a single-process run; rank 0 alone logs and writes; the result loads without
     torch.distributed (in this process) and resumes in a single process."""
-    from tucker_dlra.nn.cli import main
-    from tucker_dlra.nn.train import load_checkpoint, model_from_checkpoint
+    from tucker_dlra.app.cli import main
+    from tucker_dlra.app.train import load_checkpoint, model_from_checkpoint
 
     out = tmp_path / "run"
     args = ["train", "--train-limit", "120", "--test-limit", "40", "--batch-size", "30",

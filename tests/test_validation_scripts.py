@@ -75,6 +75,19 @@ def test_paper_tables_configurations_and_table(tmp_path):
     assert [s.row for s in specs if s.dataset == "fashion-mnist"][1] == "tdlrt-0.1"
     cp = next(s for s in specs if s.method == "vanilla-cp")
     assert cp.args == ("--rank", "2")
+    # Fashion-MNIST's CP rank matches its own paper compression (Table 3: 96.81 %)
+    assert next(s for s in specs if s.method == "vanilla-cp"
+                and s.dataset == "fashion-mnist").args == ("--rank", "7")
+    # the initial-rank option rows: same tau values, --rank-fraction 0.5, own row names
+    half = pt.configurations(["mnist"], ["tdlrt-init0.5"], [0])
+    assert [s.row for s in half] == ["tdlrt-0.15-init0.5", "tdlrt-0.2-init0.5",
+                                     "tdlrt-0.3-init0.5"]
+    assert half[1].args == ("--tau", "0.2", "--rank-fraction", "0.5")
+    assert pt._label("tdlrt-0.2-init0.5") == "TDLRT τ = 0.2, initial rank n/2"
+    # seed-major: every cell of seed 0 (both datasets) before seed 1
+    two = pt.configurations(["mnist", "fashion-mnist"], ["baseline"], [0, 1])
+    assert [(s.seed, s.dataset) for s in two] == [(0, "mnist"), (0, "fashion-mnist"),
+                                                   (1, "mnist"), (1, "fashion-mnist")]
     with pytest.raises(ValueError, match="method must be one of"):
         pt.configurations(["mnist"], ["adam"], [0])
     fake = [dict(dataset="mnist", row="tdlrt-0.2", seed=s, epochs=3, steps=1266,
@@ -99,6 +112,9 @@ def test_paper_tables_runs_and_skips(tmp_path, monkeypatch, capsys):
     assert pt.main(argv) == 0
     res = json.loads((tmp_path / "o/results/mnist-subset-baseline-seed0.json").read_text())
     assert res["steps"] == 2 and res["epochs"] == 1 and 0 <= res["test_acc"] <= 100
+    assert res["command"].startswith("tucker-dlra train --model lenet5 --dataset mnist-subset")
+    assert "--max-steps 2" in res["command"] and res["hardware"]["logical_cores"] >= 1
+    assert len(res["per_epoch"]) == 1 and res["per_epoch"][0]["step"] == 2
     assert "| Baseline |" in (tmp_path / "o/table4.md").read_text()
 
     def boom(*a, **k):

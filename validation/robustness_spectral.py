@@ -29,6 +29,12 @@ factors (paper Section 4.3).  Recorded per step: the training batch loss; every
 TDLRT ranks.  Figure: loss and accuracy versus steps, mean and min-max band over the seeds
 (the paper: mean and std over 10 initialisations).
 
+``--spectrum per-index`` reads "singular values decaying exponentially with powers of ten" as
+one power of ten per index (:math:`\\sigma_j = 10^{-j}` in every mode; CP term weights likewise)
+instead of three decades spread over the rank; ``--rule split`` truncates with the guaranteed
+rule.  The report page (``validation/make_report.py``) shows the runs stored under
+``validation/results/fig2_right/``.
+
 Writes ``<out>/robustness_spectral.{json,png}`` (default ``validation/out/``); resumable: a
 finished (method, seed) run is read back from the JSON and skipped (``--fresh`` starts over).
 
@@ -89,14 +95,22 @@ def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECAD
         layer.factors[0].mul_(norm / max(cur, 1e-30))
 
 
+def _span(decades: float | None, r: int) -> float:
+    """Decades spanned by ``r`` singular values: ``decades``, or ``r - 1`` (one power of ten per
+    index, sigma_j = 10^-j) when ``decades`` is None (``--spectrum per-index``)."""
+    return float(r - 1) if decades is None else float(decades)
+
+
 def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_fraction: float,
-                 cp_rank: int | None, decades: float = DECADES) -> dict[str, Any]:
+                 cp_rank: int | None, decades: float | None = DECADES) -> dict[str, Any]:
     r"""The three LeNet5 variants of one seed (same dense linear layers, same Tucker start).
 
     ``decades``: every mode of the core is scaled by powers of ten falling over this many
     decades (CP: the term weights); 3 is the layers' ``init="spectral"``, other values redraw
     the TDLRT core as a Gaussian times :math:`\mathrm{diag}(10^{-\mathrm{decades}\,j/(r_i-1)})`
-    in every mode, at the same norm.  Returns ``{method: model}``.
+    in every mode, at the same norm; None: one power of ten per index
+    (:math:`\sigma_j = 10^{-j}`, the reading "singular values decaying with powers of ten").
+    Returns ``{method: model}``.
     """
     import torch
     from torch import nn
@@ -114,12 +128,13 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     with torch.no_grad():
         for name in ("conv1", "conv2"):
             src, t_layer, c_layer = (getattr(m, name) for m in (tdlrt, vt, cp))
-            if decades != DECADES:
+            if decades is None or decades != DECADES:
                 from tucker_dlra import multi_mode_product
 
-                c = torch.randn(src.core.shape, generator=gen, dtype=src.core.dtype)
+                c = torch.randn(src.core.shape, generator=gen, dtype=torch.float64)
                 c = multi_mode_product(c, [torch.diag(torch.logspace(
-                    0.0, -decades if r > 1 else 0.0, r, dtype=c.dtype)) for r in src.ranks])
+                    0.0, -_span(decades, r) if r > 1 else 0.0, r, dtype=c.dtype))
+                    for r in src.ranks]).to(src.core.dtype)
                 c = c * (float(torch.linalg.vector_norm(src.core)) / float(
                     torch.linalg.vector_norm(c)))
                 src.core.copy_(c)
@@ -130,20 +145,22 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
             for p, q in zip(t_layer.factors, src.factors, strict=True):
                 p.copy_(q)
             norm = float(torch.linalg.vector_norm(src.weight_full()))
-            spectral_cp_(c_layer, norm, gen, decades)
+            spectral_cp_(c_layer, norm, gen,
+                         _span(decades, int(c_layer.factors[0].shape[1])))
             for m in (t_layer, c_layer):
                 m.bias.copy_(src.bias)
     return {"tdlrt": tdlrt, "vanilla-tucker": vt, "vanilla-cp": cp}
 
 
 def run_one(method: str, model: Any, train_set: Any, test_set: Any, seed: int, steps: int,
-            eval_every: int, batch_size: int, lr: float, momentum: float, tau: float) -> dict:
+            eval_every: int, batch_size: int, lr: float, momentum: float, tau: float,
+            rule: str = "per_mode") -> dict:
     """Train ``model`` for ``steps`` SGD/TDLRT steps; record losses, test metrics and ranks."""
     import torch
     import torch.nn.functional as F
     from tucker_dlra.app.train import TrainConfig, build_optimizer, current_ranks, evaluate
 
-    cfg = TrainConfig(method=method, lr=lr, momentum=momentum, tau=tau, rule="per_mode",
+    cfg = TrainConfig(method=method, lr=lr, momentum=momentum, tau=tau, rule=rule,
                       schedule="none", batch_size=batch_size, seed=seed)
     opt = build_optimizer(model, cfg)
     torch.manual_seed(seed)
@@ -260,9 +277,12 @@ def plot(data: dict, path: Path) -> Path:
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
+    spec = ("sigma_j = 10^-j, one power of ten per index" if cfg.get("spectrum") == "per-index"
+            else f"singular values over {cfg.get('decades', DECADES):g} powers of ten")
+    rule = f", {cfg['rule']} rule" if cfg.get("rule") else ""
     fig.suptitle("LeNet5 / MNIST, conv layers at an overestimated rank with spectral init "
-                 f"(singular values over {cfg.get('decades', DECADES):g} powers of ten; paper "
-                 "Sec. 4.3, Fig. 2 right); band = min..max over seeds", fontsize=10)
+                 f"({spec}{rule}; paper Sec. 4.3, Fig. 2 right); band = min..max over seeds",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -308,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decades", type=float, default=DECADES,
                     help="powers of ten spanned by each mode's singular values [3: the layers' "
                     "init='spectral']; other values write robustness_spectral_d<decades>.*")
+    ap.add_argument("--spectrum", choices=["spread", "per-index"], default="spread",
+                    help="spread: the powers of ten of --decades spread over each mode's rank; "
+                    "per-index: one power of ten per index, sigma_j = 10^-j (writes "
+                    "robustness_spectral_pi.*) [spread]")
+    ap.add_argument("--rule", choices=["per_mode", "split"], default="per_mode",
+                    help="TDLRT truncation rule [per_mode]; split writes *_split.*")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--fresh", action="store_true")
@@ -326,9 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     meta = {k: getattr(args, k) for k in ("dataset", "steps", "eval_every", "test_limit",
                                           "batch_size", "lr", "momentum", "taus",
                                           "rank_fraction", "cp_rank")}
-    stem = "robustness_spectral" + ("" if args.decades == DECADES else f"_d{args.decades:g}")
-    if args.decades != DECADES:
+    per_index = args.spectrum == "per-index"
+    stem = "robustness_spectral" + ("_pi" if per_index else "" if args.decades == DECADES
+                                    else f"_d{args.decades:g}")
+    if args.decades != DECADES and not per_index:
         meta["decades"] = args.decades
+    if per_index:
+        meta["spectrum"] = "per-index"
+    if args.rule != "per_mode":
+        meta["rule"] = args.rule
+        stem += f"_{args.rule}"
     path = args.out / f"{stem}.json"
     data = {"meta": meta, "runs": {}}
     if path.is_file() and not args.fresh:
@@ -346,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             continue
         models = build_models(seed, train_set.image_shape, train_set.num_classes,
-                              args.rank_fraction, args.cp_rank, args.decades)
+                              args.rank_fraction, args.cp_rank,
+                              None if per_index else args.decades)
         for key, m, tau in todo:
             print(f"[{time.strftime('%H:%M:%S')}] {key} seed {seed}: {args.steps} steps",
                   flush=True)
             model = copy.deepcopy(models[m])  # every TDLRT tolerance starts from the same model
             rec = run_one(m, model, train_set, test_set, seed, args.steps, args.eval_every,
-                          args.batch_size, args.lr, args.momentum, tau)
+                          args.batch_size, args.lr, args.momentum, tau, args.rule)
             data["runs"][f"{key}/seed{seed}"] = rec
             _atomic_write(path, json.dumps(data) + "\n")
             print(f"  test acc {100 * rec['test_acc'][-1]:.2f} %, {rec['ms_per_step']:.0f} ms/step"

@@ -1,0 +1,158 @@
+"""The reproduction report and its experiments on tiny budgets: validation/make_report.py (the
+page is built from JSON results), validation/cifar_commands.py (the CIFAR-10 commands run on
+synthetic CIFAR-shaped data), validation/adam_truncation.py (Adam with truncation: the stall
+and the second-moment fill), validation/rank_gap.py (alternative truncation rules) and the
+per-index spectral start of validation/robustness_spectral.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tucker_dlra import unfold
+
+VALIDATION = Path(__file__).resolve().parent.parent / "validation"
+
+
+def _load(name: str):
+    if str(VALIDATION) not in sys.path:
+        sys.path.insert(0, str(VALIDATION))
+    spec = importlib.util.spec_from_file_location(f"_r_{name}", VALIDATION / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_verdict_and_mean_std():
+    mr = _load("make_report")
+    assert mr.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert mr.verdict([], 97.8, 0.08) == "not run yet"
+    assert mr.verdict([97.75, 97.85], 97.80, 0.08) == "within the error bars"
+    assert mr.verdict([98.9, 98.95], 97.80, 0.08) == "better"
+    assert mr.verdict([94.4], 96.13, 0.26) == "worse"
+
+
+def test_report_built_from_json(tmp_path, monkeypatch):
+    mr = _load("make_report")
+    res = tmp_path / "results"
+    folder = res / "paper_tables" / "e2" / "results"
+    folder.mkdir(parents=True)
+    for seed, acc in ((0, 97.7), (1, 97.9)):
+        (folder / f"mnist-tdlrt-0.2-seed{seed}.json").write_text(json.dumps({
+            "dataset": "mnist", "method": "tdlrt", "tau": 0.2, "seed": seed, "row": "tdlrt-0.2",
+            "args": ["--tau", "0.2"], "test_acc": acc, "eval_compression": 96.2,
+            "train_compression": 85.0, "ranks": {"conv1": [4, 1, 5, 5], "conv2": [4, 4, 5, 5]},
+            "epochs": 2, "steps": 844, "per_epoch": [
+                {"epoch": 1, "lr": 0.05, "test_acc": 0.97},
+                {"epoch": 2, "lr": 0.05, "test_acc": acc / 100}],
+            "command": "tucker-dlra train --method tdlrt --tau 0.2 --data-dir DATA --out RUN",
+            "hardware": {"cpu": "test cpu", "logical_cores": 2, "torch": "x"}}))
+    (res / "cifar_smoke").mkdir(parents=True)
+    (res / "cifar_smoke" / "cifar_smoke.json").write_text(json.dumps(
+        [{"model": "alexnet", "method": "tdlrt", "exit_code": 0, "steps": 1}]))
+    monkeypatch.setattr(mr, "RESULTS", res)
+    monkeypatch.setattr(mr, "FIGS", tmp_path / "figs")
+    text = mr.build()
+    i = text.index("   * - TDLRT τ = 0.2")
+    cells = text[i:].split("\n   * - ")[0].split("\n")
+    assert "97.80 ± 0.14 (n = 2)" in cells[1]
+    assert "97.80 ± 0.08" in cells[2] and "within the error bars" in cells[3]
+    assert "96.20 ± 0.00 (n = 2)" in cells[4] and "within the error bars" in cells[6]
+    assert "(4,1,5,5) / (4,4,5,5)" in text and "2 of 70 epochs" in text
+    assert "not run: no CIFAR-10 data here" in text and "ran (1 step)" in text
+    assert text.count("not run yet") >= 5  # the other MNIST rows and all of Fashion-MNIST
+    out = tmp_path / "page.rst"
+    assert mr.main(["--out", str(out)]) == 0
+    assert mr.main(["--out", str(out), "--check"]) == 0
+    out.write_text("stale")
+    assert mr.main(["--out", str(out), "--check"]) == 1
+
+
+def test_cifar_commands_run_on_synthetic_data(tmp_path):
+    cc = _load("cifar_commands")
+    cmd = cc.command("alexnet", "tdlrt", 0.06)
+    assert cmd[:7] == ["train", "--model", "alexnet", "--dataset", "cifar10", "--method",
+                       "tdlrt"] and cmd[7:9] == ["--tau", "0.06"]
+    assert cc.command("vgg16", "vanilla-cp", 0.9)[7:9] == ["--rank-fraction", "0.9"]
+    res = cc.smoke(["alexnet"], tmp_path / "smoke.json")
+    assert {r["method"] for r in res} == {"baseline", "tdlrt", "vanilla-cp", "vanilla-tucker",
+                                          "vanilla-matrix"}
+    assert all(r["exit_code"] == 0 and r["steps"] == 1 for r in res)
+    assert json.loads((tmp_path / "smoke.json").read_text()) == res
+
+
+def test_adam_fill_finds_the_teacher_rank_plain_adam_stalls():
+    at = _load("adam_truncation")
+    torch.set_num_threads(1)
+    fill = at.run("adam-fill", 100, 0)
+    plain = at.run("adam", 100, 0)
+    assert tuple(fill["final_rank"]) == at.TEACHER_RANK
+    assert fill["final_loss"] < 1e-3
+    assert any(r > t for r, t in zip(plain["final_rank"], at.TEACHER_RANK, strict=True))
+    assert plain["final_loss"] > 10 * fill["final_loss"]
+
+
+def test_rank_gap_rules():
+    rg = _load("rank_gap")
+    g = torch.Generator().manual_seed(0)
+    # a core whose mode-0 singular values are 1, 0.5, 0.1, 0.01 (others full, flat)
+    q = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0]
+    s = torch.tensor([1.0, 0.5, 0.1, 0.01], dtype=torch.float64)
+    v = torch.linalg.qr(torch.randn(27, 4, generator=g, dtype=torch.float64))[0]
+    core = (q @ torch.diag(s) @ v.T).reshape(4, 3, 3, 3)
+    norm = float(s.norm())  # 1.1225
+    assert rg.mode_ranks(core, 0.15, "sv")[0] == 2  # keeps sigma > 0.168
+    assert rg.mode_ranks(core, 0.15, "sv_max")[0] == 2  # keeps sigma > 0.15
+    assert rg.mode_ranks(core, 0.05, "sv_max")[0] == 3
+    # l1: tail sums 0.11 (r = 2), 0.01 (r = 3); 0.05 * 1.61 = 0.08 -> r = 3
+    assert rg.mode_ranks(core, 0.05, "l1")[0] == 3
+    assert rg.mode_ranks(core, 0.1, "l1")[0] == 2
+    assert norm > 1
+    # per_mode_ch: the per-mode tail rule on the channel modes, spatial modes kept whole
+    ch = rg.mode_ranks(core, 0.15, "per_mode_ch")
+    assert ch[0] == 2 and ch[2:] == [3, 3]  # tail after 2 values: 0.1005 <= 0.168
+    with pytest.raises(ValueError, match="rule must be one of"):
+        rg.mode_ranks(core, 0.1, "per_mode")
+
+
+def test_per_index_spectral_start():
+    rs = _load("robustness_spectral")
+    models = rs.build_models(0, (1, 28, 28), 10, 1.0, None, None)
+    a = models["tdlrt"].conv1
+    sv = torch.linalg.svdvals(unfold(a.core.detach().double(), 0))
+    assert float(sv[1] / sv[0]) < 0.3  # about one power of ten per index
+    assert torch.allclose(a.weight_full().detach(),
+                          models["vanilla-tucker"].conv1.weight_full().detach(), atol=1e-6)
+    lam = torch.linalg.vector_norm(models["vanilla-cp"].conv1.factors[0].detach(), dim=0)
+    assert float(lam[0] / lam[1]) == pytest.approx(10.0, rel=1e-4)
+
+
+def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
+    pt = _load("paper_tables")
+    mr = _load("make_report")
+    out = tmp_path / "results" / "paper_tables" / "e30"
+    run = out / "runs" / "mnist" / "mnist-tdlrt-0.2-init0.5-seed0"
+    run.mkdir(parents=True)
+    epochs = [{"epoch": k, "test_acc": a, "eval_compression": 98.0, "train_compression": 90.0,
+               "ranks": {"conv1": [5, 1, 3, 3], "conv2": [4, 2, 3, 2]}, "lr": 0.05}
+              for k, a in ((1, 0.95), (2, 0.981))]
+    (run / "metrics.json").write_text(json.dumps(
+        {"config": {"dataset": "mnist", "epochs": 30}, "epochs": epochs}))
+    [snap] = pt.snapshot(out)
+    rec = json.loads(snap.read_text())
+    assert rec["partial"] and rec["epoch"] == 2 and rec["test_acc"] == pytest.approx(98.1)
+    monkeypatch.setattr(mr, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(mr, "FIGS", tmp_path / "figs")
+    text = mr.build()
+    assert "98.10 % at 98.00 % (seed 0, epoch 2 of 30, partial)" in text
+    assert "in progress: met so far" in text and "In progress (partial" in text
+    # once the cell has its result, the snapshot goes away
+    (out / "results").mkdir()
+    (out / "results" / "mnist-tdlrt-0.2-init0.5-seed0.json").write_text("{}")
+    assert pt.snapshot(out) == [] and not snap.exists()
