@@ -177,16 +177,20 @@ def _draw_compression(ax, record: dict[str, Any]) -> None:
             ax.plot(steps, vals, style, ms=3, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("compression [%]")
-    ax.set_ylim(min(-5, ax.get_ylim()[0]), 100)
+    low = min(-5, ax.get_ylim()[0])
+    # headroom above 100 % for the legend and the note, so neither covers a curve
+    ax.set_ylim(low, 100 + 0.3 * (100 - low))
+    ax.set_yticks([v for v in range(-100, 101, 20) if v >= low])
     ax.axhline(0.0, color="0.4", lw=0.8)
+    ax.axhline(100.0, color="0.8", lw=0.6)
     start = [init.get(k) for k in ("eval_compression", "train_compression")]
     if any(v is not None and v < 0 for v in start):
-        ax.text(0.02, 0.97, "below 0 at the start: a full-rank Tucker\nkernel (core + factors) "
-                "holds more\nnumbers than the dense kernel, until\ntruncation shrinks the "
+        ax.text(0.02, 0.98, "below 0 at the start: a full-rank Tucker\nkernel (core + factors) "
+                "holds more numbers\nthan the dense kernel, until truncation\nshrinks the "
                 "ranks", transform=ax.transAxes, fontsize=6.5, va="top",
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
 
 
 def _save(fig, path: Path) -> Path:
