@@ -32,9 +32,9 @@ from tucker_dlra.bug_step import (
     Truncation,
     bug_step_begin,
     bug_step_end,
-    core_transport,
+    core_transport_many,
     k_starts,
-    k_transport,
+    k_transport_many,
     read_back,
 )
 from tucker_dlra.steps import k_gradients
@@ -502,16 +502,19 @@ class TDLRT(Optimizer):
         return out
 
     @staticmethod
-    def _transport_core(state: dict, a: list[torch.Tensor]) -> dict:
-        """Core state into new coordinates (:func:`tucker_dlra.bug_step.core_transport`)."""
-        out = dict(state)
-        for k in _MOMENT_KEYS:
-            if k in out:
-                out[k] = core_transport(out[k], a)
-        for k in _SQ_KEYS:
-            if k in out:
-                out[k] = core_transport(out[k], a, square=True)
-        return out
+    def _transport_cores(states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
+        """Core states into new coordinates, all layers batched
+        (:func:`tucker_dlra.bug_step.core_transport_many`)."""
+        outs = [dict(s) for s in states]
+        for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
+            for k in keys:
+                have = [t for t, s in enumerate(outs) if k in s]
+                if have:
+                    moved = core_transport_many([outs[t][k] for t in have],
+                                                [a[t] for t in have], square=square)
+                    for t, m in zip(have, moved, strict=True):
+                        outs[t][k] = m
+        return outs
 
     # ------------------------------------------------------------------ Algorithm 1
     @staticmethod
@@ -614,18 +617,20 @@ class TDLRT(Optimizer):
         news = k_starts([parts[t].y1 for t in need_k]) if need_k else []
         kstates = kept["kstates"]
         cstates = list(kept["cstates"])
-        for t, pt in enumerate(parts):
-            new_f = pt.y1.factors
-            if t in need_k:
-                a = [un.T @ uo for un, uo in zip(new_f, ys[t].factors, strict=True)]
-                ns = news[need_k.index(t)]
-                for i in range(ys[t].ndim):
-                    b = k_transport(pt.start.gs[i], ns.gs[i], a, i)
-                    kstates[t][i] = self._transport_k(kstates[t][i], b)
-            if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS):
-                cstates[t] = self._transport_core(
-                    cstates[t], [un.T @ b for un, b in zip(new_f, kept["bases"][t],
-                                                           strict=True)])
+        bs = k_transport_many(
+            [parts[t].start.gs for t in need_k], [ns.gs for ns in news],
+            [[un.T @ uo for un, uo in zip(parts[t].y1.factors, ys[t].factors, strict=True)]
+             for t in need_k])
+        for t, b in zip(need_k, bs, strict=True):
+            for i in range(ys[t].ndim):
+                kstates[t][i] = self._transport_k(kstates[t][i], b[i])
+        need_c = [t for t in range(len(parts))
+                  if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS)]
+        for t, st in zip(need_c, self._transport_cores(
+                [cstates[t] for t in need_c],
+                [[un.T @ b for un, b in zip(parts[t].y1.factors, kept["bases"][t], strict=True)]
+                 for t in need_c]), strict=True):
+            cstates[t] = st
         return {"parts": parts, "kstates": kstates, "cstates": cstates,
                 "plain": (plain_new, plain_st)}
 
@@ -664,13 +669,15 @@ class TDLRT(Optimizer):
                                        layers, index)
                 for t, g in zip(two, g2, strict=True):
                     gz[t] = g
-            cstates = []
-            for t, y in enumerate(ys):
-                st = inputs["cst"][t]
-                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
-                    st = self._transport_core(st, [b.T @ u for b, u in
-                                                   zip(bases[t], y.factors, strict=True)])
-                cstates.append(st)
+            cstates = list(inputs["cst"])
+            move = [t for t, (y, st) in enumerate(zip(ys, cstates, strict=True))
+                    if bases[t] is not y.factors
+                    and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS)]
+            for t, st in zip(move, self._transport_cores(
+                    [cstates[t] for t in move],
+                    [[b.T @ u for b, u in zip(bases[t], ys[t].factors, strict=True)]
+                     for t in move]), strict=True):
+                cstates[t] = st
             cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
             new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
             kept["cstates"], kept["bases"] = st, bases

@@ -48,7 +48,7 @@ from ._validate import per_mode
 from .backend import ct, dtype_eps, namespace
 from .steps import parallel_core
 from .tensor import fold, multi_mode_product, unfold
-from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
+from .tucker import RULES, TruncationInfo, TuckerTensor, truncate, valid_rank
 
 __all__ = [
     "KStart",
@@ -61,6 +61,9 @@ __all__ = [
     "truncate_many",
     "k_transport",
     "core_transport",
+    "k_transport_many",
+    "core_transport_many",
+    "mode_products_many",
     "bug_step",
     "bug_step_begin",
     "bug_step_end",
@@ -102,6 +105,171 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
         res = tuple(res) if isinstance(res, tuple | list) else (res,)
         for j, k in enumerate(idx):
             out[k] = tuple(r[j, ...] for r in res)
+    return out
+
+
+# ------------------------------------------------------------------------------ stacking
+# Core-sized products of many tensors are run as one batched product over a zero-padded
+# stack: a mode product of zero-padded operands is the zero-padded product (the padded
+# rows/columns only ever meet zeros), so every tensor's block of the result equals its own
+# product to rounding.  Padding and unpadding are one gather each, with index arrays cached
+# per shape set (rebuilt only when ranks change).
+_GATHER_CACHE: dict[tuple, Any] = {}
+_GATHER_CACHE_MAX = 256
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+    hit = _GATHER_CACHE.get(key)
+    if hit is None:
+        if len(_GATHER_CACHE) >= _GATHER_CACHE_MAX:
+            _GATHER_CACHE.pop(next(iter(_GATHER_CACHE)))
+        hit = _GATHER_CACHE[key] = build()
+    return hit
+
+
+def _grid_index(shape: Sequence[int], strides: Sequence[int],
+                valid: Sequence[int] | None = None, fill: int = 0) -> Any:
+    """Flat positions ``sum_k c_k strides_k`` over the grid ``shape`` (C order, a host
+    NumPy array); with ``valid``, positions with some ``c_k >= valid_k`` get ``fill``."""
+    import numpy as np
+
+    d = len(shape)
+    pos = np.zeros(tuple(shape), dtype=np.int64)
+    ok = np.ones(tuple(shape), dtype=bool)
+    for k in range(d):
+        c = np.arange(shape[k], dtype=np.int64).reshape(
+            tuple(shape[k] if j == k else 1 for j in range(d)))
+        pos = pos + c * strides[k]
+        if valid is not None:
+            ok = ok & (c < valid[k])
+    if valid is not None:
+        pos = np.where(ok, pos, fill)
+    return pos.reshape(-1)
+
+
+def _index_array(xp: Any, dev: Any, parts: list) -> Array:
+    """Concatenated host index parts as one int64 array on ``dev`` (one transfer)."""
+    import numpy as np
+
+    return xp.asarray(np.concatenate(parts), dtype=xp.int64, device=dev)
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    return [math.prod(shape[k + 1:]) for k in range(len(shape))]
+
+
+def _stack(xs: Sequence[Array], target: Sequence[int]) -> Array:
+    """``xs`` (equal order, dtype, device) zero-padded to ``target`` and stacked:
+    shape ``(len(xs), *target)``.  One gather."""
+    xp = namespace(xs[0])
+    dev = _device(xs[0])
+    shapes = tuple(tuple(int(s) for s in x.shape) for x in xs)
+    target = tuple(int(s) for s in target)
+
+    def build() -> Array:
+        total = sum(math.prod(s) for s in shapes)
+        parts, off = [], 0
+        for s in shapes:
+            parts.append(_grid_index(target, _strides(s), s, fill=total - off) + off)
+            off += math.prod(s)
+        return _index_array(xp, dev, parts)
+
+    idx = _cached(("stack", shapes, target, str(dev), xp.__name__), build)
+    flat = xp.concat([xp.reshape(x, (-1,)) for x in xs]
+                     + [xp.zeros((1,), dtype=xs[0].dtype, device=dev)])
+    return xp.reshape(flat[idx], (len(xs), *target))
+
+
+def _unstack(stack: Array, shapes: Sequence[Sequence[int]],
+             out_shapes: Sequence[Sequence[int]] | None = None) -> list[Array]:
+    """Inverse of :func:`_stack`: block ``shapes[t]`` of ``stack[t]``, zero-padded to
+    ``out_shapes[t]`` (default ``shapes[t]``).  One gather."""
+    xp = namespace(stack)
+    dev = _device(stack)
+    target = tuple(int(s) for s in stack.shape[1:])
+    shapes = tuple(tuple(int(s) for s in s_) for s_ in shapes)
+    outs = shapes if out_shapes is None else tuple(tuple(int(s) for s in o)
+                                                   for o in out_shapes)
+    per = math.prod(target)
+    zero = per * len(shapes)
+
+    def build() -> Array:
+        parts = []
+        for t, (s, o) in enumerate(zip(shapes, outs, strict=True)):
+            valid = None if s == o else s
+            parts.append(_grid_index(o, _strides(target), valid, fill=zero - t * per)
+                         + t * per)
+        return _index_array(xp, dev, parts)
+
+    idx = _cached(("unstack", shapes, outs, target, str(dev), xp.__name__), build)
+    flat = xp.reshape(stack, (-1,))
+    if outs != shapes:
+        flat = xp.concat([flat, xp.zeros((1,), dtype=stack.dtype, device=dev)])
+    g = flat[idx]
+    res, off = [], 0
+    for o in outs:
+        n = math.prod(o)
+        res.append(xp.reshape(g[off:off + n], o))
+        off += n
+    return res
+
+
+def _stack_mode_product(x: Array, m: Array, mode: int) -> Array:
+    """``x[t] x_mode m[t]`` for a stack ``x`` of shape (L, *T) and ``m`` of (L, p, T_mode)."""
+    xp = namespace(x, m)
+    shape = tuple(int(s) for s in x.shape)
+    a, n, b = math.prod(shape[1:mode + 1]), shape[mode + 1], math.prod(shape[mode + 2:])
+    p = int(m.shape[1])
+    if b == 1:
+        y = xp.matmul(xp.reshape(x, (shape[0], a, n)), xp.matrix_transpose(m))
+    else:
+        y = xp.matmul(m[:, None, :, :], xp.reshape(x, (shape[0], a, n, b)))
+    return xp.reshape(y, (*shape[:mode + 1], p, *shape[mode + 2:]))
+
+
+def _groups(arrs: Sequence[Array], extra_key: Callable[[int], Any] = lambda t: None
+            ) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for t, x in enumerate(arrs):
+        groups.setdefault((x.ndim, str(x.dtype), str(_device(x)), extra_key(t)),
+                          []).append(t)
+    return list(groups.values())
+
+
+def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None]],
+                       transpose: bool = False,
+                       out_shapes: Sequence[Sequence[int]] | None = None) -> list[Array]:
+    r""":math:`x_t \times_i M_{t,i}` (``None``: mode skipped) for every ``t``, batched.
+
+    Tensors of equal order, dtype, device and pattern of skipped modes form one group;
+    its tensors and matrices are zero-padded to common sizes and each mode product is one
+    batched matrix product over the group (exact: padded entries only meet zeros).
+    ``transpose``: multiply by :math:`M^H`.  ``out_shapes``: results zero-padded to these
+    shapes.  Equal to :func:`~tucker_dlra.tensor.multi_mode_product` per tensor up to
+    rounding.  Cost: the products at the group's padded sizes; a fixed number of array
+    operations per group and mode (plus one reshape/slice per tensor).
+    """
+    out: list[Any] = [None] * len(xs)
+    pattern = [tuple(m is None for m in ms) for ms in mats]
+    for idx in _groups(xs, lambda t: pattern[t]):
+        xp = namespace(xs[idx[0]])
+        d = xs[idx[0]].ndim
+        cur = [list(int(s) for s in xs[t].shape) for t in idx]
+        x = _stack([xs[t] for t in idx], [max(c[k] for c in cur) for k in range(d)])
+        for i in range(d):
+            ms = [mats[t][i] for t in idx]
+            if ms[0] is None:
+                continue
+            if transpose:
+                ms = [ct(xp, m) for m in ms]
+            rows = max(int(m.shape[0]) for m in ms)
+            st = _stack(ms, (rows, int(x.shape[i + 1])))
+            x = _stack_mode_product(x, st, i)
+            for c, m in zip(cur, ms, strict=True):
+                c[i] = int(m.shape[0])
+        res = _unstack(x, cur, None if out_shapes is None else [out_shapes[t] for t in idx])
+        for t, r in zip(idx, res, strict=True):
+            out[t] = r
     return out
 
 
@@ -172,12 +340,6 @@ def augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
         bases[t].append(q)
         tri[t].append(r[:ri, :ri])
     return bases, tri
-
-
-def _padded_core(core: Array, tri: Sequence[Array], bases: Sequence[Array]) -> Array:
-    r""":math:`C \times_i [R^{11}_i; 0]`: the core of :math:`Y_0` in the augmented bases."""
-    c = multi_mode_product(core, list(tri))
-    return pad_core(c, [(0, b.shape[1] - t.shape[0]) for t, b in zip(tri, bases, strict=True)])
 
 
 # ------------------------------------------------------------------------------ truncation
@@ -401,9 +563,9 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
     """Second half of :func:`truncate_many`: bases and cores at the read-back ranks."""
     items, metas, eig, offsets, n_fixed = (plan.items, plan.metas, plan.eig, plan.offsets,
                                            plan.n_fixed)
-    results = []
+    results: list[Any] = []
+    todo = []  # (result slot, core, factors, bases, info) of the Gram route
     for t, (core, factors, spec) in enumerate(items):
-        xp = namespace(core)
         m = metas[t]
         norm = host[t]
         if not math.isfinite(norm):
@@ -435,16 +597,18 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor._orthonormal(core, factors), spec, tol))
             continue
-        eye = [xp.eye(m["shape"][i], dtype=core.dtype, device=_device(core)) if b is None
-               else b for i, b in enumerate(bases)]
-        new_core = multi_mode_product(core, eye, transpose=True)
-        new_f = [u if b is None else u @ b for u, b in zip(factors, bases, strict=True)]
         info = TruncationInfo(rank=tuple(chosen), tails=tuple(tails),
                               error_bound=math.sqrt(sum(x * x for x in tails)),
                               tolerance=tol, rule=spec.rule, norm=norm,
                               methods=tuple(methods))
-        results.append(_rerounded(TuckerTensor._orthonormal(new_core, new_f), info,
-                                  spec.method))
+        results.append(None)
+        todo.append((len(results) - 1, core, factors, bases, info, spec.method))
+    # the truncated cores C x_i V_i^H of all items: batched core products
+    new_cores = mode_products_many([c for _, c, _, _, _, _ in todo],
+                                   [b for _, _, _, b, _, _ in todo], transpose=True)
+    for (slot, _, factors, bases, info, method), new_core in zip(todo, new_cores, strict=True):
+        new_f = [u if b is None else u @ b for u, b in zip(factors, bases, strict=True)]
+        results[slot] = _rerounded(TuckerTensor._orthonormal(new_core, new_f), info, method)
     return results, list(host[offsets[n_fixed]:]) if len(offsets) > n_fixed else []
 
 
@@ -520,6 +684,53 @@ def core_transport(m: Array, a: Sequence[Array], square: bool = False) -> Array:
     :math:`A_j \circ A_j` (transport of a second moment).  Cost: the core products.
     """
     return multi_mode_product(m, [x * x for x in a] if square else list(a))
+
+
+def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequence[Array]],
+                     a: Sequence[Sequence[Array]]) -> list[list[Array]]:
+    r"""All transport matrices :math:`B_{t,i}` of :func:`k_transport`, batched.
+
+    ``g_olds[t][i]``/``g_news[t][i]``: the frozen cores :math:`G_i` of tensor ``t`` at the
+    old and the new point; ``a[t][j]`` = :math:`U_j'^H U_j`.  Returns
+    ``[[k_transport(g_olds[t][i], g_news[t][i], a[t], i) for i] for t]`` up to rounding:
+    tensors of equal order, dtype and device are zero-padded to common sizes, and per mode
+    the :math:`d-1` core products and the final unfolding product are one batched product
+    each (zero padding is exact for these products).  Cost: the products at the padded
+    sizes; a fixed number of array operations per group and mode.
+    """
+    out: list[list[Any]] = [[None] * len(gs) for gs in g_olds]
+    firsts = [gs[0] for gs in g_olds]
+    for idx in _groups(firsts):
+        xp = namespace(firsts[idx[0]])
+        d = firsts[idx[0]].ndim
+        ast = [_stack([a[t][j] for t in idx], (max(int(a[t][j].shape[0]) for t in idx),
+                                                max(int(a[t][j].shape[1]) for t in idx)))
+               for j in range(d)]
+        for i in range(d):
+            old = [g_olds[t][i] for t in idx]
+            new = [g_news[t][i] for t in idx]
+            to = [max(int(g.shape[k]) for g in old) for k in range(d)]
+            tn = [max(int(g.shape[k]) for g in new) for k in range(d)]
+            p = _stack(old, to)
+            for j in range(d):
+                if j != i:
+                    p = _stack_mode_product(p, ast[j], j)
+            q = _stack(new, tn)
+            n = len(idx)
+            pm = xp.reshape(xp.moveaxis(p, i + 1, 1), (n, to[i], -1))
+            qm = xp.reshape(xp.moveaxis(q, i + 1, 1), (n, tn[i], -1))
+            b = xp.matmul(pm, ct(xp, qm))
+            res = _unstack(b, [(int(g0.shape[i]), int(g1.shape[i]))
+                               for g0, g1 in zip(old, new, strict=True)])
+            for t, r in zip(idx, res, strict=True):
+                out[t][i] = r
+    return out
+
+
+def core_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
+                        square: bool = False) -> list[Array]:
+    """:func:`core_transport` for many core states at once (:func:`mode_products_many`)."""
+    return mode_products_many(ms, [[x * x for x in aa] if square else list(aa) for aa in a])
 
 
 # ------------------------------------------------------------------------------ the step
@@ -620,6 +831,10 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
         pos += ys[t].ndim
     cores0, bases, at_y0 = [], [], []
     y0_aug: dict[int, TuckerTensor] = {}
+    # Galerkin cores C x_i [R^11_i; 0] of all augmented tensors: batched core products
+    padded = dict(zip(aug_idx, mode_products_many(
+        [ys[t].core for t in aug_idx], [aug[t][1] for t in aug_idx],
+        out_shapes=[[int(b.shape[1]) for b in aug[t][0]] for t in aug_idx]), strict=True))
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
         if v == "bug":
             xp = y.xp
@@ -630,7 +845,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             at_y0.append(False)
             continue
         b, tr = aug[t]
-        y0_aug[t] = TuckerTensor._orthonormal(_padded_core(y.core, tr, b), b)
+        y0_aug[t] = TuckerTensor._orthonormal(padded[t], b)
         if v == "ra_bug":
             cores0.append(y0_aug[t].core)
             bases.append(b)
