@@ -440,9 +440,8 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                 ident = r == shape[i] == upper[i]
             gi = None
             if not ident and spec.method != "svd":
-                a = unfold(core, i)
                 gi = len(grams)
-                grams.append(a @ ct(xp, a))
+                grams.append((shape[i], str(core.dtype), str(_device(core))))
                 gwhere.append((t, i))
             modes.append({"ident": ident, "gram": gi})
         metas.append({"d": d, "shape": shape, "ranks": ranks, "rmax": rmax, "rmin": rmin,
@@ -451,31 +450,54 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
     buckets: dict[tuple, list[int]] = {}
     # on an accelerator every eigh call synchronises with the host (error check): one
     # size class per dtype there; on the CPU classes 4, 8, 16, ... (at most 8x the flops)
-    big = max((int(g.shape[0]) for g in grams if str(_device(g)) != "cpu"), default=0)
-    for gi, g in enumerate(grams):
-        n = int(g.shape[0]) if str(_device(g)) == "cpu" else big
-        size = max(4, 1 << (n - 1).bit_length())
-        buckets.setdefault((size, str(g.dtype), str(_device(g))), []).append(gi)
-    norms = [namespace(c).linalg.vector_norm(namespace(c).reshape(c, (-1,)))
-             for c, _, _ in items]
+    big = max((n for n, _, dv in grams if dv != "cpu"), default=0)
+    for gi, (n, dt, dv) in enumerate(grams):
+        size = max(4, 1 << ((n if dv == "cpu" else big) - 1).bit_length())
+        buckets.setdefault((size, dt, dv), []).append(gi)
+    # Gram matrices Mat_i(C) Mat_i(C)^H and norms of all cores from zero-padded stacks of
+    # cores of equal order, dtype and device (zero padding is exact for both)
+    cores = [c for c, _, _ in items]
+    gram_src: dict[tuple[int, int], tuple[Array, int]] = {}  # (item, mode) -> (stack, pos)
+    norm_parts, norm_order = [], []
+    gwhere_set = set(gwhere)
+    for idx in _groups(cores) if cores else []:
+        xp = namespace(cores[idx[0]])
+        d = cores[idx[0]].ndim
+        target = [max(int(cores[t].shape[k]) for t in idx) for k in range(d)]
+        x = _stack([cores[t] for t in idx], target)
+        n_g = len(idx)
+        norm_parts.append(xp.astype(xp.linalg.vector_norm(xp.reshape(x, (n_g, -1)), axis=1),
+                                    xp.float64))
+        norm_order += idx
+        for i in range(d):
+            if not any((t, i) in gwhere_set for t in idx):
+                continue
+            a = xp.reshape(xp.moveaxis(x, i + 1, 1), (n_g, target[i], -1))
+            gst = xp.matmul(a, ct(xp, a))
+            for pos, t in enumerate(idx):
+                if (t, i) in gwhere_set:
+                    gram_src[(t, i)] = (gst, pos)
     flat: list[Array] = []
-    if norms:
-        xpn = namespace(norms[0])
-        flat.append(xpn.astype(xpn.stack([xpn.astype(n, xpn.float64) for n in norms]),
-                               xpn.float64))
+    if norm_parts:
+        xpn = namespace(norm_parts[0])
+        nv = norm_parts[0] if len(norm_parts) == 1 else xpn.concat(norm_parts)
+        if norm_order != list(range(len(cores))):
+            inv = [0] * len(cores)
+            for k, t in enumerate(norm_order):
+                inv[t] = k
+            nv = xpn.take(nv, xpn.asarray(inv, dtype=xpn.int64, device=_device(nv)))
+        flat.append(nv)
     row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
     eig: dict[int, tuple] = {}
     for bnum, idx in enumerate(buckets.values()):
-        xp = namespace(grams[idx[0]])
-        dev = _device(grams[idx[0]])
         size = next(key[0] for key, val in buckets.items() if val is idx)
-        sizes = [int(grams[gi].shape[0]) for gi in idx]
+        sizes = [grams[gi][0] for gi in idx]
         # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
         # below all of G's (G is positive semi-definite), so after the descending sort G's
         # eigenpairs come first, with eigenvectors supported on G's rows
-        g = xp.zeros((len(idx), size, size), dtype=grams[idx[0]].dtype, device=dev)
-        for row, gi in enumerate(idx):
-            g[row, :sizes[row], :sizes[row]] = grams[gi]
+        g = _gather_grams([gram_src[gwhere[gi]] for gi in idx], sizes, size)
+        xp = namespace(g)
+        dev = _device(g)
         # a diverged update would make eigh fail: zero non-finite entries (the read-back
         # norm reports them)
         g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
@@ -549,6 +571,43 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         xp0 = namespace(flat[0])
         vector = xp0.concat([_to_device(f, _device(flat[0])) for f in flat])
     return TruncPlan(list(items), metas, eig, offsets, n_fixed, vector)
+
+
+def _gather_grams(srcs: Sequence[tuple[Array, int]], sizes: Sequence[int], size: int
+                  ) -> Array:
+    """The bucket ``(len(srcs), size, size)``: row ``k`` holds the leading
+    ``sizes[k] x sizes[k]`` block of ``stack[pos]`` for ``(stack, pos) = srcs[k]``, zeros
+    elsewhere.  One gather from the concatenated stacks."""
+    import numpy as np
+
+    stacks: list[Array] = []
+    sid: dict[int, int] = {}
+    rows = []
+    for st, pos in srcs:
+        if id(st) not in sid:
+            sid[id(st)] = len(stacks)
+            stacks.append(st)
+        rows.append((sid[id(st)], pos))
+    xp = namespace(stacks[0])
+    dev = _device(stacks[0])
+    shapes = tuple(tuple(int(s) for s in st.shape) for st in stacks)
+
+    def build() -> Array:
+        offs = [0]
+        for s in shapes:
+            offs.append(offs[-1] + math.prod(s))
+        parts = []
+        for (s, pos), n in zip(rows, sizes, strict=True):
+            r = shapes[s][1]
+            parts.append(_grid_index((size, size), (r, 1), (n, n), fill=offs[-1] - offs[s]
+                                     - pos * r * r) + offs[s] + pos * r * r)
+        return xp.asarray(np.concatenate(parts), dtype=xp.int64, device=dev)
+
+    idx = _cached(("grams", shapes, tuple(rows), tuple(sizes), size, str(dev), xp.__name__),
+                  build)
+    flat = xp.concat([xp.reshape(st, (-1,)) for st in stacks]
+                     + [xp.zeros((1,), dtype=stacks[0].dtype, device=dev)])
+    return xp.reshape(flat[idx], (len(srcs), size, size))
 
 
 def read_back(plan: TruncPlan) -> list[float]:
