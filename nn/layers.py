@@ -555,6 +555,8 @@ class _TuckerLayer(nn.Module):
             else:
                 _replace_data(p, new.detach().clone(memory_format=torch.contiguous_format))
         self.grad_full = None
+        # ``p.data`` writes bypass the version counters: count them for caches keyed on values
+        self.__dict__["_tucker_writes"] = self.__dict__.get("_tucker_writes", 0) + 1
 
     # ------------------------------------------------------------------ gradient capture
     def _capturing(self) -> bool:

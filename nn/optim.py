@@ -488,6 +488,34 @@ class TDLRT(Optimizer):
                     f"parameter has {tuple(p.shape)}: load the model's state_dict before the "
                     "optimizer's (Tucker layers resize on load)")
 
+    # ------------------------------------------------------------------ K-start cache
+    @staticmethod
+    def _signature(layer: _TuckerLayer) -> tuple:
+        """Identity of a layer's current values: its ``set_tucker`` count and the storage,
+        version counter and shape of the core and every factor (in-place writes and
+        ``set_tucker`` change it; the cache entry holds the storages, so an address cannot
+        be reused while it lives)."""
+        return (layer.__dict__.get("_tucker_writes", 0),) + tuple(
+            (p.untyped_storage().data_ptr(), p.storage_offset(), p._version, tuple(p.shape),
+             p.dtype, p.device) for p in (layer.core, *layer.factors))
+
+    def _remember_start(self, layer: _TuckerLayer, start: Any) -> None:
+        """Keep the K-start computed at the committed point (for the momentum transport)
+        for the next step's K-phase, keyed by the parameters' signature."""
+        cache = self.__dict__.setdefault("_start_cache", {})
+        if start is None:
+            cache.pop(id(layer.core), None)
+        else:
+            cache[id(layer.core)] = (self._signature(layer), start,
+                                     tuple(p.detach() for p in (layer.core, *layer.factors)))
+
+    def _cached_start(self, layer: _TuckerLayer) -> Any:
+        """The cached K-start of ``layer`` if its parameters are unchanged since, else None."""
+        hit = self.__dict__.get("_start_cache", {}).get(id(layer.core))
+        if hit is None or hit[0] != self._signature(layer):
+            return None
+        return hit[1]
+
     # ------------------------------------------------------------------ transports
     @staticmethod
     def _transport_k(state: dict, b: torch.Tensor) -> dict:
@@ -585,7 +613,8 @@ class TDLRT(Optimizer):
                   "kst": [[self.state[p] for p in fs] for fs in fac_p],
                   "cst": [self.state[p] for p in core_p],
                   "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
-                  "pst": [self.state[p] for p, _ in plain]}
+                  "pst": [self.state[p] for p, _ in plain],
+                  "starts": [self._cached_start(layer) for layer in active]}
         cfg = {"variants": [self._variant(g) for g in cgroups],
                "truncs": [self._truncation(layer, g)
                           for layer, g in zip(active, cgroups, strict=True)],
@@ -632,7 +661,8 @@ class TDLRT(Optimizer):
                  for t in need_c]), strict=True):
             cstates[t] = st
         return {"parts": parts, "kstates": kstates, "cstates": cstates,
-                "plain": (plain_new, plain_st)}
+                "plain": (plain_new, plain_st),
+                "starts": dict(zip(need_k, news, strict=True))}
 
     def _phase_a(self, inputs: dict, cfg: dict, closure: Callable[[], Any] | None = None,
                  active: list | None = None, layers: list | None = None,
@@ -698,7 +728,8 @@ class TDLRT(Optimizer):
             one = torch.ones((), dtype=torch.bool, device=(u if u is not None else g).device)
             return [torch.stack([one if u is None else u, one if g is None else g])]
 
-        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
+        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra,
+                              starts=inputs.get("starts"))
         return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
 
     # ------------------------------------------------------------------ capture
@@ -876,6 +907,7 @@ class TDLRT(Optimizer):
         info_all = {}
         for k, (layer, pt) in enumerate(zip(active, res["parts"], strict=True)):
             layer.set_tucker(pt.y1)
+            self._remember_start(layer, res["starts"].get(k))
             for p, st in zip(layer.factors, res["kstates"][k], strict=True):
                 self.state[p] = st
             self.state[layer.core] = res["cstates"][k]

@@ -867,14 +867,25 @@ def bug_step(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
 def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
                    variants: Sequence[str], truncations: Sequence[Truncation | None],
                    extra: Callable[[list[StepParts]], Sequence[Array]] | None = None,
-                   ) -> StepPlan:
+                   starts: Sequence[KStart | None] | None = None) -> StepPlan:
     """Device half of :func:`bug_step` (same arguments): everything up to the host
     read-back, with no host synchronisation -- a fixed-shape computation when the ranks
-    do not change, which a caller may capture and replay."""
+    do not change, which a caller may capture and replay.
+
+    ``starts``: optional :class:`KStart` per tensor already known for ``ys[t]`` (e.g. from
+    the previous step's :func:`k_starts` at its new point); ``None`` entries are computed.
+    """
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {v!r}")
-    starts = k_starts(ys)
+    given = list(starts) if starts is not None else [None] * len(ys)
+    if len(given) != len(ys):
+        raise ValueError(f"starts must have one entry per tensor ({len(ys)}); got {len(given)}")
+    missing = [t for t, s in enumerate(given) if s is None]
+    computed = k_starts([ys[t] for t in missing]) if missing else []
+    for t, s in zip(missing, computed, strict=True):
+        given[t] = s
+    starts = given
     ks = [list(k) for k in k_solve(starts)]
     # bases of the C-step: augmented (ra_bug), orth(K) (bug), old (parallel)
     aug_idx = [t for t, v in enumerate(variants) if v != "bug"]
