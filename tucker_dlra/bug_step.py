@@ -788,8 +788,12 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
 
 def core_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
                         square: bool = False) -> list[Array]:
-    """:func:`core_transport` for many core states at once (:func:`mode_products_many`)."""
-    return mode_products_many(ms, [[x * x for x in aa] if square else list(aa) for aa in a])
+    """:func:`core_transport` for many core states at once (:func:`mode_products_many`).
+
+    The results own their memory (they are kept as optimizer state: no view may pin the
+    batch's buffer)."""
+    out = mode_products_many(ms, [[x * x for x in aa] if square else list(aa) for aa in a])
+    return [namespace(x).asarray(x, copy=True) for x in out]
 
 
 # ------------------------------------------------------------------------------ the step
