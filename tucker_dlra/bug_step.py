@@ -48,7 +48,7 @@ from ._validate import per_mode
 from .backend import ct, dtype_eps, namespace
 from .steps import parallel_core
 from .tensor import fold, multi_mode_product, unfold
-from .tucker import RULES, TruncationInfo, TuckerTensor, truncate, valid_rank
+from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
 
 __all__ = [
     "KStart",
@@ -116,6 +116,8 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
 # per shape set (rebuilt only when ranks change).
 _GATHER_CACHE: dict[tuple, Any] = {}
 _GATHER_CACHE_MAX = 256
+#: Smallest group run as a zero-padded stack (smaller groups: one product per tensor).
+_STACK_MIN = 3
 
 
 def _cached(key: tuple, build: Callable[[], Any]) -> Any:
@@ -252,6 +254,14 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
     out: list[Any] = [None] * len(xs)
     pattern = [tuple(m is None for m in ms) for ms in mats]
     for idx in _groups(xs, lambda t: pattern[t]):
+        if len(idx) <= _STACK_MIN - 1:  # too few to amortise the stacking
+            for t in idx:
+                y = multi_mode_product(xs[t], list(mats[t]), transpose=transpose)
+                if out_shapes is not None and tuple(y.shape) != tuple(out_shapes[t]):
+                    y = pad_core(y, [(0, int(o) - int(s))
+                                     for s, o in zip(y.shape, out_shapes[t], strict=True)])
+                out[t] = y
+            continue
         xp = namespace(xs[idx[0]])
         d = xs[idx[0]].ndim
         cur = [list(int(s) for s in xs[t].shape) for t in idx]
@@ -760,6 +770,11 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
     out: list[list[Any]] = [[None] * len(gs) for gs in g_olds]
     firsts = [gs[0] for gs in g_olds]
     for idx in _groups(firsts):
+        if len(idx) <= _STACK_MIN - 1:  # too few to amortise the stacking
+            for t in idx:
+                out[t] = [k_transport(g_olds[t][i], g_news[t][i], a[t], i)
+                          for i in range(len(g_olds[t]))]
+            continue
         xp = namespace(firsts[idx[0]])
         d = firsts[idx[0]].ndim
         ast = [_stack([a[t][j] for t in idx], (max(int(a[t][j].shape[0]) for t in idx),
