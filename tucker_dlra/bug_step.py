@@ -23,6 +23,12 @@ with momentum/Adam for training):
 5. Transport matrices of linear state between the old and the new coordinates
    (:func:`k_transport`, :func:`core_transport`).
 
+Batching across tensors: QRs and eigendecompositions are batched over equal shapes; the
+core-sized products (Galerkin cores, truncated cores, Gram matrices, transports of linear
+state) of tensors of equal order, dtype and device run as one batched product over a
+zero-padded stack (:func:`mode_products_many`) -- zero padding is exact for mode products,
+so every tensor's result equals its own product up to rounding.
+
 Why the augmented basis is the QR factor and not ``[U, Q[:, r:]]``: keeping the old
 factor literally first (as :func:`~tucker_dlra.steps.augment_basis` does) carries its
 rounding errors from step to step, so :math:`\|U^H U - I\|` grows linearly with the number
