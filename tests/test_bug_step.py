@@ -82,3 +82,62 @@ def test_k_starts_and_augment_equal_the_single_mode_functions():
             np.testing.assert_allclose(q[:, :u.shape[1]] @ r, u, atol=1e-13)  # U = Q R11
             # K lies in the span of the augmented basis
             np.testing.assert_allclose(q @ (q.T @ k), k, atol=1e-12)
+
+
+def _rand(rng, shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("stack_min", [1, 3])
+def test_mode_products_many_equal_per_tensor_products(stack_min, monkeypatch):
+    """Zero-padded stacked products = multi_mode_product tensor by tensor (mixed shapes,
+    orders, dtypes, skipped modes, transposes and zero-padded outputs)."""
+    import tucker_dlra.bug_step as bs
+    from tucker_dlra.tensor import multi_mode_product
+
+    monkeypatch.setattr(bs, "_STACK_MIN", stack_min)
+    rng = np.random.default_rng(0)
+    xs = [_rand(rng, (4, 5, 3)), _rand(rng, (2, 6, 3)), _rand(rng, (3, 3, 2)),
+          _rand(rng, (5, 2)), _rand(rng, (3, 4, 2), np.float32), _rand(rng, (2, 2, 2))]
+    pats = [(6, None, 2), (3, None, 4), (1, None, 2), (2, 3), (3, 5, 1), (2, 2, 2)]
+    for transpose in (False, True):
+        mats = [[None if m is None else (_rand(rng, (x.shape[i], m), x.dtype) if transpose
+                                         else _rand(rng, (m, x.shape[i]), x.dtype))
+                 for i, m in enumerate(p)] for x, p in zip(xs, pats, strict=True)]
+        ref = [multi_mode_product(x, m, transpose=transpose) for x, m in zip(xs, mats,
+                                                                             strict=True)]
+        got = bs.mode_products_many(xs, mats, transpose=transpose)
+        for g, r in zip(got, ref, strict=True):
+            assert g.shape == r.shape and g.dtype == r.dtype
+            np.testing.assert_allclose(g, r, rtol=1e-5 if r.dtype == np.float32 else 1e-12,
+                                       atol=1e-5 if r.dtype == np.float32 else 1e-12)
+        outs = [tuple(s + k for k, s in enumerate(r.shape)) for r in ref]
+        padded = bs.mode_products_many(xs, mats, transpose=transpose, out_shapes=outs)
+        for g, r in zip(padded, ref, strict=True):
+            block = g[tuple(slice(0, s) for s in r.shape)]
+            np.testing.assert_allclose(block, r, rtol=1e-5, atol=1e-5)
+            assert float(np.abs(g).sum()) == pytest.approx(float(np.abs(block).sum()))
+
+
+@pytest.mark.parametrize("stack_min", [1, 3])
+def test_k_transport_many_equals_k_transport(stack_min, monkeypatch):
+    """Batched transport matrices B_{t,i} = k_transport per tensor and mode, for tensors of
+    different shapes and ranks (old and new ranks differ)."""
+    import tucker_dlra.bug_step as bs
+
+    monkeypatch.setattr(bs, "_STACK_MIN", stack_min)
+    rng = np.random.default_rng(1)
+    olds = [(3, 2, 3), (4, 3, 2), (2, 2, 3)]
+    news = [(2, 2, 3), (4, 4, 2), (3, 2, 2)]
+    g_o, g_n, a = [], [], []
+    for ro, rn in zip(olds, news, strict=True):
+        co, cn = _rand(rng, ro), _rand(rng, rn)
+        g_o.append([k_core(co, i)[0] for i in range(3)])
+        g_n.append([k_core(cn, i)[0] for i in range(3)])
+        a.append([_rand(rng, (rn[j], ro[j])) for j in range(3)])
+    got = bs.k_transport_many(g_o, g_n, a)
+    for t in range(3):
+        for i in range(3):
+            ref = bs.k_transport(g_o[t][i], g_n[t][i], a[t], i)
+            assert got[t][i].shape == ref.shape == (olds[t][i], news[t][i])
+            np.testing.assert_allclose(got[t][i], ref, rtol=1e-12, atol=1e-12)
