@@ -327,14 +327,14 @@ def jacobi_eigh(a: Array, sweeps: int = 16) -> tuple[Array, Array]:
     Parallel (round-robin) ordering: each of the :math:`n-1` rounds of a sweep applies
     :math:`n/2` disjoint rotations at once, :math:`A \leftarrow J^\top A J`,
     :math:`V \leftarrow V J`, each zeroing its :math:`a_{pq}` (the symmetric Schur
-    decomposition of Golub & Van Loan, "Matrix Computations", 4th ed., 2013, Algorithm
-    8.5.1, with the parallel ordering of Section 8.5.5); a fixed number of sweeps (no
+    decomposition; Golub & Van Loan, "Matrix Computations", 4th ed., 2013, Section 8.5,
+    cyclic Jacobi with a parallel ordering); a fixed number of sweeps (no
     data-dependent stopping, so no host synchronisation; cyclic Jacobi converges
     quadratically for distinct eigenvalues, more slowly for clusters: with the default 16
     sweeps float64 reaches working precision up to :math:`n = 16` also for a spectrum of
     two 8-fold eigenvalues, measured).  Returns ``(w, v)`` like ``linalg.eigh``: ascending
-    eigenvalues and orthonormal eigenvectors in the columns.  Cost :math:`O(\text{sweeps}\cdot n^4)` flops
-    with dense rotation products (meant for small :math:`n` on accelerators) and
+    eigenvalues and orthonormal eigenvectors in the columns.  Cost
+    :math:`O(\text{sweeps}\cdot n^4)` flops with dense rotation products (meant for small :math:`n` on accelerators) and
     :math:`O(\text{sweeps}\cdot n)` array operations.
     """
     xp = namespace(a)
