@@ -334,7 +334,8 @@ def jacobi_eigh(a: Array, sweeps: int = 16) -> tuple[Array, Array]:
     sweeps float64 reaches working precision up to :math:`n = 16` also for a spectrum of
     two 8-fold eigenvalues, measured).  Returns ``(w, v)`` like ``linalg.eigh``: ascending
     eigenvalues and orthonormal eigenvectors in the columns.  Cost
-    :math:`O(\text{sweeps}\cdot n^4)` flops with dense rotation products (meant for small :math:`n` on accelerators) and
+    :math:`O(\text{sweeps}\cdot n^4)` flops with dense rotation products (meant for small
+    :math:`n` on accelerators) and
     :math:`O(\text{sweeps}\cdot n)` array operations.
     """
     xp = namespace(a)
