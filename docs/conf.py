@@ -79,6 +79,7 @@ nitpick_ignore_regex = [
     ("py:class", r"[0-9.]+|Module"),  # "float in (0, 1]"; torch's own docstrings
     ("py:meth", r"solution|to_dense"),  # a field of Problem; the method of every layer
     ("py:func", r"resolve_rank"),  # helper of the layers module, not public
+    ("py:class", r"argparse.Namespace"),  # not in Python's inventory
 ]
 
 # References to public names (``tucker_dlra.hosvd``, ``tucker_dlra.nn.TDLRT``) and to

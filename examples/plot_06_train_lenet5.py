@@ -20,7 +20,8 @@ train`` runs the full experiment.
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
-from tucker_dlra.nn import TDLRT, LeNet5, compression_report, evaluate, load_dataset, tuckerize
+from tucker_dlra.app import LeNet5, evaluate, load_dataset
+from tucker_dlra.nn import TDLRT, compression_report, tuckerize
 
 torch.manual_seed(0)
 torch.set_num_threads(1)

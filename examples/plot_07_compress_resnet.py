@@ -63,13 +63,14 @@ x = torch.randn(8, 3, 32, 32)
 # (no data set, no pretrained weights), we give the kernels that structure by hand:
 # each kernel is replaced by its truncated HOSVD at a quarter of the channel ranks plus 5 %
 # noise.  :func:`tucker_dlra.hosvd` works on ``torch.Tensor`` directly.
-from tucker_dlra import hosvd  # noqa: E402
+from tucker_dlra import hosvd, valid_rank  # noqa: E402
 
 with torch.no_grad():
     for mod in dense.modules():
         if isinstance(mod, nn.Conv2d):
             w = mod.weight
-            rank = (max(2, w.shape[0] // 4), max(1, w.shape[1] // 4), *w.shape[2:])
+            # the largest Tucker rank within these bounds (r_i <= product of the others)
+            rank = valid_rank((max(2, w.shape[0] // 4), max(1, w.shape[1] // 4), *w.shape[2:]))
             low = hosvd(w.double(), rank=rank).full().float()
             noise = torch.randn_like(w)
             w.copy_(low + 0.05 * low.norm() / noise.norm() * noise)

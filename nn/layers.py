@@ -36,10 +36,14 @@ from autograd (the dense path builds :math:`W` without a graph; the factorized p
 three stages on detached factors), and backward computes only :math:`\partial\mathcal L /
 \partial x` and the captured :math:`G` -- not the gradients of the factors (on the
 factorized path these are extra GEMMs / weight-gradient convolutions of the size of the
-forward stages).  ``core.grad`` is still set, to the exact
-:math:`\nabla_C\mathcal L = G \times_i U_i^\top` (:func:`tucker_dlra.c_gradient`, cost
-:math:`O(r_0\prod_i n_i)`), so ``zero_grad``, gradient accumulation and the
-``grad_full`` bookkeeping behave as above; the factors' ``.grad`` stay ``None``.  Set
+forward stages).  Instead the backward of each layer sets ``core.grad`` to the exact
+:math:`\nabla_C\mathcal L = G \times_i U_i^\top` and ``factors[i].grad`` to the K-step
+gradient :math:`\nabla_{K_i}\mathcal L` of Theorem 1 (not :math:`\partial\mathcal L /
+\partial U_i`): the gradients Algorithm 1 steps along, computed from :math:`G` by
+:func:`tucker_dlra.c_gradient` and :func:`tucker_dlra.steps.k_gradients` (cost
+:math:`O(r\prod_i n_i)`, work the step no longer does).  They accumulate over backward passes,
+are zeroed as usual, and under ``DistributedDataParallel`` are averaged over the workers at
+the end of backward (:mod:`tucker_dlra.nn.distributed`).  Set
 ``layer.param_grads = True`` (the default of a new layer) for plain autograd gradients of
 core and factors, e.g. to train them with a Euclidean optimizer or to check Theorem 1.
 
@@ -89,12 +93,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tucker_dlra import TuckerTensor, c_gradient, hosvd, multi_mode_product
+from tucker_dlra import TuckerTensor, hosvd, multi_mode_product
 from tucker_dlra._validate import per_mode
 from tucker_dlra.backend import namespace, qr
-from tucker_dlra.tucker import orthonormality_defects
+from tucker_dlra.tucker import max_tucker_rank, orthonormality_defects
 
-from .vanilla import conv_options_repr, pointwise
+from ._conv import conv_options_repr, pointwise, resolve_tucker_rank, tucker_conv_macs
+from .distributed import accumulate, attach
 
 __all__ = [
     "TuckerConv1d",
@@ -102,7 +107,7 @@ __all__ = [
     "TuckerConv3d",
     "LowRankLinear",
     "is_tucker_layer",
-    "tucker_layers",
+    "layer_of",
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
     "KERNEL_ONLY_FLOP_RATIO",
@@ -132,9 +137,43 @@ FACTORIZED_FLOP_RATIO = 0.5
 #: 3x3 layers at ratio 0.1 with input gradient: factorized 1.5-2.2x faster.
 KERNEL_ONLY_FLOP_RATIO = 0.7
 
-#: Every live Tucker layer; the optimizer finds the layer of a Parameter here (a registry
-#: instead of attributes on the Parameters, so that deepcopy and pickling are unaffected).
-_LAYERS: weakref.WeakSet = weakref.WeakSet()
+
+class _LayerRef:
+    """Weak reference from a core or factor Parameter to its Tucker layer.
+
+    Stored as ``param._tucker_layer`` by the layer itself; :class:`~tucker_dlra.nn.TDLRT` maps
+    the Parameters it is given to their layers through it (no process-wide registry).  It
+    pickles and deep-copies as a dead reference, so that a copied Parameter never points to
+    the original layer; the copied layer re-tags its own Parameters (``__setstate__``,
+    ``forward``).  Calling it returns the layer or ``None``.
+    """
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, layer: Any = None) -> None:
+        self._ref = None if layer is None else weakref.ref(layer)
+
+    def __call__(self) -> Any:
+        return None if self._ref is None else self._ref()
+
+    def __reduce__(self) -> tuple:
+        return (_LayerRef, ())
+
+    def __copy__(self) -> _LayerRef:
+        return _LayerRef()
+
+    def __deepcopy__(self, memo: dict) -> _LayerRef:
+        return _LayerRef()
+
+
+def layer_of(param: torch.Tensor) -> Any:
+    """The Tucker layer whose core or factor ``param`` currently is, else ``None``."""
+    ref = getattr(param, "_tucker_layer", None)
+    layer = ref() if isinstance(ref, _LayerRef) else None
+    if layer is None or not any(q is param for q in (layer.core, *layer.factors)):
+        return None
+    return layer
+
 
 #: ... and only when the dense count is at least this many multiply-adds per sample:
 #: below it the extra kernel launches dominate.  Since the 1x1 stages run as batched GEMMs
@@ -255,11 +294,6 @@ def is_tucker_layer(module: Any) -> bool:
     return isinstance(module, _TuckerLayer)
 
 
-def tucker_layers() -> list[_TuckerLayer]:
-    """All live Tucker layers (used by :class:`TDLRT` to map Parameters to layers)."""
-    return list(_LAYERS)
-
-
 def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
     """``p.data = new`` for a new shape, dropping autograd's cached gradient accumulator.
 
@@ -275,8 +309,7 @@ def _replace_data(p: torch.Tensor, new: torch.Tensor) -> None:
 
 
 def _upper_ranks(shape: Sequence[int]) -> list[int]:
-    total = math.prod(shape)
-    return [min(n, total // n) if n else 0 for n in shape]
+    return list(max_tucker_rank(shape))
 
 
 def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
@@ -294,50 +327,10 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
 
     Returns
     -------
-    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).
+    tuple of int, a valid Tucker rank (:math:`r_i \\le \\prod_{j\\ne i} r_j`).  The one rank
+    parser of the layers and the baselines (``nn/_conv.py``).
     """
-    d = len(shape)
-    upper = _upper_ranks(shape)
-    if max_rank is not None:
-        upper_eff = [min(u, m) for u, m in zip(upper, max_rank, strict=True)]
-    else:
-        upper_eff = list(upper)
-    explicit = False
-    if rank is None:
-        r = list(upper_eff)
-    elif isinstance(rank, bool):
-        raise TypeError(f"{name} must be None, an int, a float in (0, 1] or a tuple; got {rank!r}")
-    elif isinstance(rank, numbers.Integral):
-        r = [int(v) for v in per_mode(int(rank), d, name, upper, clamp=True)]
-    elif isinstance(rank, numbers.Real):
-        f = float(rank)
-        if not 0.0 < f <= 1.0 or math.isnan(f):
-            raise ValueError(f"{name} as a fraction must lie in (0, 1]; got {rank!r}")
-        r = [max(1, min(u, math.ceil(f * n))) for n, u in zip(shape, upper, strict=True)]
-    else:
-        r = [int(v) for v in per_mode(rank, d, name, upper)]
-        explicit = True
-    if explicit:
-        for i in range(d):
-            if r[i] > upper_eff[i]:
-                raise ValueError(f"{name}[{i}] = {r[i]} exceeds max_rank[{i}] = {upper_eff[i]}")
-    r = [min(a, b) for a, b in zip(r, upper_eff, strict=True)]
-    # a Tucker rank satisfies r_i <= prod_{j != i} r_j
-    for _ in range(d):
-        changed = False
-        for i in range(d):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                if explicit:
-                    raise ValueError(
-                        f"{name} = {tuple(r)} is not a Tucker rank: {name}[{i}] = {r[i]} exceeds "
-                        f"the product {others} of the other ranks"
-                    )
-                r[i] = others
-                changed = True
-        if not changed:
-            break
-    return tuple(r)
+    return resolve_tucker_rank(rank, shape, name, max_rank)
 
 
 class _KernelTap(torch.autograd.Function):
@@ -345,10 +338,10 @@ class _KernelTap(torch.autograd.Function):
 
     Inputs ``(t, core, layer, grad_of)``: ``grad_of(grad_t)`` gives the dense kernel gradient
     :math:`G` (``grad_t`` itself on the dense path, a weight-gradient convolution on the
-    factorized one); it is stored in ``layer.grad_full`` and the core receives the exact
-    :math:`\nabla_C\mathcal L = G \times_i U_i^\top` through autograd (so ``core.grad``
-    accumulates and is zeroed as usual).  The core input makes the tap part of the graph
-    even when ``t`` does not require grad (first layer, detached kernel).
+    factorized one); it is stored in ``layer.grad_full`` and core and factors receive
+    :math:`\nabla_C\mathcal L` and the K-gradients (``distributed.accumulate``).  The core
+    input makes the tap part of the graph even when ``t`` does not require grad (first
+    layer, detached kernel).
     """
 
     @staticmethod
@@ -362,10 +355,10 @@ class _KernelTap(torch.autograd.Function):
         layer = ctx.layer
         g = ctx.grad_of(gt)
         layer._store_grad(g)
-        gc = None
-        if ctx.needs_input_grad[1]:
-            gc = c_gradient(g.detach(), [f.detach() for f in layer.factors])
-        return (gt if ctx.needs_input_grad[0] else None), gc, None, None
+        # core.grad and the factors' K-gradients are set by distributed.accumulate (averaged
+        # over the workers at the end of backward under DDP), not through autograd
+        accumulate(layer, g)
+        return (gt if ctx.needs_input_grad[0] else None), None, None, None
 
 
 class _TuckerLayer(nn.Module):
@@ -410,7 +403,7 @@ class _TuckerLayer(nn.Module):
         self.cache_kernel = True  # keep W between graph-free forwards (module docstring)
         self._kcache: tuple | None = None
         self.register_load_state_dict_post_hook(_TuckerLayer._after_load)
-        _LAYERS.add(self)
+        self._tag_params()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -433,12 +426,21 @@ class _TuckerLayer(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("cache_kernel", True)
         self.__dict__.setdefault("_kcache", None)
-        _LAYERS.add(self)
+        self._tag_params()
+
+    def _tag_params(self) -> None:
+        """Point ``core`` and ``factors`` back to this layer (:func:`layer_of`); O(d)."""
+        for p in (self.core, *self.factors):
+            ref = p.__dict__.get("_tucker_layer")
+            if ref is None or ref() is not self:
+                p._tucker_layer = _LayerRef(self)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         """``.to()``/``.cuda()``/``.half()``...: clears the kernel cache first."""
         self.clear_kernel_cache()
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._tag_params()  # new Parameter objects if the conversion overwrote them
+        return out
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -513,8 +515,15 @@ class _TuckerLayer(nn.Module):
         return w
 
     def clear_kernel_cache(self) -> None:
-        """Drop the cached dense kernel (the next graph-free forward rebuilds it)."""
+        """Drop the cached dense kernel (the next graph-free forward rebuilds it).
+
+        Also bumps the layer's value generation (``_value_generation``), which caches keyed
+        on the layer's values outside the layer (TDLRT's K-start) compare: ``set_tucker``,
+        ``load_state_dict``, ``reset_parameters`` and ``.to()`` call this, and so must code
+        that writes core or factors through ``p.data``.
+        """
         self.__dict__["_kcache"] = None
+        self.__dict__["_value_generation"] = self.__dict__.get("_value_generation", 0) + 1
 
     def _graph_free(self) -> bool:
         """True when a forward needs no autograd graph through the kernel."""
@@ -555,8 +564,6 @@ class _TuckerLayer(nn.Module):
             else:
                 _replace_data(p, new.detach().clone(memory_format=torch.contiguous_format))
         self.grad_full = None
-        # ``p.data`` writes bypass the version counters: count them for caches keyed on values
-        self.__dict__["_tucker_writes"] = self.__dict__.get("_tucker_writes", 0) + 1
 
     # ------------------------------------------------------------------ gradient capture
     def _capturing(self) -> bool:
@@ -572,6 +579,8 @@ class _TuckerLayer(nn.Module):
         other reset of the core's gradient also resets ``grad_full`` at the next forward.
         """
         core = self.core
+        if self._capturing():
+            attach(self)  # DDP: record the process group (see tucker_dlra.nn.distributed)
         if self._hooked_id != id(core):
             ref = weakref.ref(self)
 
@@ -733,6 +742,7 @@ class _TuckerLayer(nn.Module):
         """
         clone = copy.deepcopy(self)
         clone.train()
+        clone._timing_copy = True  # its timed backward passes stay local (no DDP all-reduce)
         xx = x.detach().requires_grad_(x.requires_grad)
 
         def run(path: str) -> None:
@@ -921,16 +931,13 @@ class _TuckerConvNd(_TuckerLayer):
         lout = math.prod(self._out_size(spatial))
         k = math.prod(self.kernel_size)
         g = self.groups
-        cin_g, cout_g = self.in_channels // g, self.out_channels // g
+        cin_g = self.in_channels // g
         r0, r1 = self.ranks[0], self.ranks[1]
         dense = self.out_channels * cin_g * k * lout
         best = None
         for fold_in, fold_out in ((False, False), (True, False), (False, True)):
-            c_in = cin_g if fold_in else r1
-            c_out = cout_g if fold_out else r0
-            cost = g * c_out * c_in * k * lout
-            cost += 0 if fold_in else self.in_channels * r1 * lin
-            cost += 0 if fold_out else self.out_channels * r0 * lout
+            cost = tucker_conv_macs(self.out_channels, self.in_channels, g, r0, r1, k, lin, lout,
+                                    fold_in, fold_out)
             if best is None or cost < best[0]:
                 best = (cost, fold_in, fold_out)
         return dense, best[0], best[1], best[2]
@@ -1009,7 +1016,7 @@ class _TuckerConvNd(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x``; the path is ``self.forward_mode`` (``"auto"``: measured on CUDA
         without a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.dim() not in (self._N + 1, self._N + 2):
             raise ValueError(f"{type(self).__name__} expects a {self._N + 1}-d or {self._N + 2}-d "
@@ -1078,8 +1085,8 @@ class _TuckerConvNd(_TuckerLayer):
         """Tucker layer from a trained ``nn.ConvNd`` by truncated HOSVD of its weight.
 
         ``rank`` (spec as in :func:`resolve_rank`) or ``rtol`` (relative tolerance, per
-        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, NUMERICS.md
-        section 5); neither: exact (full rank).  Cost: one HOSVD of the kernel.
+        :func:`tucker_dlra.hosvd` with ``rule``; default the per-mode rule, the rule of the paper's
+        compression numbers); neither: exact (full rank).  Cost: one HOSVD of the kernel.
         """
         dense_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[cls._N - 1]
         if not isinstance(conv, dense_cls):
@@ -1188,7 +1195,7 @@ class LowRankLinear(_TuckerLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, W, bias)`` by the chosen path (``"auto"``: measured on CUDA without
         a graph, else the FLOP model)."""
-        _LAYERS.add(self)
+        self._tag_params()
         self._sync_grad_full()
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features = {self.in_features}; "

@@ -5,6 +5,7 @@ C-step, truncation, re-rounding, error bound, transport maps) is
 :func:`tucker_dlra.bug_step.bug_step` -- the same code the integrators ``bug``, ``ra_bug``
 and ``parallel_bug`` run -- called once for all Tucker layers with one descent step as
 substep solver (K-gradients of Theorem 1 by :func:`~tucker_dlra.steps.k_gradients`,
+computed by the layers' kernel-only backward, :mod:`tucker_dlra.nn.distributed`;
 C-gradients by :func:`~tucker_dlra.steps.c_gradient`).  This module keeps the torch
 concerns: param groups, the descent rule (SGD/Adam, :meth:`TDLRT._descend`), the atomic
 commit and the optimizer state.  Updates run under ``torch.no_grad()``;
@@ -37,9 +38,10 @@ from tucker_dlra.bug_step import (
     k_transport_many,
     read_back,
 )
-from tucker_dlra.steps import k_gradients
+from tucker_dlra.tucker import max_tucker_rank
 
-from .layers import _TuckerLayer, tucker_layers
+from . import distributed
+from .layers import _STEP_GENERATION, _TuckerLayer, layer_of
 
 __all__ = ["TDLRT"]
 
@@ -105,9 +107,7 @@ def _check_group(group: dict) -> None:
 def _fit(bounds: list[int], shape: Any) -> list[int]:
     """Clip per-mode rank bounds to the largest ranks of a core of ``shape`` (the augmented
     core has min(2 r_i, n_i) <= n_i rows per mode, so a layer bound n_i may exceed it)."""
-    total = math.prod(int(s) for s in shape)
-    return [min(int(b), int(s), total // max(int(s), 1)) for b, s in zip(bounds, shape,
-                                                                         strict=True)]
+    return [min(int(b), u) for b, u in zip(bounds, max_tucker_rank(shape), strict=True)]
 
 
 class _NonFiniteUpdate(Exception):
@@ -272,6 +272,19 @@ class TDLRT(Optimizer):
     gradients flow through the step harmlessly (QR propagates NaN; the Gram matrices are
     cleaned before ``eigh``) and are reported by that one read-back.
 
+    **K-start cache.**  The QRs of the core unfoldings at the committed point (Algorithm 1,
+    line 2), computed anyway for the momentum transport, are kept and reused by the next
+    step's K-phase when the layer's values are provably unchanged: the key holds each core
+    and factor's identity, storage, version counter (every in-place write outside
+    ``.data``), shape, dtype and device, the layer's value generation (bumped by
+    ``clear_kernel_cache``, which ``set_tucker``, ``load_state_dict``,
+    ``reset_parameters``, ``.to()`` and the first DDP forward call) and the global
+    ``torch.optim`` step counter (a step of any other optimizer in between invalidates it);
+    :meth:`load_state_dict` drops the cache.  **One unsupported case**, shared with the
+    layers' kernel cache: a write into a core or factor through ``p.data`` (which bypasses
+    the version counter) must be followed by ``layer.clear_kernel_cache()``, else the next
+    forward and step use the old values.
+
     **Optimizer state and vector transport.**  For factor :math:`U_i` the state holds
     the moments of the K-gradient, an :math:`n_i\times r_i` matrix :math:`M` in the
     coordinates :math:`K_i` of :math:`W = G_i \times_i K_i \times_{j\ne i} U_j`; for the
@@ -296,18 +309,21 @@ class TDLRT(Optimizer):
     (:math:`\prod 2r_i`) exist transiently.  Parameters and state are reallocated at the
     new ranks (no padding to a maximum rank), so their memory falls when ranks shrink.
 
-    **Data parallelism.**  A step consumes, per layer, only :math:`G` (plus replicated
-    parameters and state).  :math:`G` is a sum over samples and every quantity derived
-    from it (K-gradients, C-gradient) is linear in it, so averaging :math:`G` over
-    workers -- or, cheaper, averaging the small projections ``k_gradient``/``c_gradient``
-    -- gives exactly the single-process step.  The step reads every :math:`G` through one
-    method, :meth:`TDLRT._kernel_gradients`, before any computation: the place for an
-    all-reduce.  DDP all-reduces ``param.grad`` (the
-    core/factor gradients), not ``grad_full``: under DDP, all-reduce ``layer.grad_full``
-    (e.g. ``torch.distributed.all_reduce(g); g /= world``) before ``step``.  The
+    **Data parallelism.**  A step consumes, per layer, only projections of :math:`G`
+    that are linear in it (K-gradients, C-gradient), so averaging them over workers gives
+    exactly the single-process step.  Under plain ``DistributedDataParallel`` this happens
+    automatically (:mod:`tucker_dlra.nn.distributed`, docs page "Distributed training"): the
     optimizer switches its layers to the kernel-only backward (``layer.param_grads =
-    False``: no factor gradients are computed, the core's is :math:`G\times_i U_i^\top`),
-    so DDP needs ``find_unused_parameters=True`` -- or set ``param_grads = True`` again.
+    False``), whose ``factors[i].grad`` is the K-gradient :math:`\nabla_{K_i}\mathcal L` and
+    ``core.grad`` :math:`G\times_i U_i^\top`, averaged at the end of backward; the K-steps
+    start from them, the C-gradient in the augmented bases is averaged inside the step's
+    C-solver, and the new ranks are checked across workers before anything is written.
+    Gradients rescaled since backward by a common factor (``clip_grad_norm_``,
+    ``GradScaler.unscale_``) scale the whole Tucker step (detected on the device, read back
+    with the ranks); :func:`tucker_dlra.nn.clip_grad_norm_` counts a Tucker layer by
+    :math:`\|G\|` as the equivalent dense layer.  :meth:`TDLRT._kernel_gradients` reads every
+    :math:`G`; a subclass that overrides it gets its K-gradients computed from what it
+    returns.
 
     Examples
     --------
@@ -345,6 +361,7 @@ class TDLRT(Optimizer):
                         eps=eps)
         _check_group(defaults)
         super().__init__(params, defaults)
+        distributed.check_not_sharded([p for g in self.param_groups for p in g["params"]])
         self.nonfinite = nonfinite
         self.capture = capture
         self.capture_stats = {"traces": 0, "replays": 0}
@@ -392,7 +409,10 @@ class TDLRT(Optimizer):
     def _layers(self, index: dict) -> list[_TuckerLayer]:
         """Tucker layers whose parameters are all in this optimizer, in parameter order."""
         by_core = {}
-        for layer in tucker_layers():
+        # each core/factor Parameter points to its layer (layers.layer_of), no registry
+        seen = {id(layer.core): layer for layer in (layer_of(p) for p, _ in index.values())
+                if layer is not None}
+        for layer in seen.values():
             params = [layer.core, *layer.factors]
             present = [id(p) in index for p in params]
             if not any(present):
@@ -491,30 +511,40 @@ class TDLRT(Optimizer):
     # ------------------------------------------------------------------ K-start cache
     @staticmethod
     def _signature(layer: _TuckerLayer) -> tuple:
-        """Identity of a layer's current values: its ``set_tucker`` count and the storage,
-        version counter and shape of the core and every factor (in-place writes and
-        ``set_tucker`` change it; the cache entry holds the storages, so an address cannot
+        """Identity of a layer's current values: its value generation (bumped by
+        ``clear_kernel_cache``, which ``set_tucker``, ``load_state_dict``,
+        ``reset_parameters`` and ``.to()`` call) and the identity, storage, version counter,
+        shape, dtype and device of the core and every factor (in-place writes outside
+        ``.data`` bump the version; the cache entry holds the storages, so an address cannot
         be reused while it lives)."""
-        return (layer.__dict__.get("_tucker_writes", 0),) + tuple(
-            (p.untyped_storage().data_ptr(), p.storage_offset(), p._version, tuple(p.shape),
-             p.dtype, p.device) for p in (layer.core, *layer.factors))
+        return (layer.__dict__.get("_value_generation", 0),) + tuple(
+            (id(p), p.untyped_storage().data_ptr(), p.storage_offset(), p._version,
+             tuple(p.shape), p.dtype, p.device) for p in (layer.core, *layer.factors))
 
     def _remember_start(self, layer: _TuckerLayer, start: Any) -> None:
         """Keep the K-start computed at the committed point (for the momentum transport)
-        for the next step's K-phase, keyed by the parameters' signature."""
+        for the next step's K-phase, keyed by the parameters' signature and the optimizer
+        step generation this step ends (:data:`tucker_dlra.nn.layers._STEP_GENERATION`, which
+        every ``torch.optim`` step bumps: a step of any other optimizer in between, whatever
+        way it writes, invalidates the entry)."""
         cache = self.__dict__.setdefault("_start_cache", {})
         if start is None:
             cache.pop(id(layer.core), None)
         else:
-            cache[id(layer.core)] = (self._signature(layer), start,
+            cache[id(layer.core)] = ((_STEP_GENERATION[0] + 1,) + self._signature(layer), start,
                                      tuple(p.detach() for p in (layer.core, *layer.factors)))
 
     def _cached_start(self, layer: _TuckerLayer) -> Any:
         """The cached K-start of ``layer`` if its parameters are unchanged since, else None."""
         hit = self.__dict__.get("_start_cache", {}).get(id(layer.core))
-        if hit is None or hit[0] != self._signature(layer):
+        if hit is None or hit[0] != (_STEP_GENERATION[0],) + self._signature(layer):
             return None
         return hit[1]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """:meth:`torch.optim.Optimizer.load_state_dict`; also drops the K-start cache."""
+        self.__dict__.pop("_start_cache", None)
+        super().load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ transports
     @staticmethod
@@ -561,7 +591,7 @@ class TDLRT(Optimizer):
 
     def _bounds(self, layer: _TuckerLayer, group: dict) -> tuple[list[int], list[int]]:
         d, shape = layer.order, layer.kernel_shape
-        upper = [min(n, math.prod(shape) // n) for n in shape]
+        upper = list(max_tucker_rank(shape))
         gmax = self._group_bound(group["max_rank"], d, upper)
         gmin = self._group_bound(group["min_rank"], d, upper)
         mx = [a if b is None else min(a, b) for a, b in zip(layer.max_rank, gmax, strict=True)]
@@ -597,11 +627,14 @@ class TDLRT(Optimizer):
 
     def _compute(self, active: list[_TuckerLayer], grads: list[torch.Tensor],
                  plain: list[tuple[torch.Tensor, dict]], index: dict,
-                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer]) -> dict:
+                 closure: Callable[[], Any] | None, layers: list[_TuckerLayer],
+                 tgrads: tuple[list, Any]) -> dict:
         """Every update of the step (nothing written): Algorithm 1 for all Tucker layers by
         :func:`tucker_dlra.bug_step.bug_step` with the descent rule as substep solver, and
-        the descent rule on the plain parameters; one host read-back for all ranks and the
-        finiteness of every new tensor."""
+        the descent rule on the plain parameters; one host read-back for all ranks, the
+        finiteness of every new tensor and the rescale flags of ``tgrads``
+        (:func:`tucker_dlra.nn.distributed.step_gradients`: per layer the K-gradients, the
+        C-gradient in the old bases and the factor the gradients were rescaled by)."""
         fac_p = [list(layer.factors) for layer in active]
         core_p = [layer.core for layer in active]
         cgroups = [index[id(p)][1] for p in core_p]
@@ -609,7 +642,10 @@ class TDLRT(Optimizer):
             for p in fs:
                 self._check_state(self.state[p], p, "a Tucker factor")
             self._check_state(self.state[layer.core], layer.core, "a Tucker core")
+        tg, rflags = tgrads
         inputs = {"ys": [layer.tucker() for layer in active], "grads": list(grads),
+                  "kg": [list(t[0]) for t in tg], "cg0": [t[1] for t in tg],
+                  "scale": [t[2] for t in tg], "rflags": [] if rflags is None else [rflags],
                   "kst": [[self.state[p] for p in fs] for fs in fac_p],
                   "cst": [self.state[p] for p in core_p],
                   "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
@@ -619,7 +655,8 @@ class TDLRT(Optimizer):
                "truncs": [self._truncation(layer, g)
                           for layer, g in zip(active, cgroups, strict=True)],
                "fgroups": [[index[id(p)][1] for p in fs] for fs in fac_p],
-               "cgroups": cgroups, "pgroups": [g for _, g in plain]}
+               "cgroups": cgroups, "pgroups": [g for _, g in plain],
+               "dist": distributed.any_distributed(active)}
         if closure is None and self._use_capture(inputs, cfg):
             out = self._captured(inputs, cfg)
         else:
@@ -631,6 +668,7 @@ class TDLRT(Optimizer):
             else []
         if flags and flags[1] != 1.0:
             raise _NonFiniteGradient
+        distributed.rescale_verdict(flags[2:])  # clip_grad_value_ raises here
         if flags and flags[0] != 1.0:
             raise _NonFiniteUpdate
         try:
@@ -676,9 +714,9 @@ class TDLRT(Optimizer):
         kept: dict[str, Any] = {}
 
         def k_solve(starts: list) -> list[list[torch.Tensor]]:
-            # Algorithm 1, lines 3-4: one descent step on every K_i (Theorem 1 gradients)
-            kgrads = [k_gradients(g, st.gs, y.factors)
-                      for g, st, y in zip(grads, starts, ys, strict=True)]
+            # Algorithm 1, lines 3-4: one descent step on every K_i along the Theorem 1
+            # gradients the kernel-only backward computed (averaged over workers under DDP)
+            kgrads = inputs["kg"]
             flat = [(t, i) for t, y in enumerate(ys) for i in range(y.ndim)]
             new, st = self._descend(
                 [starts[t].k0[i] for t, i in flat], [kgrads[t][i] for t, i in flat],
@@ -708,7 +746,17 @@ class TDLRT(Optimizer):
                     [[b.T @ u for b, u in zip(bases[t], ys[t].factors, strict=True)]
                      for t in move]), strict=True):
                 cstates[t] = st
-            cgrads = [c_gradient(g, b) for g, b in zip(gz, bases, strict=True)]
+            # line 9: G in the new bases, scaled like the .grad it came with (clipping);
+            # the parallel BUG's C-gradient is the backward's core gradient (old bases)
+            cgrads = [inputs["cg0"][t] if v == "parallel" else
+                      c_gradient(gz[t], bases[t]) * (1.0 if t in two else inputs["scale"][t])
+                      for t, v in enumerate(variants)]
+            if cfg.get("dist") and active is not None:  # DDP: one all-reduce
+                ts = [t for t, v in enumerate(variants) if v != "parallel"]
+                red = distributed.reduce_c_gradients([active[t] for t in ts],
+                                                     [cgrads[t] for t in ts])
+                for t, c in zip(ts, red, strict=True):
+                    cgrads[t] = c
             new, st = self._descend(list(cores0), cgrads, cstates, cgroups)
             kept["cstates"], kept["bases"] = st, bases
             return new
@@ -722,11 +770,13 @@ class TDLRT(Optimizer):
             ts += [v for st in kept["cstates"] for v in st.values() if torch.is_tensor(v)]
             ts += plain_new + [v for st in plain_st for v in st.values() if torch.is_tensor(v)]
             u = _finite_flag(ts)
-            g = _finite_flag(list(grads) + list(inputs["pg"]))
+            g = _finite_flag(list(grads) + list(inputs["pg"]) + inputs["cg0"]
+                             + [k for kg in inputs["kg"] for k in kg])
             if u is None and g is None:
                 return []
             one = torch.ones((), dtype=torch.bool, device=(u if u is not None else g).device)
-            return [torch.stack([one if u is None else u, one if g is None else g])]
+            return [torch.cat([torch.stack([one if u is None else u, one if g is None else g]),
+                               *[f.to(one.device) for f in inputs["rflags"]]])]
 
         plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra,
                               starts=inputs.get("starts"))
@@ -735,8 +785,8 @@ class TDLRT(Optimizer):
     # ------------------------------------------------------------------ capture
     def _use_capture(self, inputs: dict, cfg: dict) -> bool:
         """Whether this step runs through the shape-keyed captured path."""
-        if self.capture is False:
-            return False
+        if self.capture is False or cfg["dist"]:
+            return False  # under DDP the step all-reduces: not traced
         groups = cfg["cgroups"] + cfg["pgroups"] + [g for gs in cfg["fgroups"] for g in gs]
         if any(g["descent"] == "adam" for g in groups):
             return False  # Adam's bias corrections change every step: nothing repeats
@@ -840,7 +890,8 @@ class TDLRT(Optimizer):
         computed before any is written.  One host synchronisation reads back the ranks of
         all layers together with the finiteness of the gradients and of the update (plus
         one per SVD fallback or re-rounding, rare, the closure's loss, and on CUDA the
-        error check of each batched ``eigh``).
+        error check of each batched ``eigh``; under DDP the fingerprint before the C-gradient
+        all-reduce and the cross-worker consistency check: :mod:`tucker_dlra.nn.distributed`).
 
         Parameters
         ----------
@@ -889,8 +940,12 @@ class TDLRT(Optimizer):
         plain = [(p, g) for p, g in index.values()
                  if id(p) not in tucker_ids and p.grad is not None]
         grads = self._kernel_gradients(active)
+        # K-gradients and core gradients from the kernel-only backward (averaged over the
+        # workers under DDP; from G when this hook is overridden), with the rescale factor
+        fresh = type(self)._kernel_gradients is not TDLRT._kernel_gradients
+        tgrads = distributed.step_gradients(active, grads, fresh)
         try:  # compute every update first (one host sync), then commit: atomic step
-            res = self._compute(active, grads, plain, index, closure, layers)
+            res = self._compute(active, grads, plain, index, closure, layers, tgrads)
         except _NonFiniteGradient:
             self._nonfinite("TDLRT.step: non-finite gradient (NaN or inf, e.g. from a non-finite "
                             "loss); the model and the optimizer state were left untouched.")
@@ -899,6 +954,7 @@ class TDLRT(Optimizer):
             self._nonfinite("TDLRT.step: the update is not finite (learning rate too large?); "
                             "the model and the optimizer state were left untouched.")
             return loss
+        distributed.check_consistent(active, [pt.y1 for pt in res["parts"]])  # DDP workers
         names = {}  # layer names when the optimizer was given model.named_parameters()
         for g in self.param_groups:
             for p, name in zip(g["params"], g.get("param_names") or [], strict=False):

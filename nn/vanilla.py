@@ -37,6 +37,17 @@ from torch import nn
 
 from tucker_dlra import TuckerTensor, hosvd, multi_mode_product, pad_core, unfold, valid_rank
 
+from ._conv import (  # noqa: F401 (re-exported: the names' old home)
+    _tucker_upper,
+    conv_macs,
+    conv_options_repr,
+    out_spatial,
+    pointwise,
+    resolve_ranks,
+)
+
+_out_spatial = out_spatial
+
 __all__ = [
     "VanillaTuckerConv",
     "VanillaCPConv",
@@ -74,206 +85,10 @@ def _pad_tucker(t: TuckerTensor, ranks: Sequence[int]) -> TuckerTensor:
     return TuckerTensor(core, factors, orthonormal=True)
 
 
-def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
-                  sizes: Sequence[int] | None = None) -> tuple[int, ...]:
-    r"""Turn a rank specification into one int per mode, each in ``[1, upper[i]]``.
-
-    Parameters
-    ----------
-    rank : None, int, float in (0, 1], or sequence of int
-        ``None``: full rank ``upper``.  An int applies to every mode and is clipped to
-        ``upper[i]`` (so ``rank=16`` keeps a 3x3 spatial mode at 3).  A float
-        :math:`\kappa \in (0, 1]` gives :math:`\lceil \kappa\,s_i\rceil` clipped to
-        ``upper[i]``, where :math:`s_i` is ``sizes[i]`` (default ``upper[i]``) (paper Section
-        4.1, :math:`\hat r = \kappa r_{\max}`).  A sequence must have one int per mode in
-        ``[1, upper[i]]``.
-    upper : sequence of int
-        Largest rank of each mode, :math:`r_{\max,i}`.
-    sizes : sequence of int, optional
-        What a fraction refers to (for Tucker ranks: the mode sizes :math:`n_i`, as the
-        TDLRT layers do).
-
-    Returns
-    -------
-    tuple of int
-
-    Raises
-    ------
-    ValueError, TypeError
-        Naming ``name`` and the accepted range.  Cost: O(d).
-    """
-    upper = [int(u) for u in upper]
-    if rank is None:
-        return tuple(upper)
-    if isinstance(rank, bool):
-        raise TypeError(f"{name} must be None, an int >= 1, a float in (0, 1] or a sequence of "
-                        f"{len(upper)} ints; got {rank!r}")
-    if isinstance(rank, numbers.Integral):
-        if rank < 1:
-            raise ValueError(f"{name} must be >= 1; got {rank}")
-        return tuple(min(int(rank), u) for u in upper)
-    if isinstance(rank, numbers.Real):
-        k = float(rank)
-        if not (0.0 < k <= 1.0):
-            raise ValueError(f"a fractional {name} (kappa) must lie in (0, 1]; got {rank!r}")
-        base = upper if sizes is None else [int(x) for x in sizes]
-        return tuple(max(1, min(u, math.ceil(k * b - 1e-9))) for u, b in zip(upper, base,
-                                                                              strict=True))
-    try:
-        vals = list(rank)
-    except TypeError:
-        raise TypeError(f"{name} must be None, an int >= 1, a float in (0, 1] or a sequence of "
-                        f"{len(upper)} ints; got {rank!r}") from None
-    if len(vals) != len(upper):
-        raise ValueError(f"{name} must have one entry per mode ({len(upper)}); got {len(vals)}")
-    out = []
-    for i, (v, u) in enumerate(zip(vals, upper, strict=True)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name}[{i}] must be an int in [1, {u}]; got {v!r}")
-        if not 1 <= int(v) <= u:
-            raise ValueError(f"{name}[{i}] = {v} must be in [1, {u}] "
-                             f"(the largest rank of mode {i})")
-        out.append(int(v))
-    return tuple(out)
-
-
-def _tucker_upper(shape: Sequence[int]) -> list[int]:
-    total = math.prod(shape)
-    return [min(n, total // n) for n in shape]
-
-
-def _out_spatial(in_spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                padding: Any, dilation: Sequence[int]) -> tuple[int, ...]:
-    """Output spatial size of a convolution (the formula of ``nn.ConvNd``)."""
-    if isinstance(padding, str):
-        if padding == "same":
-            return tuple(int(s) for s in in_spatial)
-        padding = (0,) * len(kernel)
-    return tuple(
-        (int(n) + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(in_spatial, kernel, stride, padding, dilation, strict=True)
-    )
-
-
-def conv_macs(kind: str, kernel_shape: Sequence[int], ranks: Any, in_spatial: Sequence[int],
-              out_spatial_size: Sequence[int], groups: int = 1) -> int:
-    r"""Multiply-accumulates per sample of a (factorized) convolution or linear layer.
-
-    Parameters
-    ----------
-    kind : {"dense", "tucker", "cp", "matrix"}
-    kernel_shape : (n_out, n_in/groups, k_1, ..., k_N); ``(n_out, n_in)`` for linear layers
-    ranks : Tucker ranks ``(r_0, ..., r_{d-1})``, CP rank ``R`` or matrix rank ``r``
-    in_spatial, out_spatial_size : spatial sizes of input and output (``()`` for linear)
-    groups : int
-
-    Returns
-    -------
-    int
-
-    Notes
-    -----
-    With :math:`P_\text{in}, P_\text{out}` the numbers of input/output positions and
-    :math:`k = \prod_j k_j`:
-
-    * dense: :math:`P_\text{out}\, n_0 n_1 k` (Eq. (1));
-    * Tucker, the factorized path of Section 2.1 (1x1 conv with :math:`U_1^\top`,
-      core conv with :math:`C \times_{j \ge 2} U_j`, 1x1 conv with :math:`U_0`; with g
-      groups each group runs its own copy of the small convolutions):
-      :math:`g P_\text{in} n_1 r_1 + g P_\text{out} r_0 r_1 k + P_\text{out} r_0 n_0`
-      (:math:`n_1` = input channels per group);
-      for a linear layer :math:`n_1 r_1 + r_1 r_0 + r_0 n_0`;
-    * CP (1x1 in, depthwise spatial, 1x1 out):
-      :math:`P_\text{in} n_1 R + P_\text{out} R k + P_\text{out} R n_0`;
-    * matrix (:math:`r` filters of size :math:`n_1 k`, then a 1x1 conv):
-      :math:`P_\text{out} r (n_1 k + n_0)`.
-
-    The batch-independent cost of rebuilding small kernels is not included.
-    A FLOP is counted as two multiply-accumulates by :mod:`tucker_dlra.nn.report`.
-    """
-    n = [int(s) for s in kernel_shape]
-    k = math.prod(n[2:]) if len(n) > 2 else 1
-    p_in = math.prod(in_spatial) if len(in_spatial) else 1
-    p_out = math.prod(out_spatial_size) if len(out_spatial_size) else 1
-    if kind == "dense":
-        return p_out * n[0] * n[1] * k
-    if kind == "tucker":
-        r = [int(x) for x in ranks]
-        if len(n) == 2:
-            return n[1] * r[1] + r[1] * r[0] + r[0] * n[0]
-        return (p_in * n[1] * groups * r[1] + p_out * groups * r[0] * r[1] * k
-                + p_out * r[0] * n[0])
-    if kind == "cp":
-        rr = int(ranks)
-        return p_in * n[1] * groups * rr + p_out * rr * k + p_out * rr * n[0]
-    if kind == "matrix":
-        rr = int(ranks)
-        if len(n) == 2:
-            return rr * (n[0] + n[1])
-        return p_out * rr * (n[1] * k + n[0])
-    raise ValueError(f"kind must be 'dense', 'tucker', 'cp' or 'matrix'; got {kind!r}")
-
-
 def _orthonormal_init_(u: torch.Tensor) -> None:
     """Fill ``u`` (n x r, n >= r) in place with random orthonormal columns (QR of a Gaussian)."""
     q, _ = torch.linalg.qr(torch.randn(u.shape, dtype=u.dtype, device=u.device))
     u.copy_(q)
-
-
-def conv_options_repr(m: nn.Module, dim: int) -> str:
-    """The non-default ``nn.ConvNd`` options of a conv-like module, as ``extra_repr`` shows them."""
-    s = ""
-    if tuple(m.padding) != (0,) * dim:
-        s += f", padding={m.padding}"
-    if tuple(m.dilation) != (1,) * dim:
-        s += f", dilation={m.dilation}"
-    if m.groups != 1:
-        s += f", groups={m.groups}"
-    if m.bias is None:
-        s += ", bias=False"
-    if m.padding_mode != "zeros":
-        s += f", padding_mode={m.padding_mode!r}"
-    return s
-
-
-def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-              channels_last: bool = False) -> torch.Tensor:
-    r"""1x1 convolution :math:`y_{n,:,\ell} = W x_{n,:,\ell} + b` as one batched GEMM.
-
-    Parameters
-    ----------
-    x : tensor of shape ``(N, c_in, *spatial)`` (batched), any number of spatial dims
-    w : tensor (c_out, c_in)
-    bias : tensor (c_out,), optional
-    channels_last : bool
-        Return the result in channels-last memory layout (same shape and values): the
-        GEMM :math:`(L, c_\text{in}) (c_\text{in}, c_\text{out})` per sample writes it
-        directly, reading ``x`` in either layout without a copy.  Downstream ReLU,
-        batch norm, pooling and convolutions then run their (on CPU much faster)
-        channels-last kernels, e.g. 2x2 max-pooling of 128x20x24x24 floats: 0.9 ms instead
-        of 8.4 ms (1 thread).
-
-    Returns
-    -------
-    tensor (N, c_out, *spatial); the same values as ``F.convNd(x, w[..., None...], bias)``.
-    Cost :math:`N c_\text{out} c_\text{in} L` multiply-adds, :math:`L = \prod` spatial.
-    """
-    n, c = x.shape[0], x.shape[1]
-    if channels_last:
-        spatial = tuple(x.shape[2:])
-        xl = x.movedim(1, -1)
-        a = (xl.reshape(n, -1, c) if xl.is_contiguous()
-             else x.reshape(n, c, -1).transpose(1, 2))  # both views: no copy
-        wb = w.t().expand(n, -1, -1)
-        y = torch.bmm(a, wb) if bias is None else torch.baddbmm(bias.reshape(1, 1, -1), a, wb)
-        return y.reshape((n,) + spatial + (w.shape[0],)).movedim(-1, 1)
-    flat = x.reshape(n, c, -1)
-    wb = w.expand(n, -1, -1)  # a stride-0 batch: no copy (torch.matmul would transpose x)
-    if bias is None:
-        y = torch.bmm(wb, flat)
-    else:
-        y = torch.baddbmm(bias.reshape(1, -1, 1), wb, flat)
-    return y.reshape((n, w.shape[0]) + tuple(x.shape[2:]))
 
 
 def _check_forward_mode(mode: str) -> str:

@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tucker_dlra.nn import cli  # noqa: E402
-from tucker_dlra.nn.train import METHODS  # noqa: E402
+from tucker_dlra.app import cli  # noqa: E402
+from tucker_dlra.app.train import METHODS  # noqa: E402
 
 TINY = ["--train-limit", "400", "--test-limit", "200", "--batch-size", "64", "--threads", "1",
         "--no-progress"]
@@ -74,7 +74,7 @@ def test_evaluate_report_export_plot(tmp_path, capsys):
     assert ev_dense["accuracy"] == ev["accuracy"]
     assert abs(ev_dense["loss"] - ev["loss"]) <= 1e-4 * max(1.0, ev["loss"])
     # a plain state dict: the documented one-liner loads it into the dense model
-    from tucker_dlra.nn import build_model
+    from tucker_dlra.app import build_model
 
     model = build_model("lenet5", 1, 10, (28, 28))
     model.load_state_dict(torch.load(dense, weights_only=True))

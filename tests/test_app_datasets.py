@@ -22,7 +22,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tucker_dlra.nn import datasets as D  # noqa: E402
+from tucker_dlra.app import datasets as D  # noqa: E402
 
 SHARED = Path("/work/shared/data/mnist")
 
@@ -262,7 +262,7 @@ def test_download_truncated_transfer_retries_then_fails_cleanly(server, idx_file
 
 def test_cli_train_with_download_from_mirror(server, idx_files, tmp_path, monkeypatch, capsys):
     """``tucker-dlra train --dataset mnist --download --mirror URL``: fetch, verify, train."""
-    from tucker_dlra.nn import cli
+    from tucker_dlra.app import cli
 
     url, _ = server
     _, md5 = idx_files

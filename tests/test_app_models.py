@@ -7,7 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
-from tucker_dlra.nn import MODELS, build_model, to_dense, tuckerize  # noqa: E402
+from tucker_dlra.app import MODELS, build_model  # noqa: E402
+from tucker_dlra.nn import to_dense, tuckerize  # noqa: E402
 
 CONVERT = {
     "vgg16": ["features.0", "features.3", "features.7"],

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from tucker_dlra.nn import plots  # noqa: E402
+from tucker_dlra.app import plots  # noqa: E402
 
 
 def record(n_layers, d=4, negative=True):

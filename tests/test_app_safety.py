@@ -12,8 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tucker_dlra.nn import cli  # noqa: E402
-from tucker_dlra.nn.train import CheckpointError, load_checkpoint  # noqa: E402
+from tucker_dlra.app import cli  # noqa: E402
+from tucker_dlra.app.train import CheckpointError, load_checkpoint  # noqa: E402
 
 TINY = ["--train-limit", "300", "--test-limit", "100", "--batch-size", "64", "--threads", "1",
         "--no-progress", "--no-plots", "--quiet"]
@@ -176,7 +176,7 @@ def test_onnx_export_of_the_factorized_model_matches_torch(run, tmp_path, capsys
     onnxruntime computes what torch computes, to 1e-5."""
     import onnx
     import onnxruntime as ort
-    from tucker_dlra.nn.cli import _load_model
+    from tucker_dlra.app.cli import _load_model
 
     path = tmp_path / "m.onnx"
     code, out, err = run_cli(["export", run / "checkpoint.pt", path, "--format", "onnx"], capsys)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tucker_dlra.nn.train import TrainConfig, train  # noqa: E402
+from tucker_dlra.app.train import TrainConfig, train  # noqa: E402
 
 
 def _run(tau: float, tmp_path) -> dict:
@@ -55,7 +55,7 @@ def test_metrics_json_is_strict_and_redraws(runs, tmp_path):
     import json
     from pathlib import Path
 
-    from tucker_dlra.nn.plots import plot_run
+    from tucker_dlra.app.plots import plot_run
 
     run = Path(runs[0.3]["summary"]["out"])
 
@@ -76,8 +76,8 @@ def test_vanilla_baselines_start_from_their_own_init_and_learn(method, tmp_path)
     """The fixed-rank baselines train from scratch: their kernels start at the variance of
     PyTorch's default init (not a few per cent of it, as a truncated HOSVD of a random
     kernel would give at the paper's ranks) and a short run leaves chance level."""
-    from tucker_dlra.nn.models import build_model
-    from tucker_dlra.nn.train import build_training_model
+    from tucker_dlra.app.models import build_model
+    from tucker_dlra.app.train import build_training_model
 
     torch.manual_seed(0)
     cfg = TrainConfig(method=method, rank_fraction=0.2, device="cpu")

@@ -1,7 +1,8 @@
-"""Tests of the DLRA integrators (issue 3): exactness, invariants, rank adaptivity, inputs.
+"""Tests of the DLRA integrators: exactness, invariants, rank adaptivity, inputs.
 
-Reference values are dense computations (scipy ``expm``), the formulas of NUMERICS.md
-section 1 and the paper's Algorithm 1, and invariants (orthonormal factors, truncation
+Reference values are dense computations (scipy ``expm``), the algorithms as published
+(Ceruti & Lubich, BIT 62, 2022; Ceruti, Kusch & Lubich, BIT 62, 2022) and the paper's
+Algorithm 1, and invariants (orthonormal factors, truncation
 bounds, rank bounds).
 """
 
@@ -122,11 +123,12 @@ def orth_dev(backend, y):
 
 @pytest.mark.parametrize("method", ["bug", "ra_bug", "projector_splitting"])
 def test_exact_low_rank_trajectory(backend, method):
-    """NUMERICS section 2: BUG, augmented BUG (truncated to r) and projector splitting
+    """Exactness (Ceruti & Lubich, BIT 62, 2022): BUG, augmented BUG (truncated to r) and projector
+    splitting
     reproduce an exactly rank-r trajectory with F = dA/dt and exact substeps."""
     tr = Trajectory((8, 9, 10), (3, 4, 2), seed=1)
     res = integrate(tr.F(backend), tr.y0(backend), (0.0, 1.0), 0.125, method=method,
-                    substep=gauss_substep)
+                    substep=gauss_substep, rank=tr.y0(backend).rank)
     assert res.nsteps == 8 and res.t[-1] == 1.0
     assert rel_err(backend, res.y[-1], tr.dense(1.0)) < 1e-12
     assert all(rk == (3, 4, 2) for rk in res.ranks)
@@ -140,7 +142,7 @@ def test_exact_low_rank_trajectory_complex(method):
     be = Backend("numpy")
     tr = Trajectory((6, 7, 5), (2, 3, 2), seed=2, dtype=np.complex128)
     res = integrate(tr.F(be), tr.y0(be), (0.0, 0.5), 0.1, method=method,
-                    substep=gauss_substep)
+                    substep=gauss_substep, rank=tr.y0(be).rank)
     assert res.y[-1].dtype == np.complex128
     assert rel_err(be, res.y[-1], tr.dense(0.5)) < 1e-12
     assert max(orth_dev(be, y) for y in res.y) < 1e-12
@@ -213,7 +215,7 @@ def test_parallel_and_midpoint_converge():
     a1 = tr.dense(0.5)
     for method, order in (("parallel_bug", 0.9), ("midpoint_bug", 1.8)):
         errs = [rel_err(be, integrate(tr.F(be), tr.y0(be), (0.0, 0.5), h, method=method,
-                                      substep=gauss_substep).y[-1], a1)
+                                      substep=gauss_substep, rank=tr.y0(be).rank).y[-1], a1)
                 for h in (0.1, 0.05, 0.025)]
         slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
         assert np.all(slopes > order), (method, errs)
@@ -269,7 +271,9 @@ def test_ra_bug_grows_rank_from_one(backend):
 
 
 def test_truncation_clamp_product_of_ranks():
-    """r_i <= prod_{j != i} r_j after truncation (NUMERICS 1.2 step 3)."""
+    """r_i <= prod_{j != i} r_j after truncation (a Tucker rank cap: each unfolding's rank is
+    bounded by the
+    product of the other ranks)."""
     from conftest import Backend
 
     be = Backend("numpy")
@@ -353,7 +357,8 @@ def test_bug_exact_random_shapes(d, data, seed):
 
 def test_bug_euler_step_formula():
     """Fixed-rank BUG step with Euler substeps: U^1_i = orth(K_i(t1)), C-step from
-    C0 x_i M_i (NUMERICS 1.1); F evaluated at Y0 (shared by the K-steps) and once more."""
+    C0 x_i M_i (Ceruti & Lubich, BIT 62, 2022, Tucker form); F evaluated at Y0 (shared by the
+    K-steps) and once more."""
     rng = np.random.default_rng(11)
     n, r = (5, 6, 7), (2, 2, 3)
     y0 = hosvd(rng.standard_normal(n), rank=r)
@@ -436,7 +441,7 @@ def _tucker_sum_operator(mats):
 def test_exact_substep_schrodinger_norm_conservation():
     """Complex linear F = -i sum_i Y x_i H_i (H_i Hermitian): with 'exact' substeps the
     augmented Galerkin step is unitary, so |‖Y_n‖ - ‖Y_0‖| <= sum of truncation bounds
-    (rank-adaptive BUG norm property, NUMERICS section 2)."""
+    (rank-adaptive BUG norm property, Ceruti, Kusch & Lubich, BIT 62, 2022)."""
     rng = np.random.default_rng(14)
     n = (8, 8, 8)
     hs = []
@@ -533,7 +538,8 @@ def test_structured_matches_dense_all_methods():
 
 
 def test_orders_on_linear_problem_with_tiny_singular_values():
-    """Linear F(Y) = Y + sum_i Y x_i W_i (NUMERICS T4a) from Y0 with superdiagonal core
+    """Linear F(Y) = Y + sum_i Y x_i W_i (Tucker tiny-singular-value problem) from Y0 with
+    superdiagonal core
     (1, 1e-4, 1e-8): the exact solution e^t Y0 x_i exp(t W_i) stays of rank 3, but the
     Galerkin steps are not exact for a linear F.  With exact substeps the fixed-rank BUG
     converges with order 1 and the midpoint BUG with order 2, undisturbed by
@@ -561,7 +567,7 @@ def test_orders_on_linear_problem_with_tiny_singular_values():
     def errors(method):
         out = []
         for h in (0.06, 0.03, 0.015):
-            y = integrate(F, y0, (0.0, 0.3), h, method=method, substep="exact").y[-1]
+            y = integrate(F, y0, (0.0, 0.3), h, method=method, substep="exact", rank=y0.rank).y[-1]
             out.append(np.linalg.norm(y.full() - exact) / np.linalg.norm(exact))
         return np.array(out)
 
@@ -570,7 +576,7 @@ def test_orders_on_linear_problem_with_tiny_singular_values():
     assert np.all((s_bug > 0.8) & (s_bug < 1.2)), (e_bug, s_bug)
     assert np.all((s_mid > 1.8) & (s_mid < 2.3)), (e_mid, s_mid)
     # the rank-adaptive BUG truncated to r is far more accurate on the same problem
-    y = integrate(F, y0, (0.0, 0.3), 0.06, method="ra_bug", substep="exact").y[-1]
+    y = integrate(F, y0, (0.0, 0.3), 0.06, method="ra_bug", substep="exact", rank=y0.rank).y[-1]
     assert np.linalg.norm(y.full() - exact) / np.linalg.norm(exact) < e_bug[0] / 5
     with pytest.raises(IntegrationError, match=r"blow-up at step 0 .*stiff.*BUG method"), \
             np.errstate(all="ignore"):
@@ -657,7 +663,7 @@ def test_bad_method_and_substep():
     with pytest.raises(ValueError, match="method"):
         integrate(F, y0, (0, 1), 0.1, method="rk45")
     with pytest.raises(ValueError, match="substep"):
-        integrate(F, y0, (0, 1), 0.1, substep="rk2")
+        integrate(F, y0, (0, 1), 0.1, substep="rk2", rank=y0.rank)
     with pytest.raises(ValueError, match="substep"):
         bug(F, 0.0, y0, 0.1, substep=None)
     with pytest.raises(ValueError, match="substeps"):
@@ -679,7 +685,7 @@ def test_bad_F_output_names_step_and_time():
         return y[:2]
 
     with pytest.raises(IntegrationError, match=r"step 0 \(t = 0\)") as ei:
-        integrate(wrong_shape, y0, (0, 1), 0.1)
+        integrate(wrong_shape, y0, (0, 1), 0.1, rank=y0.rank)
     assert ei.value.step == 0 and "shape" in str(ei.value)
 
     def nan_later(t, y):
@@ -687,7 +693,7 @@ def test_bad_F_output_names_step_and_time():
 
     for method in METHODS:
         with pytest.raises(IntegrationError, match=r"non-finite.*step 2 \(t = 0\.2") as ei:
-            integrate(nan_later, y0, (0, 1), 0.1, method=method, substep="euler")
+            integrate(nan_later, y0, (0, 1), 0.1, method=method, substep="euler", rank=y0.rank)
         assert ei.value.step == 2 and abs(ei.value.t - 0.2) < 1e-12
 
     def complex_out(t, y):

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from tucker_dlra.app.models import LeNet5
 from tucker_dlra.nn import (
     LowRankLinear,
     TuckerConv1d,
@@ -19,7 +20,6 @@ from tucker_dlra.nn import (
     to_dense,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5
 
 from tucker_dlra import hosvd
 

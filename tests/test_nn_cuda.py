@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from tucker_dlra.app.models import LeNet5
 from tucker_dlra.nn import (
     LowRankLinear,
     TuckerConv1d,
@@ -22,7 +23,6 @@ from tucker_dlra.nn import (
     to_dense,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5
 from tucker_dlra.nn.optim import TDLRT
 
 pytestmark = [
@@ -93,8 +93,8 @@ def test_tdlrt_steps_on_cuda_equal_cpu(integrator):
         if ".factors." not in name and not name.endswith(".core"):
             torch.testing.assert_close(b.cpu(), a, rtol=1e-7, atol=1e-9)
     # factors and cores are compared through the kernels they represent: column signs of
-    # a QR or eigenvector basis differ between cuSOLVER and LAPACK (NUMERICS.md section 4:
-    # compare full tensors or projectors, never the factors)
+    # a QR or eigenvector basis differ between cuSOLVER and LAPACK (so compare full tensors
+    # or projectors, never the factors)
     for m_cpu, m_gpu in ((cpu.conv1, gpu.conv1), (cpu.conv2, gpu.conv2)):
         torch.testing.assert_close(m_gpu.weight_full().detach().cpu(),
                                    m_cpu.weight_full().detach(), rtol=1e-7, atol=1e-9)

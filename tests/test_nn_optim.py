@@ -164,7 +164,8 @@ def test_step_equals_core_ra_bug_euler(rule):
 
 def test_parallel_step_matches_hand_written_parallel_bug():
     """integrator='parallel': K-steps and the C-step from the old bases with the same G,
-    the augmented core assembled per NUMERICS 1.3 -- checked against a dense assembly."""
+    the augmented core assembled as in the parallel BUG of Ceruti, Kusch, Lubich & Sulz -- checked
+    against a dense assembly."""
     layer, x, target, loss_w = _conv_problem(5)
     lr, tau = 0.3, 0.0
     c = layer.core.detach().clone()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tucker_dlra.app.models import LeNet5
 from tucker_dlra.nn import (
     TuckerConv2d,
     VanillaTuckerConv,
@@ -16,7 +17,6 @@ from tucker_dlra.nn import (
     parameter_counts,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5
 from tucker_dlra.nn.optim import TDLRT
 
 

@@ -2,7 +2,7 @@
 
 Checks every constructor of :mod:`tucker_dlra.problems` against finite differences of its
 own ``solution``, the structured right-hand side against the dense one, the initial
-value against the solution at t = 0, the known best-approximation errors of NUMERICS.md,
+value against the solution at t = 0, the known best-approximation errors quoted on the theory page,
 the invariants of the Schrödinger reference, the gradient of the least-squares loss
 against torch autograd, and the argument checks.
 """
@@ -96,7 +96,8 @@ def test_low_rank_trajectory_has_its_rank(d, seed, data):
 
 
 def test_known_best_errors():
-    """NUMERICS T1: e 2^-r / sqrt 3 = 9.81e-2, 6.13e-3, 2.39e-5; T4(a): 0.196, 0.0245, 1.53e-3."""
+    """Matrix problem: e 2^-r / sqrt 3 = 9.81e-2, 6.13e-3, 2.39e-5; its Tucker analogue:
+    0.196, 0.0245, 1.53e-3 (theory page, standard test problems)."""
     for r, ref in ((4, 9.81e-2), (8, 6.13e-3), (16, 2.39e-5)):
         assert P.matrix_tiny_singular_values(100, r).best_error(1.0) == pytest.approx(ref, rel=2e-3)
     for r, ref in ((3, 0.196), (6, 0.0245), (10, 1.53e-3)):

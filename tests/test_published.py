@@ -1,9 +1,10 @@
-"""Published behaviour of the BUG integrators on the standard test problems (NUMERICS.md section 3).
+"""Published behaviour of the BUG integrators on the standard test problems
+(theory page, "Standard test problems and reference numbers").
 
-* T1 (Ceruti & Lubich 2022, Sec. 5): matrix with singular values 2^-j.  Fixed-rank BUG
+* T1 (Ceruti & Lubich, BIT 62, 2022, Sec. 5): matrix with singular values 2^-j.  Fixed-rank BUG
   converges with order 1 down to the best-approximation plateau; the augmented BUG
-  truncated back to r sits at the optimum.  Our seed reproduces NUMERICS' reference
-  table (seed 1234, RK4 with 4 substeps) to the printed digits.
+  truncated back to r sits at the optimum.  Our seed reproduces the reference
+  table of the theory page (seed 1234, RK4 with 4 substeps) to the printed digits.
 * T4(a): the Tucker analogue, n = 20, d = 3.
 * T2 (Ceruti, Kusch & Lubich 2022, Sec. 6.1): discrete Schrödinger equation.  Fixed-rank
   BUG is first order down to its plateau; the rank-adaptive BUG conserves norm and energy
@@ -24,7 +25,7 @@ from tucker_dlra.integrators import integrate
 
 def _final_error(p, method, h, t_end=1.0, **kw):
     res = integrate(p.F_tucker, p.y0, (0.0, t_end), h, method=method, structured=True,
-                    keep=False, **kw)
+                    keep=False, rank=p.y0.rank, **kw)
     return p.error(res.y[-1], t_end), res
 
 
@@ -32,7 +33,7 @@ def _slope(hs, errs):
     return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
 
 
-# NUMERICS.md T1 reference table, r = 8 (RK4, 4 substeps)
+# reference table of the matrix problem (theory page), r = 8 (RK4, 4 substeps)
 T1_BUG = {0.1: 5.10e-1, 0.05: 2.80e-1, 0.02: 1.19e-1}
 T1_AUG = {0.1: 1.37e-2, 0.05: 6.85e-3, 0.02: 6.15e-3}
 
@@ -55,7 +56,7 @@ def test_t1_bug_first_order_and_augmented_at_optimum():
 def test_t4a_tucker_bug_first_order_augmented_at_optimum():
     p = P.tucker_tiny_singular_values(n=20, rank=6, d=3, seed=0)
     best = p.best_error(1.0)
-    assert best == pytest.approx(0.0245, rel=2e-3)  # NUMERICS T4(a), r = 6
+    assert best == pytest.approx(0.0245, rel=2e-3)  # Tucker analogue, r = 6
     hs = [0.1, 0.05, 0.025]
     e_bug = [_final_error(p, "bug", h, substeps=2)[0] for h in hs]
     assert 0.8 <= _slope(hs, [e - best for e in e_bug]) <= 1.25
@@ -66,7 +67,8 @@ def test_t4a_tucker_bug_first_order_augmented_at_optimum():
 
 
 def test_t2_schrodinger_bug_plateau():
-    """Fixed-rank BUG, r = 8: error decreases like h towards its plateau (~5.8e-3 in NUMERICS)."""
+    """Fixed-rank BUG, r = 8: error decreases like h towards its plateau (~5.8e-3, Ceruti, Kusch &
+    Lubich 2022)."""
     p = P.schrodinger(n=100, rank=8, seed=0)
     best = p.best_error(1.0)
     hs = [0.1, 0.05, 0.02]
@@ -74,7 +76,7 @@ def test_t2_schrodinger_bug_plateau():
     assert errs[0] / errs[1] >= 1.5  # first order far from the plateau
     assert errs[0] > errs[1] > errs[2] >= best
     assert errs[2] <= 2.0 * best  # near the plateau
-    assert 2e-3 <= errs[2] <= 2e-2  # NUMERICS: plateau 5.8e-3 for r = 8
+    assert 2e-3 <= errs[2] <= 2e-2  # reference: plateau 5.8e-3 for r = 8
 
 
 def test_t2_rank_adaptive_conserves_norm_and_energy():

@@ -372,7 +372,7 @@ def test_convergence_orders_on_heat_equation():
         errs[method] = []
         for h in hs:
             res = integrate(p.F_tucker, p.y0, (0.0, 1.0), h, method=method, substep="exact",
-                            structured=True, keep=False)
+                            structured=True, keep=False, rank=p.y0.rank)
             errs[method].append(p.error(res.y[-1], 1.0))
     assert 0.85 <= _slope(hs, errs["bug"]) <= 1.2, errs
     assert 1.8 <= _slope(hs, errs["midpoint_bug"]) <= 2.4, errs

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from tucker_dlra.app.models import build_model
 from tucker_dlra.nn import tuckerize
-from tucker_dlra.nn.models import build_model
 
 from tucker_dlra import unfold
 
@@ -87,7 +87,7 @@ def test_paper_tables_configurations_and_table(tmp_path):
     assert cells[1] == f"98.50 ± {math.sqrt(0.5):.2f} (n = 2)"  # mean ± sample std
     assert cells[4] == "(7,1,5,5) / (8,6,5,4)"
     assert cells[5:8] == ["97.80 ± 0.08", "96.13", "84.64"]  # the paper's Table 4
-    assert cells[8].startswith("98.65 / 92.6, 5 ep.")  # NUMERICS section 5
+    assert cells[8].startswith("98.65 / 92.6, 5 ep.")  # the 5-epoch reference run
     assert "| Baseline | not run |" in text and "70 epochs" in text
 
 
@@ -160,10 +160,10 @@ def test_paper_tables_fresh_vanilla_init(tmp_path, monkeypatch):
     of the random dense kernel, which keeps a few per cent of its norm."""
     import importlib
 
-    from tucker_dlra.nn.cli import main as cli_main
+    from tucker_dlra.app.cli import main as cli_main
 
     pt = _load("paper_tables")
-    T = importlib.import_module("tucker_dlra.nn.train")
+    T = importlib.import_module("tucker_dlra.app.train")
     monkeypatch.setattr(T, "build_training_model", T.build_training_model)  # restored after
     norms = {}
     for init in ("fresh", "hosvd"):  # fresh first: the hosvd entry patches the builder

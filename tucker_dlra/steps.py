@@ -1,8 +1,9 @@
 r"""Building blocks shared by the BUG integrators and the TDLRT optimizer.
 
-These are the named substeps of Algorithm 1 (and of the BUG family,
-NUMERICS.md section 1.0): the QR of the core unfolding that defines the
-:math:`K`-step, the :math:`K`-step right-hand side of Theorem 1, the basis
+These are the named substeps of Algorithm 1 (and of the whole BUG family of
+Ceruti & Lubich, BIT 62, 2022, in the Tucker form of Ceruti, Lubich & Walach,
+SINUM 59, 2021): the QR of the core unfolding that defines the :math:`K`-step, the :math:`K`-step
+right-hand side of Theorem 1, the basis
 augmentation, and the augmented (Galerkin) starting core.  Both
 :mod:`tucker_dlra.integrators` and :mod:`tucker_dlra.nn` call them, so the
 mathematics lives in one place.
@@ -188,7 +189,8 @@ def c_gradient(grad: Array | TuckerTensor, factors: Sequence[Array]) -> Array:
 
 def parallel_core(c_bar: Array, gs: Sequence[Array], k_new: Sequence[Array],
                   new_dirs: Sequence[Array]) -> Array:
-    r"""Block-assembled augmented core of the parallel BUG (NUMERICS.md section 1.3, step 3).
+    r"""Block-assembled augmented core of the parallel BUG, step 3 (Ceruti, Kusch, Lubich
+    & Sulz, "A parallel basis update and Galerkin integrator for tree tensor networks", 2024).
 
     Parameters
     ----------

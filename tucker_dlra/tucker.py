@@ -27,6 +27,7 @@ from .tensor import multi_mode_product, unfold
 
 __all__ = [
     "TuckerTensor", "TruncationInfo", "hosvd", "truncate", "pad_core", "pad_rank", "valid_rank",
+    "check_tucker_rank", "max_tucker_rank",
     "RULES", "check_orthonormal", "orthonormality_defects",
 ]
 
@@ -36,7 +37,7 @@ Array = Any
 #: ``"split"``: each mode discards a tail ``<= tol / sqrt(d)``, so the total error is
 #: ``<= tol`` (guaranteed, HOSVD bound).  ``"per_mode"``: each mode discards a tail
 #: ``<= tol`` (the rule of the public DLRT/TDLRT training codes and of the paper's
-#: compression numbers, NUMERICS.md section 5); the total error is ``<= sqrt(d) tol``.
+#: compression numbers); the total error is ``<= sqrt(d) tol``.
 RULES = ("split", "per_mode")
 
 
@@ -400,8 +401,9 @@ def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
     r"""Largest ranks :math:`\le` ``ranks`` with :math:`r_i \le \prod_{j \ne i} r_j` for all i.
 
     A core of shape ``ranks`` has unfoldings of rank at most :math:`\prod_{j\ne i} r_j`,
-    so a larger :math:`r_i` is not a multilinear rank (NUMERICS.md section 4, "Rank caps";
-    Sulz's truncation code enforces it).  Truncating to the result is lossless.
+    so a larger :math:`r_i` is not a multilinear rank (the rank-adaptive
+    tree-tensor integrator of Ceruti, Lubich & Sulz, SINUM 61, 2023, enforces the same cap).
+    Truncating to the result is lossless.
     Cost :math:`O(d^2)` per sweep.
     """
     r = [int(v) for v in ranks]
@@ -413,6 +415,34 @@ def valid_rank(ranks: Sequence[int]) -> tuple[int, ...]:
             if r[i] > cap:
                 r[i], changed = cap, True
     return tuple(r)
+
+
+def check_tucker_rank(ranks: Sequence[int], name: str = "rank", hint: str = "") -> tuple[int, ...]:
+    r"""``ranks`` as a tuple if it is a Tucker rank (:func:`valid_rank` leaves it unchanged).
+
+    The one place where the rule :math:`r_i \le \prod_{j \ne i} r_j` is checked: a
+    ``ValueError`` names ``name``, the first offending mode, the product it exceeds and the
+    largest valid rank below ``ranks``; ``hint`` (e.g. the remedy) is appended.  Cost
+    :math:`O(d^2)`.
+    """
+    r = tuple(int(v) for v in ranks)
+    v = valid_rank(r)
+    if v != r:
+        i = next(k for k, (a, b) in enumerate(zip(r, v, strict=True)) if a != b)
+        others = math.prod(r[:i] + r[i + 1:])
+        raise ValueError(f"{name} = {r} is not a Tucker rank: {name}[{i}] = {r[i]} exceeds the "
+                         f"product {others} of the other ranks (largest valid: {v}){hint}")
+    return r
+
+
+def max_tucker_rank(shape: Sequence[int]) -> tuple[int, ...]:
+    r"""The largest Tucker rank of a tensor of ``shape``: :math:`\min(n_i, \prod_{j\ne i} n_j)`.
+
+    Cost :math:`O(d)`.
+    """
+    n = [int(s) for s in shape]
+    total = math.prod(n)
+    return tuple(min(s, total // s) if s else 0 for s in n)
 
 
 def _device(x: Array) -> Any:
@@ -466,8 +496,7 @@ def _choose_ranks(
     xp = namespace(x)
     d = x.ndim
     shape = tuple(int(s) for s in x.shape)
-    total = math.prod(shape)
-    upper = [min(n, total // n) if n else 0 for n in shape]
+    upper = list(max_tucker_rank(shape))
     ranks = per_mode(rank, d, "rank", upper)
     if all(r is not None for r in ranks):
         fixed = [int(r) for r in ranks]  # type: ignore[arg-type]
@@ -475,12 +504,7 @@ def _choose_ranks(
             raise ValueError("give at most one of rank and rtol/atol (a rank fixes every mode, "
                              "the tolerance would be ignored); use None entries in rank for the "
                              "modes the tolerance should choose")
-        for i in range(d):
-            others = math.prod(fixed[:i] + fixed[i + 1:])
-            if fixed[i] > others:
-                raise ValueError(
-                    f"rank = {tuple(fixed)} is not a Tucker rank: rank[{i}] = {fixed[i]} exceeds "
-                    f"the product {others} of the other ranks (valid: {valid_rank(fixed)})")
+        check_tucker_rank(fixed, "rank")
     rmax = per_mode(max_rank, d, "max_rank", upper, clamp=True)
     rmin = per_mode(min_rank, d, "min_rank", upper, clamp=True)
     if rule not in RULES:

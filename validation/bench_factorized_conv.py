@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmark: our factorized Tucker conv against tensorly-torch's ``FactorizedConv``.
 
-A 256 -> 256 3x3 convolution (padding 1) at Tucker ranks (57, 57, 3, 3), the setting of
-issue 4 ("tensorly-torch runs it about 2.6x faster than the dense conv").  Variants, all
+A 256 -> 256 3x3 convolution (padding 1) at Tucker ranks (57, 57, 3, 3), the setting
+of a known comparison ("tensorly-torch runs it about 2.6x faster than the dense conv").  Variants,
+all
 built from the same dense ``nn.Conv2d`` by a truncated HOSVD at equal ranks:
 
 * ``dense``: ``nn.Conv2d``;

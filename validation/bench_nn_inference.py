@@ -20,7 +20,7 @@ eval mode under ``torch.no_grad`` of
 
 Linear layers stay dense.  Threads pinned (default 2), variants interleaved, medians;
 speed-ups ``time(dense) / time(variant)`` printed and written to
-``validation/out/bench_nn_inference.json``.  Target (issue 4): >= 2x at >= 90 %.
+``validation/out/bench_nn_inference.json``.  Target: >= 2x at >= 90 %.
 
 Usage::
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: one training step, dense SGD against TDLRT (Algorithm 1), batch 128.
 
-Issue 4 ("Speed"): per training step at batch 128,
+Speed per training step at batch 128,
 
 * LeNet5 on 28x28 inputs (conv 20, conv 50 (5x5), fc 500, fc 10), and
 * a VGG-style CIFAR-size stack on 32x32 inputs (2 x [conv 3x3 - BN - ReLU] per stage, three
@@ -25,7 +25,7 @@ against the dense one, and parameter + optimizer-state bytes from
 default 2), variants interleaved, medians; ratios printed and written to
 ``validation/out/bench_nn_step.json``.
 
-Targets (issue 4, on this CPU): TDLRT step <= 1.0x the dense step, inference >= 2x faster
+Targets (on this CPU): TDLRT step <= 1.0x the dense step, inference >= 2x faster
 than dense, both at >= 90 % compression.
 
 Usage::
@@ -71,13 +71,13 @@ if __name__ == "__main__":
 
 import torch  # noqa: E402  (after pinning the threads)
 from torch import nn  # noqa: E402
+from tucker_dlra.app.models import LeNet5  # noqa: E402
 from tucker_dlra.nn import (  # noqa: E402
     compression_report,
     is_tucker_layer,
     parameter_counts,
     tuckerize,
 )
-from tucker_dlra.nn.models import LeNet5  # noqa: E402
 from tucker_dlra.nn.optim import TDLRT  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: our truncated HOSVD against tensorly's (issue 2, "Speed").
+"""Benchmark: our truncated HOSVD against tensorly's (speed).
 
 Prints, in one run, ``time(tensorly.decomposition.tucker(x, rank, init='svd',
 n_iter_max=0)) / time(tucker_dlra.hosvd(x, ...))`` on the same backend (NumPy and

@@ -1,20 +1,20 @@
 #!/usr/bin/env python
 """Convergence: error at t = 1 versus step size h for every integrator on the test problems.
 
-Problems (``tucker_dlra.problems``; NUMERICS.md section 3):
+Problems (``tucker_dlra.problems``; the standard test problems of the docs' theory page):
 
 * ``a``     -- exactly low-rank trajectory, data mode F = dA/dt, exact (quadrature) substeps:
               the BUG family is exact (error ~1e-14 for every h);
 * ``b``     -- the same with singular values down to 1e-10 and a perturbation eps = 1e-6:
               error ~ eps for every h (robust), while the direct integration of (8) fails;
-* ``T1``    -- matrix, singular values 2^-j, n = 100, r = 16 (NUMERICS T1);
-* ``T4a``   -- Tucker analogue, n = 20, d = 3, r = 10 (NUMERICS T4(a));
-* ``T2``    -- discrete Schrödinger equation, n = 100, r = 8 (NUMERICS T2);
+* ``T1``    -- matrix, singular values 2^-j, n = 100, r = 16 (Ceruti & Lubich, BIT 62, 2022);
+* ``T4a``   -- Tucker analogue, n = 20, d = 3, r = 10;
+* ``T2``    -- discrete Schrödinger equation, n = 100, r = 8 (Ceruti, Kusch & Lubich, BIT 62, 2022);
 * ``heat``  -- heat equation 16^3, rank 3 (a Kronecker-sum flow, exactly rank 3).
 
 Methods: bug, ra_bug (truncated back to r), parallel_bug (atol 1e-10, ranks capped at r),
 projector_splitting, midpoint_bug (truncated to r), direct.  Substeps: exact quadrature
-for (a)/(b) (RK4 x4 for direct), RK4 x4 for T1/T4a as in NUMERICS, one RK4 step for T2
+for (a)/(b) (RK4 x4 for direct), RK4 x4 for T1/T4a as in the reference tables, one RK4 step for T2
 as in the authors' code, exponential ("exact") substeps for the stiff heat equation
 (RK4 x8 for direct); structured F where the problem has one.
 

@@ -55,10 +55,10 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_step_ops import SHAPES, compress  # noqa: E402
+from tucker_dlra.app.models import build_model  # noqa: E402
 from tucker_dlra.nn import TDLRT, compression_report, is_tucker_layer, memory_report  # noqa: E402
 from tucker_dlra.nn import layers as tucker_layers_mod  # noqa: E402
 from tucker_dlra.nn._profiling import OpCounter  # noqa: E402
-from tucker_dlra.nn.models import build_model  # noqa: E402
 
 STEP_TARGET, STEP_STRETCH = 1.5, 1.0
 INFER_TARGET, INFER_HIGH, INFER_HIGH_FROM = 1.0, 1.5, 0.95

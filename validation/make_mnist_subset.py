@@ -1,4 +1,4 @@
-"""Rebuild the MNIST subset shipped with the package (``nn/data/mnist_subset.npz``).
+"""Rebuild the MNIST subset shipped with the package (``app/data/mnist_subset.npz``).
 
 Source: the original MNIST IDX files (Yann LeCun, Corinna Cortes and Christopher J.C. Burges,
 http://yann.lecun.com/exdb/mnist/, licensed CC BY-SA 3.0), verified by their MD5 sums below.
@@ -8,7 +8,7 @@ original order, as uint8, and stores them with ``numpy.savez_compressed``.
 
 Usage::
 
-    python validation/make_mnist_subset.py [--src /path/to/mnist] [--out nn/data/mnist_subset.npz]
+    python validation/make_mnist_subset.py [--src /path/to/mnist] [--out app/data/mnist_subset.npz]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tucker_dlra.nn.datasets import read_idx
+from tucker_dlra.app.datasets import read_idx
 
 MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -49,7 +49,7 @@ def balanced_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", type=Path, default=Path("/work/shared/data/mnist"))
-    default_out = Path(__file__).parents[1] / "nn/data/mnist_subset.npz"
+    default_out = Path(__file__).parents[1] / "app/data/mnist_subset.npz"
     p.add_argument("--out", type=Path, default=default_out)
     args = p.parse_args()
     for name, digest in MD5.items():

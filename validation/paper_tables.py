@@ -7,8 +7,8 @@ subprocess (``python -m tucker_dlra train ...``), output folder
 ``<out>/results/<dataset>-<name>-seed<seed>.json`` (test accuracy, conv compression eval/train,
 ranks, steps, time); a configuration whose result JSON exists is skipped, and an interrupted run
 (checkpoint present, no result) is continued with ``--resume``.  At the end
-``<out>/table4.md`` puts our numbers beside the paper's (and, for MNIST, the reference runs of
-NUMERICS.md section 5) and states the budget difference.
+``<out>/table4.md`` puts our numbers beside the paper's (and, for MNIST, an earlier 5-epoch
+reference run of Algorithm 1 with the per-mode rule) and states the budget difference.
 
 Rows (paper Appendix A): baseline (dense), TDLRT with tau in {0.15, 0.2, 0.3} (Fashion-MNIST also
 0.1; per-mode truncation rule, full initial ranks), Vanilla CP / Tucker / Matrix.  The paper does
@@ -77,9 +77,9 @@ PAPER: dict[str, dict[str, tuple[float, float | None, float, float]]] = {
     },
 }
 
-#: NUMERICS.md section 5 reference runs (per-mode rule, LeNet5, full MNIST, lr 0.05, full initial
+#: Earlier reference runs of Algorithm 1 (per-mode rule, LeNet5, full MNIST, lr 0.05, full initial
 #: ranks, seed 0, 2 CPU threads): (accuracy, conv eval compression, epochs, ranks conv1/conv2).
-NUMERICS_REF: dict[str, tuple[float, float, int, str]] = {
+REFERENCE_RUNS: dict[str, tuple[float, float, int, str]] = {
     "baseline": (98.88, 0.0, 5, "-"),
     "tdlrt-0.15": (98.68, 46.5, 3, "(11,1,5,5)/(23,20,5,5)"),
     "tdlrt-0.2": (98.65, 92.6, 5, "(7,1,5,5)/(8,6,5,4)"),
@@ -191,11 +191,11 @@ def train_with_hosvd_vanilla_init(argv: list[str]) -> int:
     """
     import importlib
 
-    from tucker_dlra.nn.cli import main as cli_main
+    from tucker_dlra.app.cli import main as cli_main
+    from tucker_dlra.app.models import build_model
     from tucker_dlra.nn.convert import tuckerize
-    from tucker_dlra.nn.models import build_model
 
-    T = importlib.import_module("tucker_dlra.nn.train")  # the module (the package exports train())
+    T = importlib.import_module("tucker_dlra.app.train")  # the module (the package exports train())
     build = T.build_training_model
 
     def build_hosvd(cfg, shape, num_classes):
@@ -294,7 +294,7 @@ def _label(row: str) -> str:
 
 
 def write_table(out: Path, results: list[dict] | None = None) -> Path:
-    """Write ``out/table4.md``: ours vs the paper (vs NUMERICS section 5 for MNIST)."""
+    """Write ``out/table4.md``: ours vs the paper (vs the 5-epoch reference runs for MNIST)."""
     results = load_results(out) if results is None else results
     lines = ["# LeNet5 rows of the paper's Tables 4 and 3: ours at a reduced budget vs the paper",
              ""]
@@ -320,7 +320,7 @@ def write_table(out: Path, results: list[dict] | None = None) -> Path:
                 "conv2 (first seed) | paper acc. [%] | paper eval [%] | paper train [%] |")
         sep = "|---|---|---|---|---|---|---|---|"
         if ref:
-            head += " NUMERICS §5 (acc. / eval, epochs, ranks) |"
+            head += " reference run (acc. / eval, epochs, ranks) |"
             sep += "---|"
         lines += [head, sep]
         keyed: dict[str, list[dict]] = {}
@@ -348,7 +348,7 @@ def write_table(out: Path, results: list[dict] | None = None) -> Path:
                 pcols = ["–"] * 3
             cells = [_label(row), *ours, *pcols]
             if ref:
-                n = NUMERICS_REF.get(row)
+                n = REFERENCE_RUNS.get(row)
                 cells.append(f"{n[0]:.2f} / {n[1]:.1f}, {n[2]} ep., {n[3]}" if n else "–")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

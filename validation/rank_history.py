@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Rank history and conservation of the rank-adaptive BUG (Ceruti, Kusch & Lubich 2022, Sec. 6.1).
 
-* Panel 1: rank over time of ``ra_bug`` on the discrete Schrödinger equation (NUMERICS.md T2,
+* Panel 1: rank over time of ``ra_bug`` on the discrete Schrödinger equation (Ceruti, Kusch &
+  Lubich, BIT 62, 2022, Sec. 6.1;
   n = 100, start rank 12, absolute tolerance theta = 1e-6, r_max = 30) for several h.
-  Reference (NUMERICS T2, the authors' l1-tail rule): rank 30 at h = 0.1, falling to 13
+  Reference (the same paper, with the authors' l1-tail rule): rank 30 at h = 0.1, falling to 13
   at h = 0.001.  We use the l2 tail with the HOSVD "split" rule (tolerance theta / sqrt 2
   per mode), which keeps fewer singular values than the l1 rule.
 * Panel 2: |‖Y(t)‖ - ‖Y0‖| and |E(t) - E0| over time at h = 0.01 for ``ra_bug`` and for
-  the fixed-rank BUG at r = 12 (NUMERICS: ra_bug norm drift 5e-9 .. 2e-10, energy drift
+  the fixed-rank BUG at r = 12 (reference: ra_bug norm drift 5e-9 .. 2e-10, energy drift
   <= 9e-7; fixed-rank BUG norm drift ~0.15 h).
 * Panel 3: error at t = 1 of ``ra_bug`` versus h (theta = 1e-6 fixed, and theta = 1e-4 h^2,
   equal at h = 0.1): with a fixed theta the n*theta term makes the error grow again at
-  small h (NUMERICS T2: ~3.4e-5 at h = 0.02, 7e-4 at h = 0.001); theta ~ h^2 removes it
-  (NUMERICS section 4, "Tolerance").
+  small h (reference: ~3.4e-5 at h = 0.02, 7e-4 at h = 0.001); theta ~ h^2 removes it
+  (the n*theta term of the error bound then scales like h).
 * Panel 4: rank adaptivity on the low-rank trajectory (a): from rank 1 (A(0) has rank 1,
   A(t) rank 3) and from an overestimated rank 6, both settle at the true rank 3.
 

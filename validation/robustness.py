@@ -4,7 +4,8 @@
 Problem (b) of ``tucker_dlra.problems.low_rank_trajectory``: a rotating Tucker tensor of
 rank 4 in 10^3 whose core unfoldings have singular values log-spaced from 1 down to
 ``sigma_min``, plus a full-rank perturbation of size eps (Koch & Lubich 2010; Tucker
-form of NUMERICS.md T3).  Data mode F = dA/dt, h = 0.05 (exact quadrature substeps for
+form of the robustness test of Kieri, Lubich & Walach, SINUM 54, 2016).  Data mode F = dA/dt, h =
+0.05 (exact quadrature substeps for
 the BUG family, RK4 with 4 substeps for the direct method).
 
 * Left panel: eps = 1e-6, sigma_min from 1e-1 to 1e-12.  Theory: BUG, rank-adaptive
@@ -12,7 +13,8 @@ the BUG family, RK4 with 4 substeps for the direct method).
   perturbation (their bounds do not depend on singular values); the direct integration
   of the factor equations (8) needs h < sigma_min and blows up.
 * Right panel: sigma_min = 1e-10, eps from 1e-10 to 1e-1, BUG at h in {0.1, 0.01} against
-  the best-approximation error (HOSVD): NUMERICS T3 reports error ~1.25x best, linear in
+  the best-approximation error (HOSVD): the matrix version of this test gives an error ~1.25x best,
+  linear in
   eps and independent of h, also for eps > sigma_r.
 
 Writes ``validation/out/robustness.{json,png}``; resumable (``--fresh`` recomputes).

@@ -100,8 +100,8 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     """
     import torch
     from torch import nn
+    from tucker_dlra.app.models import build_model
     from tucker_dlra.nn import tuckerize
-    from tucker_dlra.nn.models import build_model
 
     torch.manual_seed(seed)
     dense = build_model("lenet5", shape[0], num_classes, shape[1:])
@@ -141,7 +141,7 @@ def run_one(method: str, model: Any, train_set: Any, test_set: Any, seed: int, s
     """Train ``model`` for ``steps`` SGD/TDLRT steps; record losses, test metrics and ranks."""
     import torch
     import torch.nn.functional as F
-    from tucker_dlra.nn.train import TrainConfig, build_optimizer, current_ranks, evaluate
+    from tucker_dlra.app.train import TrainConfig, build_optimizer, current_ranks, evaluate
 
     cfg = TrainConfig(method=method, lr=lr, momentum=momentum, tau=tau, rule="per_mode",
                       schedule="none", batch_size=batch_size, seed=seed)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"rank-fraction in (0, 1])")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
-    from tucker_dlra.nn.datasets import load_dataset
+    from tucker_dlra.app.datasets import load_dataset
 
     torch.set_num_threads(args.threads)
     meta = {k: getattr(args, k) for k in ("dataset", "steps", "eval_every", "test_limit",

@@ -29,7 +29,7 @@ from .._validate import RankSpec, check_int, check_tolerance, per_mode
 from ..backend import is_complex, namespace
 from ..bug_step import KStart, Truncation, k_starts, truncate_many
 from ..steps import c_gradient, k_gradient, k_tensor
-from ..tucker import TruncationInfo, TuckerTensor
+from ..tucker import TruncationInfo, TuckerTensor, check_tucker_rank
 from .expo import krylov_substep
 
 __all__ = [
@@ -298,15 +298,9 @@ def check_y0(y0: Any) -> TuckerTensor:
 
 def check_fixed_rank(y0: TuckerTensor, method: str) -> None:
     """A fixed-rank method needs :math:`r_i \\le \\prod_{j \\ne i} r_j` (a point of M_r)."""
-    r = y0.rank
-    for i, ri in enumerate(r):
-        other = math.prod(r[:i] + r[i + 1:])
-        if ri > other:
-            raise ValueError(
-                f"y0 has rank {r}: rank[{i}] = {ri} exceeds the product of the other ranks "
-                f"({other}), so y0 is not on a manifold of fixed Tucker rank; {method} needs "
-                f"rank[i] <= prod_(j != i) rank[j] (round y0 with tucker_dlra.truncate first)"
-            )
+    check_tucker_rank(y0.rank, "y0.rank",
+                      f"; y0 is not on a manifold of fixed Tucker rank, which {method} needs "
+                      f"(round y0 with tucker_dlra.truncate first)")
 
 
 # ---------------------------------------------------------------------------- F adapter

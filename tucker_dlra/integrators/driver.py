@@ -10,29 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validate import RankSpec, per_mode
-from ..tucker import TuckerTensor, pad_rank, truncate, valid_rank
+from ..tucker import TuckerTensor, check_tucker_rank, pad_rank, truncate, valid_rank
 from ._common import _PROBES, IntegrationError, StepInfo, StepProbe, check_y0
-from .bug import bug, ra_bug
+from .base import RANK_OPTIONS, STEPPERS, Stepper, resolve_stepper
 
 __all__ = ["integrate", "IntegrationResult", "METHODS"]
 
-
-def _methods() -> dict[str, Callable]:
-    out: dict[str, Callable] = {"bug": bug, "ra_bug": ra_bug}
-    from .direct import direct
-    from .midpoint import midpoint_bug
-    from .parallel import parallel_bug
-    from .splitting import projector_splitting
-
-    out.update(parallel_bug=parallel_bug, projector_splitting=projector_splitting,
-               midpoint_bug=midpoint_bug, direct=direct)
-    return out
-
-
-#: Names accepted by ``integrate(method=...)``.
-METHODS = ("bug", "ra_bug", "parallel_bug", "projector_splitting", "midpoint_bug", "direct")
+#: Names accepted by ``integrate(method=...)`` (besides a
+#: :class:`~tucker_dlra.integrators.Stepper` subclass).
+METHODS = tuple(STEPPERS)
 #: Methods that truncate (accept ``rtol``, ``atol``, ``max_rank``, ``min_rank``, ``rule``).
-ADAPTIVE = ("ra_bug", "parallel_bug", "midpoint_bug")
+ADAPTIVE = tuple(name for name, cls in STEPPERS.items() if cls.adaptive)
 
 
 @dataclass
@@ -151,9 +139,7 @@ def _prepare_y0(y: TuckerTensor, rank: RankSpec, method: str, seed: int) -> Tuck
     """Bring ``y0`` to the requested rank: truncate modes above it, pad modes below it."""
     target = per_mode(rank, y.ndim, "rank", list(y.shape))
     target = [r0 if v is None else v for v, r0 in zip(target, y.rank, strict=True)]
-    if tuple(target) != valid_rank(target):
-        raise ValueError(f"rank = {tuple(target)} is not a Tucker rank: each entry must be "
-                         f"<= the product of the others (largest valid: {valid_rank(target)})")
+    check_tucker_rank(target, "rank")
     low = [min(a, b) for a, b in zip(target, y.rank, strict=True)]
     if tuple(low) != y.rank:
         y = truncate(y, rank=valid_rank(low))
@@ -212,11 +198,12 @@ def _likely_cause(method: str, substep: Any, substeps: int, h: float,
 
 
 def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
-              method: str = "ra_bug", rtol: float | None = None, atol: float | None = None,
+              method: str | type[Stepper] | Stepper = "ra_bug", rtol: float | None = None,
+              atol: float | None = None,
               substep: Any = "rk4", substeps: int = 1,
               callback: Callable[[float, TuckerTensor], Any] | None = None,
               structured: bool = False, max_rank: RankSpec = None,
-              min_rank: RankSpec = None, rule: str = "split", keep: bool = True,
+              min_rank: RankSpec = None, rule: str | None = None, keep: bool = True,
               t_eval: Sequence[float] | None = None, rank: RankSpec = None,
               tol_per_unit_time: bool = False, blowup_factor: float | None = 100.0,
               on_error: str = "raise", pad_seed: int = 0,
@@ -239,15 +226,18 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
         ``(t0, t_end)`` with ``t_end > t0``.
     h : float
         Step size, > 0.
-    method : str, default "ra_bug"
+    method : str, Stepper subclass or Stepper, default "ra_bug"
         One of :data:`METHODS`: ``"bug"`` (Ceruti & Lubich 2022), ``"ra_bug"`` (Ceruti,
         Kusch & Lubich 2022; the paper's Algorithm 1), ``"parallel_bug"`` (Ceruti, Kusch,
         Lubich & Sulz), ``"projector_splitting"`` (Lubich, Vandereycken & Walach 2018),
         ``"midpoint_bug"`` (Ceruti, Einkemmer, Kusch & Lubich 2024), ``"direct"``
-        (explicit integration of the factor equations (8)).
+        (explicit integration of the factor equations (8)); or a
+        :class:`~tucker_dlra.integrators.Stepper` (the contract every method fulfils: a
+        user's own integrator runs through this driver the same way).
     rtol, atol, max_rank, min_rank, rule
-        Rank adjustment of the rank-adaptive methods (:data:`ADAPTIVE`); see
-        :func:`ra_bug`.  Passing them to a fixed-rank method raises ``ValueError``.
+        Rank adjustment of the rank-adaptive methods (:data:`ADAPTIVE`; ``rule`` defaults
+        to ``"split"``); see :func:`ra_bug`.  Passing any of them to a fixed-rank method
+        raises ``ValueError`` naming the option and the method.
         A rank-adaptive method **without** ``rtol``/``atol`` truncates back to a fixed
         rank after every step (``rank``, else ``y0.rank``): it never changes the rank.
         That is a useful fixed-rank integrator (the augmented BUG truncated to r), but
@@ -297,7 +287,8 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
     pad_seed : int, default 0
         Seed of the orthonormal completion used by ``rank=``.
     **opts
-        Method-specific options, e.g. ``rejection``/``c_eta`` of :func:`parallel_bug`.
+        Method-specific options, e.g. ``rejection``/``c_eta`` of :func:`parallel_bug`.  An
+        option the method does not take is a ``ValueError`` naming it and the method.
 
     Returns
     -------
@@ -323,8 +314,9 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
     step per ``t_eval`` time off the grid; the blow-up test costs two norms and one inner
     product per step (no extra evaluation of F).
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    stepper = resolve_stepper(method)
+    method = stepper.name  # the name, in messages
+    adaptive = stepper.adaptive
     if isinstance(h, bool) or not isinstance(h, numbers.Real) or not math.isfinite(h) or h <= 0:
         raise ValueError(f"h must be a finite real number > 0; got {h!r}")
     t0, tend = _check_t_span(t_span)
@@ -337,20 +329,21 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
         raise ValueError(f"blowup_factor must be a real number > 1 or None; got "
                          f"{blowup_factor!r}")
     evals = _check_t_eval(t_eval, t0, tend)
-    step_fn = _methods()[method]
+    y = check_y0(y0)  # before any warning about y0
     kwargs: dict[str, Any] = dict(substep=substep, substeps=substeps, structured=structured)
     tol_given = rtol is not None or atol is not None
-    if method in ADAPTIVE:
-        kwargs.update(rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank, rule=rule)
+    if adaptive:
+        kwargs.update(rtol=rtol, atol=atol, max_rank=max_rank, min_rank=min_rank,
+                      rule="split" if rule is None else rule)
         if not tol_given and rank is None:
             warnings.warn(
                 f"integrate(method={method!r}) without rtol or atol truncates back to "
-                f"y0.rank = {getattr(y0, 'rank', None)} after every step, so the rank never "
+                f"y0.rank = {y.rank} after every step, so the rank never "
                 f"changes; pass rtol= or atol= for rank adaptivity, or rank= to state the "
                 f"fixed rank (this silences the warning)", UserWarning, stacklevel=2)
     else:
         for name, val in (("rtol", rtol), ("atol", atol), ("max_rank", max_rank),
-                          ("min_rank", min_rank)):
+                          ("min_rank", min_rank), ("rule", rule)):
             if val is not None:
                 raise ValueError(f"{name} is only accepted by the rank-adaptive methods "
                                  f"{ADAPTIVE}; method {method!r} keeps the rank fixed (use "
@@ -360,8 +353,13 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
                              f"rtol or atol; method {method!r} does not truncate")
     if tol_per_unit_time and not tol_given:
         raise ValueError("tol_per_unit_time=True needs rtol or atol (the rate per unit time)")
+    accepted = type(stepper).accepted_options()
+    for name in opts:
+        if name in RANK_OPTIONS or (accepted is not None and name not in accepted):
+            known = ", ".join(o for o in (accepted or ()) if o not in RANK_OPTIONS) or "none"
+            raise ValueError(f"option {name!r} is not used by method {method!r} (its own "
+                             f"options: {known})")
     kwargs.update(opts)
-    y = check_y0(y0)
     if rank is not None:
         y = _prepare_y0(y, rank, method, pad_seed)
     h = float(h)
@@ -396,7 +394,12 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
                                    atol=None if atol is None else atol * hk)
             del probes[:]
             y_prev = y
-            y, info = step_fn(F, tk, y, hk, step_index=k, **step_kwargs)
+            out = stepper.step(F, tk, y, hk, step_index=k, **step_kwargs)
+            if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], TuckerTensor)
+                    and isinstance(out[1], StepInfo)):
+                raise TypeError(f"{type(stepper).__name__}.step must return (TuckerTensor, "
+                                f"StepInfo); got {type(out).__name__}")
+            y, info = out
             probe = probes[0] if probes else None
             xp = y.xp
             if not bool(xp.all(xp.isfinite(y.core))) or not all(
@@ -414,7 +417,7 @@ def integrate(F: Callable, y0: TuckerTensor, t_span: Sequence[float], h: float,
                     if excess > math.log(blowup_factor):
                         full = [r >= n for r, n in zip(y.rank, y.shape, strict=True)]
                         ranks = (f"; the ranks {y.rank} have grown to the mode sizes "
-                                 f"{y.shape}" if method in ADAPTIVE and sum(full) >= 1
+                                 f"{y.shape}" if adaptive and sum(full) >= 1
                                  else "")
                         raise IntegrationError(
                             f"blow-up at step {k} (t = {tk:.10g} -> {t_new:.10g}): the norm "

@@ -1,4 +1,4 @@
-r"""Midpoint BUG, second order (Ceruti, Einkemmer, Kusch & Lubich 2024), NUMERICS.md 1.4."""
+r"""Midpoint BUG, second order (Ceruti, Einkemmer, Kusch & Lubich, BIT 64, 2024)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def midpoint_bug(F: Callable, t0: float, y0: TuckerTensor, h: float, *, substep:
     r"""One step of the second-order midpoint BUG integrator (Tucker extension).
 
     Ceruti, Einkemmer, Kusch & Lubich, "A robust second-order low-rank BUG integrator
-    based on the midpoint rule", BIT 64 (2024) 30; NUMERICS.md section 1.4 (the
+    based on the midpoint rule", BIT 64 (2024) 30 (the
     4r-augmented variant, ``MidpointBUG4r`` of the authors' code).  The Tucker form
-    applies the matrix algorithm's augmentation mode by mode (NUMERICS marks this as
-    an extrapolation [inf]):
+    applies the matrix algorithm's augmentation mode by mode (an extrapolation of
+    the matrix method; the paper analyses the matrix case only):
 
     1. Half step: the augmented BUG (:func:`ra_bug` lines 2-9 of Algorithm 1) over
        :math:`[t_0, t_0 + h/2]` *without* truncation:

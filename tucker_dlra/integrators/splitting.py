@@ -1,4 +1,4 @@
-r"""Tucker projector-splitting integrator (Lubich, Vandereycken & Walach 2018), NUMERICS 1.5."""
+r"""Tucker projector-splitting integrator (Lubich, Vandereycken & Walach, SINUM 56, 2018)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def projector_splitting(F: Callable, t0: float, y0: TuckerTensor, h: float, *,
     r"""One (Lie-Trotter) step of the Tucker projector-splitting integrator.
 
     Lubich, Vandereycken & Walach, "Time integration of rank-constrained Tucker tensors",
-    SINUM 56 (2018) 1273-1290 (matrix case: Lubich & Oseledets 2014); NUMERICS.md
-    section 1.5.  For :math:`i = 1, \dots, d` in sequence, with the bases
+    SINUM 56 (2018) 1273-1290 (matrix case: Lubich & Oseledets, BIT 54, 2014).  For :math:`i = 1,
+    \dots, d` in sequence, with the bases
     :math:`U_1^1, \dots, U_{i-1}^1, U_i^0, \dots, U_d^0` and the current core
     :math:`C^{(i-1)}` (:math:`C^{(0)} = C^0`):
 

@@ -4,7 +4,7 @@ Four datasets, all held in memory as ``uint8`` images and normalised batch by ba
 
 ``mnist-subset`` (the default)
     10,000 training and 2,000 test images of MNIST shipped inside the package
-    (``tucker_dlra/nn/data/mnist_subset.npz``, about 2 MB): the first 1,000 training and 200 test
+    (``tucker_dlra/app/data/mnist_subset.npz``, about 2 MB): the first 1,000 training and 200 test
     images of each digit of the original IDX files (MD5-checked), rebuilt by
     ``validation/make_mnist_subset.py``.  MNIST is by Yann LeCun, Corinna Cortes and Christopher
     J.C. Burges and is licensed CC BY-SA 3.0.
@@ -401,7 +401,7 @@ def _progress_bar(total: int, name: str):
 
 
 def _embedded_subset() -> tuple[np.ndarray, ...]:
-    ref = resources.files("tucker_dlra.nn").joinpath("data/mnist_subset.npz")
+    ref = resources.files("tucker_dlra.app").joinpath("data/mnist_subset.npz")
     with resources.as_file(ref) as path, np.load(path) as z:
         return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
 

@@ -1,7 +1,7 @@
 """Training loop of the ``tucker-dlra`` application (paper Section 4 and Appendix A).
 
-One function, :func:`train`, trains a model of :mod:`tucker_dlra.nn.models` on a dataset of
-:mod:`tucker_dlra.nn.datasets` with one of the methods of the paper's Section 4:
+One function, :func:`train`, trains a model of :mod:`tucker_dlra.app.models` on a dataset of
+:mod:`tucker_dlra.app.datasets` with one of the methods of the paper's Section 4:
 
 ``baseline``
     the dense network, SGD with momentum;
@@ -35,7 +35,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +45,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tucker_dlra.nn import distributed
+
+from tucker_dlra._io import atomic_write_bytes, atomic_write_text
 
 from .datasets import DATASETS, ArrayDataset, load_dataset
 from .models import MODELS, build_model
@@ -184,39 +186,6 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file in the same folder, fsync, rename.
-
-    The file gets the mode an ordinary ``open(path, "w")`` would give (``0o666`` less the
-    umask), not the ``0o600`` of the temporary file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            if hasattr(os, "fchmod"):  # POSIX: mkstemp created it 0o600
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically (a crash never leaves a torn checkpoint).
 
@@ -330,7 +299,7 @@ def build_training_model(cfg: TrainConfig, shape: tuple[int, int, int],
     model = build_model(cfg.model, shape[0], num_classes, shape[1:])
     if cfg.method == "baseline":
         return model
-    from .convert import tuckerize
+    from tucker_dlra.nn.convert import tuckerize
 
     kind = "tdlrt" if cfg.method.startswith("tdlrt") else cfg.method
     include = None if cfg.compress == "all" else _conv_types()
@@ -364,7 +333,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """``TDLRT`` (Algorithm 1) for the ``tdlrt*`` methods, ``torch.optim.SGD`` otherwise."""
     groups = _param_groups(model, cfg)
     if cfg.method.startswith("tdlrt"):
-        from .optim import TDLRT
+        from tucker_dlra.nn.optim import TDLRT
 
         integrator = "parallel" if cfg.method == "tdlrt-parallel" else "bug"
         return TDLRT(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -452,7 +421,7 @@ def compression(model: nn.Module, shape: tuple[int, int, int]) -> dict[str, Any]
     the convolutions as in the paper's tables, the ``*_all`` ones over all layers; ``report`` is
     the printed table).
     """
-    from .report import compression_report
+    from tucker_dlra.nn.report import compression_report
 
     rep = compression_report(model, input_shape=shape)
     return {
@@ -471,7 +440,7 @@ def _rank_entry(model: nn.Module, step: int, cfg: TrainConfig,
     entry: dict[str, Any] = {"step": step, "ranks": current_ranks(model) if ranks is None
                              else ranks}
     if cfg.method != "baseline":
-        from .report import compression_report
+        from tucker_dlra.nn.report import compression_report
 
         rep = compression_report(model)
         entry.update(eval_compression=float(rep.eval_compression_conv),
@@ -641,11 +610,18 @@ def train(cfg: TrainConfig, resume: bool = False,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    launch = distributed.launch_from_env(device)  # torchrun: data parallel, rank 0 writes
+    main = launch is None or launch.main
+    if launch is not None:
+        device = launch.device
+        if not main:
+            log = lambda s: None  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
-    (out / ".write-test").write_text("ok")
-    (out / ".write-test").unlink()
-    for p in clean_stale_temporaries(out):
-        log(f"removed {p} (left by an interrupted write)")
+    if main:
+        (out / ".write-test").write_text("ok")
+        (out / ".write-test").unlink()
+        for p in clean_stale_temporaries(out):
+            log(f"removed {p} (left by an interrupted write)")
 
     train_full, test = load_dataset(cfg.dataset, cfg.data_dir, cfg.download,
                                     mirrors=[cfg.mirror] if cfg.mirror else None,
@@ -677,6 +653,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     model.to(device)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
+    step_model = model if launch is None else nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     if state is not None:
         try:
             opt.load_state_dict(state["optimizer"])
@@ -698,12 +676,16 @@ def train(cfg: TrainConfig, resume: bool = False,
 
     steps_per_epoch = train_set.num_batches(cfg.batch_size)
     log_every = max(1, steps_per_epoch // 20)
-    show_bar = (not cfg.quiet) and (cfg.progress if cfg.progress is not None
-                                    else sys.stderr.isatty())
+    show_bar = main and (not cfg.quiet) and (cfg.progress if cfg.progress is not None
+                                             else sys.stderr.isatty())
     log(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
         f"{len(val_set) if val_set else 0} val / {len(test)} test images) with {cfg.method}"
         + (f" (tau={cfg.tau:g}, {cfg.rule} rule)" if cfg.method.startswith("tdlrt") else "")
-        + f" on {device}; output in {out}")
+        + f" on {device}; output in {out}"
+        + (f"; data parallel on {launch.world} workers: per-worker batch "
+           + (f"{cfg.batch_size // launch.world}" if cfg.batch_size % launch.world == 0 else
+              f"{cfg.batch_size // launch.world}-{cfg.batch_size // launch.world + 1}")
+           + f", global batch {cfg.batch_size}" if launch is not None else ""))
     done = cfg.max_steps is not None and step >= cfg.max_steps
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -718,9 +700,13 @@ def train(cfg: TrainConfig, resume: bool = False,
                    disable=not show_bar, leave=True, dynamic_ncols=True, file=sys.stderr)
         for x, y in train_set.batches(cfg.batch_size, shuffle=True,
                                       generator=_epoch_generator(cfg.seed, epoch), device=device):
-            out_logits = model(x)
+            if launch is not None:  # this worker's share; DDP averages the gradients
+                x, y, factor = distributed.local_part(x, y, launch)
+            out_logits = step_model(x)
             loss = F.cross_entropy(out_logits, y)
-            if not torch.isfinite(loss):
+            if launch is not None:
+                loss = F.cross_entropy(out_logits, y, reduction="sum") * factor
+            if not distributed.all_true(bool(torch.isfinite(loss)), launch, device):
                 bar.close()
                 raise TrainingError(f"the loss became {loss.item()} at step {step + 1} (epoch "
                                     f"{epoch + 1}); lower --lr")
@@ -733,7 +719,7 @@ def train(cfg: TrainConfig, resume: bool = False,
                 raise TrainingError(f"step {step + 1} (epoch {epoch + 1}): {exc}; lower --lr; "
                                     "the last checkpoint is intact") from None
             step += 1
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += float(loss.detach()) * (len(y) if launch is None else 1 / factor)
             correct += int((out_logits.argmax(1) == y).sum())
             seen += len(y)
             ranks = current_ranks(model)
@@ -746,6 +732,7 @@ def train(cfg: TrainConfig, resume: bool = False,
                 done = True
                 break
         bar.close()
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], launch, device)
         ranks = current_ranks(model)
         if record["ranks"][-1]["step"] != step:
             record["ranks"].append(_rank_entry(model, step, cfg, ranks))
@@ -779,6 +766,8 @@ def train(cfg: TrainConfig, resume: bool = False,
             + (f"  {_ranks_text(ranks)}" if ranks and len(ranks) <= 3 else "")
             + f"  (cumulative {elapsed:.1f} s)")
         record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
+        if not main:
+            continue
         _write_metrics(out, record)
         save_checkpoint(out / CHECKPOINT, {
             "version": CHECKPOINT_VERSION, "format": "train", "config": dataclasses.asdict(cfg),
@@ -791,6 +780,9 @@ def train(cfg: TrainConfig, resume: bool = False,
     if record["epochs"] and not record["summary"]:  # resumed a run that had already finished
         comp = compression(model, shape) if cfg.method != "baseline" else None
         record["summary"] = _summary(cfg, record, model, comp, elapsed, step, len(train_set))
+    distributed.finish(launch)
+    if not main:
+        return record
     if cfg.plots and record["epochs"]:
         from .plots import plot_run
 

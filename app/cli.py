@@ -258,12 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check the integrators against the paper's theorems on "
                        "synthetic problems, with plots")
-    v.add_argument("--out", type=Path, default=Path("runs/verify"),
-                   help="output folder of the plots")
-    v.add_argument("--quick", action="store_true", help="fewer step sizes (a few seconds)")
-    v.add_argument("--seed", type=_int, default=0, help="seed of the random test problems")
-    v.add_argument("--no-plots", action="store_true", help="do not write PNG figures")
-    v.add_argument("--json", action="store_true", help="print the results as JSON")
+    from tucker_dlra.verify import add_arguments as verify_arguments
+
+    verify_arguments(v)
     v.set_defaults(func=cmd_verify)
     return p
 
@@ -315,7 +312,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_resume_flags(args, out)
     _check_out(out)
     record = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(format_summary(record), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(format_summary(record), flush=True)
     return 0
 
 
@@ -364,7 +362,7 @@ def _load_model(path: Path):
 
 class _ExportedModel:
     """An exported model (ONNX session or torch.export program) behind the interface of
-    :func:`tucker_dlra.nn.train.evaluate`: ``model(x)``, ``training``, ``train()``, ``eval()``,
+    :func:`tucker_dlra.app.train.evaluate`: ``model(x)``, ``training``, ``train()``, ``eval()``,
     ``to()``; it always runs in inference mode."""
 
     training = False
@@ -458,7 +456,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import compression_report
+    from tucker_dlra.nn.report import compression_report
+
     from .train import CheckpointError, TrainConfig, build_optimizer
 
     state, model = _load_model(args.checkpoint)
@@ -503,8 +502,8 @@ def _refuse_checkpoint_output(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
+    from tucker_dlra.nn.convert import to_dense
 
-    from .convert import to_dense
     from .train import atomic_write_bytes, atomic_write_text, metadata_path
 
     _refuse_checkpoint_output(args)
@@ -584,12 +583,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import format_results, run_checks
+    from tucker_dlra.verify import run_command
 
     _check_out(args.out)
-    results = run_checks(args.out, quick=args.quick, seed=args.seed, plots=not args.no_plots)
-    print(json.dumps(results, indent=1, default=str) if args.json else format_results(results))
-    return 0 if all(r["passed"] for r in results["checks"]) else 1
+    return run_command(args)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,6 +1,6 @@
 """PNG figures of a training run (matplotlib, Agg backend; no display needed).
 
-Every function takes the run record that :func:`tucker_dlra.nn.train.train` returns and writes
+Every function takes the run record that :func:`tucker_dlra.app.train.train` returns and writes
 to ``metrics.json``, so the figures of a finished run can be redrawn with
 ``tucker-dlra plot RUN_DIR``.
 """
