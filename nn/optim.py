@@ -16,6 +16,7 @@ so ``state_dict``/``load_state_dict`` work unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -37,6 +38,7 @@ from tucker_dlra.bug_step import (
     k_starts,
     k_transport_many,
     read_back,
+    sync_free_eigh,
 )
 from tucker_dlra.tucker import max_tucker_rank
 
@@ -802,13 +804,19 @@ class TDLRT(Optimizer):
         options traces :meth:`_phase_a` into an FX graph of ATen operations
         (``make_fx``); later steps with the same key replay that graph -- no Python, no
         re-dispatch of the core's small-tensor code.  A rank change gives a new key: the
-        step runs the trace again (eager) and caches it (at most 8 entries).
+        step runs the trace again (eager) and caches it (at most 8 entries).  On CUDA
+        (:meth:`_sync_free_eigh`) the truncation's eigendecompositions are traced as
+        :func:`tucker_dlra.bug_step.jacobi_eigh` (array operations only), so the replayed
+        graph has no host synchronisation (``linalg.eigh`` checks its error code on the
+        host); the step's one read-back follows it.
         """
         from torch.fx.experimental.proxy_tensor import make_fx
 
         leaves: list[torch.Tensor] = []
         spec = _flatten(inputs, leaves)
-        key = (repr(spec), tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
+        jacobi = self._sync_free_eigh(leaves)
+        key = (jacobi, repr(spec),
+               tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
                repr((cfg["variants"], cfg["truncs"]))
                + repr([_group_key(g) for g in cfg["cgroups"] + cfg["pgroups"]
                        + [g for gs in cfg["fgroups"] for g in gs]]))
@@ -823,7 +831,8 @@ class TDLRT(Optimizer):
                 holder["spec"] = _flatten(out, outs)
                 return outs
 
-            gm = make_fx(fn)(*leaves)
+            with sync_free_eigh() if jacobi else contextlib.nullcontext():
+                gm = make_fx(fn)(*leaves)
             entry = {"gm": gm, "spec": holder["spec"]}
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
@@ -833,6 +842,12 @@ class TDLRT(Optimizer):
             self.capture_stats["replays"] += 1
         outs = entry["gm"](*leaves)
         return _unflatten(entry["spec"], list(outs))
+
+    @staticmethod
+    def _sync_free_eigh(leaves: list[torch.Tensor]) -> bool:
+        """Whether the captured step uses the sync-free Jacobi eigh: all its tensors on CUDA
+        (on the CPU LAPACK's eigh needs no device synchronisation)."""
+        return bool(leaves) and all(t.is_cuda for t in leaves)
 
     def _second_pass(self, closure: Callable[[], Any], layers2: list[_TuckerLayer],
                      cores0: list, bases: list, layers: list[_TuckerLayer],
