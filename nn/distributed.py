@@ -169,6 +169,9 @@ def _exclude_from_ddp(ddp: Any) -> None:
         if is_tucker_layer(m):
             pre = f"{mname}." if mname else ""
             _st(m)["name"] = mname  # a worker-independent order for the flat buffers
+            # DDP's construction broadcast rank 0's values into the parameters (raw writes
+            # that may bypass the version counters): drop caches keyed on the old values
+            m.clear_kernel_cache()
             names += [pre + "core"] + [f"{pre}factors.{i}" for i in range(len(m.factors))]
     ddp._tucker_dlra_excluded = True
     names = sorted(set(names))

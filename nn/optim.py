@@ -16,6 +16,7 @@ so ``state_dict``/``load_state_dict`` work unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -33,15 +34,16 @@ from tucker_dlra.bug_step import (
     Truncation,
     bug_step_begin,
     bug_step_end,
-    core_transport,
+    core_transport_many,
     k_starts,
-    k_transport,
+    k_transport_many,
     read_back,
+    sync_free_eigh,
 )
 from tucker_dlra.tucker import max_tucker_rank
 
 from . import distributed
-from .layers import _TuckerLayer, layer_of
+from .layers import _STEP_GENERATION, _TuckerLayer, layer_of
 
 __all__ = ["TDLRT"]
 
@@ -272,6 +274,19 @@ class TDLRT(Optimizer):
     gradients flow through the step harmlessly (QR propagates NaN; the Gram matrices are
     cleaned before ``eigh``) and are reported by that one read-back.
 
+    **K-start cache.**  The QRs of the core unfoldings at the committed point (Algorithm 1,
+    line 2), computed anyway for the momentum transport, are kept and reused by the next
+    step's K-phase when the layer's values are provably unchanged: the key holds each core
+    and factor's identity, storage, version counter (every in-place write outside
+    ``.data``), shape, dtype and device, the layer's value generation (bumped by
+    ``clear_kernel_cache``, which ``set_tucker``, ``load_state_dict``,
+    ``reset_parameters``, ``.to()`` and the first DDP forward call) and the global
+    ``torch.optim`` step counter (a step of any other optimizer in between invalidates it);
+    :meth:`load_state_dict` drops the cache.  **One unsupported case**, shared with the
+    layers' kernel cache: a write into a core or factor through ``p.data`` (which bypasses
+    the version counter) must be followed by ``layer.clear_kernel_cache()``, else the next
+    forward and step use the old values.
+
     **Optimizer state and vector transport.**  For factor :math:`U_i` the state holds
     the moments of the K-gradient, an :math:`n_i\times r_i` matrix :math:`M` in the
     coordinates :math:`K_i` of :math:`W = G_i \times_i K_i \times_{j\ne i} U_j`; for the
@@ -495,6 +510,44 @@ class TDLRT(Optimizer):
                     f"parameter has {tuple(p.shape)}: load the model's state_dict before the "
                     "optimizer's (Tucker layers resize on load)")
 
+    # ------------------------------------------------------------------ K-start cache
+    @staticmethod
+    def _signature(layer: _TuckerLayer) -> tuple:
+        """Identity of a layer's current values: its value generation (bumped by
+        ``clear_kernel_cache``, which ``set_tucker``, ``load_state_dict``,
+        ``reset_parameters`` and ``.to()`` call) and the identity, storage, version counter,
+        shape, dtype and device of the core and every factor (in-place writes outside
+        ``.data`` bump the version; the cache entry holds the storages, so an address cannot
+        be reused while it lives)."""
+        return (layer.__dict__.get("_value_generation", 0),) + tuple(
+            (id(p), p.untyped_storage().data_ptr(), p.storage_offset(), p._version,
+             tuple(p.shape), p.dtype, p.device) for p in (layer.core, *layer.factors))
+
+    def _remember_start(self, layer: _TuckerLayer, start: Any) -> None:
+        """Keep the K-start computed at the committed point (for the momentum transport)
+        for the next step's K-phase, keyed by the parameters' signature and the optimizer
+        step generation this step ends (:data:`tucker_dlra.nn.layers._STEP_GENERATION`, which
+        every ``torch.optim`` step bumps: a step of any other optimizer in between, whatever
+        way it writes, invalidates the entry)."""
+        cache = self.__dict__.setdefault("_start_cache", {})
+        if start is None:
+            cache.pop(id(layer.core), None)
+        else:
+            cache[id(layer.core)] = ((_STEP_GENERATION[0] + 1,) + self._signature(layer), start,
+                                     tuple(p.detach() for p in (layer.core, *layer.factors)))
+
+    def _cached_start(self, layer: _TuckerLayer) -> Any:
+        """The cached K-start of ``layer`` if its parameters are unchanged since, else None."""
+        hit = self.__dict__.get("_start_cache", {}).get(id(layer.core))
+        if hit is None or hit[0] != (_STEP_GENERATION[0],) + self._signature(layer):
+            return None
+        return hit[1]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """:meth:`torch.optim.Optimizer.load_state_dict`; also drops the K-start cache."""
+        self.__dict__.pop("_start_cache", None)
+        super().load_state_dict(state_dict)
+
     # ------------------------------------------------------------------ transports
     @staticmethod
     def _transport_k(state: dict, b: torch.Tensor) -> dict:
@@ -509,16 +562,19 @@ class TDLRT(Optimizer):
         return out
 
     @staticmethod
-    def _transport_core(state: dict, a: list[torch.Tensor]) -> dict:
-        """Core state into new coordinates (:func:`tucker_dlra.bug_step.core_transport`)."""
-        out = dict(state)
-        for k in _MOMENT_KEYS:
-            if k in out:
-                out[k] = core_transport(out[k], a)
-        for k in _SQ_KEYS:
-            if k in out:
-                out[k] = core_transport(out[k], a, square=True)
-        return out
+    def _transport_cores(states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
+        """Core states into new coordinates, all layers batched
+        (:func:`tucker_dlra.bug_step.core_transport_many`)."""
+        outs = [dict(s) for s in states]
+        for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
+            for k in keys:
+                have = [t for t, s in enumerate(outs) if k in s]
+                if have:
+                    moved = core_transport_many([outs[t][k] for t in have],
+                                                [a[t] for t in have], square=square)
+                    for t, m in zip(have, moved, strict=True):
+                        outs[t][k] = m
+        return outs
 
     # ------------------------------------------------------------------ Algorithm 1
     @staticmethod
@@ -595,7 +651,8 @@ class TDLRT(Optimizer):
                   "kst": [[self.state[p] for p in fs] for fs in fac_p],
                   "cst": [self.state[p] for p in core_p],
                   "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
-                  "pst": [self.state[p] for p, _ in plain]}
+                  "pst": [self.state[p] for p, _ in plain],
+                  "starts": [self._cached_start(layer) for layer in active]}
         cfg = {"variants": [self._variant(g) for g in cgroups],
                "truncs": [self._truncation(layer, g)
                           for layer, g in zip(active, cgroups, strict=True)],
@@ -629,20 +686,23 @@ class TDLRT(Optimizer):
         news = k_starts([parts[t].y1 for t in need_k]) if need_k else []
         kstates = kept["kstates"]
         cstates = list(kept["cstates"])
-        for t, pt in enumerate(parts):
-            new_f = pt.y1.factors
-            if t in need_k:
-                a = [un.T @ uo for un, uo in zip(new_f, ys[t].factors, strict=True)]
-                ns = news[need_k.index(t)]
-                for i in range(ys[t].ndim):
-                    b = k_transport(pt.start.gs[i], ns.gs[i], a, i)
-                    kstates[t][i] = self._transport_k(kstates[t][i], b)
-            if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS):
-                cstates[t] = self._transport_core(
-                    cstates[t], [un.T @ b for un, b in zip(new_f, kept["bases"][t],
-                                                           strict=True)])
+        bs = k_transport_many(
+            [parts[t].start.gs for t in need_k], [ns.gs for ns in news],
+            [[un.T @ uo for un, uo in zip(parts[t].y1.factors, ys[t].factors, strict=True)]
+             for t in need_k])
+        for t, b in zip(need_k, bs, strict=True):
+            for i in range(ys[t].ndim):
+                kstates[t][i] = self._transport_k(kstates[t][i], b[i])
+        need_c = [t for t in range(len(parts))
+                  if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS)]
+        for t, st in zip(need_c, self._transport_cores(
+                [cstates[t] for t in need_c],
+                [[un.T @ b for un, b in zip(parts[t].y1.factors, kept["bases"][t], strict=True)]
+                 for t in need_c]), strict=True):
+            cstates[t] = st
         return {"parts": parts, "kstates": kstates, "cstates": cstates,
-                "plain": (plain_new, plain_st)}
+                "plain": (plain_new, plain_st),
+                "starts": dict(zip(need_k, news, strict=True))}
 
     def _phase_a(self, inputs: dict, cfg: dict, closure: Callable[[], Any] | None = None,
                  active: list | None = None, layers: list | None = None,
@@ -679,13 +739,15 @@ class TDLRT(Optimizer):
                                        layers, index)
                 for t, g in zip(two, g2, strict=True):
                     gz[t] = g
-            cstates = []
-            for t, y in enumerate(ys):
-                st = inputs["cst"][t]
-                if bases[t] is not y.factors and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS):
-                    st = self._transport_core(st, [b.T @ u for b, u in
-                                                   zip(bases[t], y.factors, strict=True)])
-                cstates.append(st)
+            cstates = list(inputs["cst"])
+            move = [t for t, (y, st) in enumerate(zip(ys, cstates, strict=True))
+                    if bases[t] is not y.factors
+                    and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS)]
+            for t, st in zip(move, self._transport_cores(
+                    [cstates[t] for t in move],
+                    [[b.T @ u for b, u in zip(bases[t], ys[t].factors, strict=True)]
+                     for t in move]), strict=True):
+                cstates[t] = st
             # line 9: G in the new bases, scaled like the .grad it came with (clipping);
             # the parallel BUG's C-gradient is the backward's core gradient (old bases)
             cgrads = [inputs["cg0"][t] if v == "parallel" else
@@ -718,7 +780,8 @@ class TDLRT(Optimizer):
             return [torch.cat([torch.stack([one if u is None else u, one if g is None else g]),
                                *[f.to(one.device) for f in inputs["rflags"]]])]
 
-        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra)
+        plan = bug_step_begin(ys, k_solve, c_solve, variants, cfg["truncs"], extra,
+                              starts=inputs.get("starts"))
         return {"plan": plan, "kept": kept, "plain": (plain_new, plain_st)}
 
     # ------------------------------------------------------------------ capture
@@ -741,13 +804,19 @@ class TDLRT(Optimizer):
         options traces :meth:`_phase_a` into an FX graph of ATen operations
         (``make_fx``); later steps with the same key replay that graph -- no Python, no
         re-dispatch of the core's small-tensor code.  A rank change gives a new key: the
-        step runs the trace again (eager) and caches it (at most 8 entries).
+        step runs the trace again (eager) and caches it (at most 8 entries).  On CUDA
+        (:meth:`_sync_free_eigh`) the truncation's eigendecompositions are traced as
+        :func:`tucker_dlra.bug_step.jacobi_eigh` (array operations only), so the replayed
+        graph has no host synchronisation (``linalg.eigh`` checks its error code on the
+        host); the step's one read-back follows it.
         """
         from torch.fx.experimental.proxy_tensor import make_fx
 
         leaves: list[torch.Tensor] = []
         spec = _flatten(inputs, leaves)
-        key = (repr(spec), tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
+        jacobi = self._sync_free_eigh(leaves)
+        key = (jacobi, repr(spec),
+               tuple((tuple(t.shape), t.dtype, str(t.device)) for t in leaves),
                repr((cfg["variants"], cfg["truncs"]))
                + repr([_group_key(g) for g in cfg["cgroups"] + cfg["pgroups"]
                        + [g for gs in cfg["fgroups"] for g in gs]]))
@@ -762,7 +831,8 @@ class TDLRT(Optimizer):
                 holder["spec"] = _flatten(out, outs)
                 return outs
 
-            gm = make_fx(fn)(*leaves)
+            with sync_free_eigh() if jacobi else contextlib.nullcontext():
+                gm = make_fx(fn)(*leaves)
             entry = {"gm": gm, "spec": holder["spec"]}
             if len(cache) >= 8:
                 cache.pop(next(iter(cache)))
@@ -772,6 +842,12 @@ class TDLRT(Optimizer):
             self.capture_stats["replays"] += 1
         outs = entry["gm"](*leaves)
         return _unflatten(entry["spec"], list(outs))
+
+    @staticmethod
+    def _sync_free_eigh(leaves: list[torch.Tensor]) -> bool:
+        """Whether the captured step uses the sync-free Jacobi eigh: all its tensors on CUDA
+        (on the CPU LAPACK's eigh needs no device synchronisation)."""
+        return bool(leaves) and all(t.is_cuda for t in leaves)
 
     def _second_pass(self, closure: Callable[[], Any], layers2: list[_TuckerLayer],
                      cores0: list, bases: list, layers: list[_TuckerLayer],
@@ -902,6 +978,7 @@ class TDLRT(Optimizer):
         info_all = {}
         for k, (layer, pt) in enumerate(zip(active, res["parts"], strict=True)):
             layer.set_tucker(pt.y1)
+            self._remember_start(layer, res["starts"].get(k))
             for p, st in zip(layer.factors, res["kstates"][k], strict=True):
                 self.state[p] = st
             self.state[layer.core] = res["cstates"][k]

@@ -82,3 +82,131 @@ def test_k_starts_and_augment_equal_the_single_mode_functions():
             np.testing.assert_allclose(q[:, :u.shape[1]] @ r, u, atol=1e-13)  # U = Q R11
             # K lies in the span of the augmented basis
             np.testing.assert_allclose(q @ (q.T @ k), k, atol=1e-12)
+
+
+def _rand(rng, shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("stack_min", [1, 3])
+def test_mode_products_many_equal_per_tensor_products(stack_min, monkeypatch):
+    """Zero-padded stacked products = multi_mode_product tensor by tensor (mixed shapes,
+    orders, dtypes, skipped modes, transposes and zero-padded outputs)."""
+    import tucker_dlra.bug_step as bs
+    from tucker_dlra.tensor import multi_mode_product
+
+    monkeypatch.setattr(bs, "_STACK_MIN", stack_min)
+    rng = np.random.default_rng(0)
+    xs = [_rand(rng, (4, 5, 3)), _rand(rng, (2, 6, 3)), _rand(rng, (3, 3, 2)),
+          _rand(rng, (5, 2)), _rand(rng, (3, 4, 2), np.float32), _rand(rng, (2, 2, 2))]
+    pats = [(6, None, 2), (3, None, 4), (1, None, 2), (2, 3), (3, 5, 1), (2, 2, 2)]
+    for transpose in (False, True):
+        mats = [[None if m is None else (_rand(rng, (x.shape[i], m), x.dtype) if transpose
+                                         else _rand(rng, (m, x.shape[i]), x.dtype))
+                 for i, m in enumerate(p)] for x, p in zip(xs, pats, strict=True)]
+        ref = [multi_mode_product(x, m, transpose=transpose) for x, m in zip(xs, mats,
+                                                                             strict=True)]
+        got = bs.mode_products_many(xs, mats, transpose=transpose)
+        for g, r in zip(got, ref, strict=True):
+            assert g.shape == r.shape and g.dtype == r.dtype
+            np.testing.assert_allclose(g, r, rtol=1e-5 if r.dtype == np.float32 else 1e-12,
+                                       atol=1e-5 if r.dtype == np.float32 else 1e-12)
+        outs = [tuple(s + k for k, s in enumerate(r.shape)) for r in ref]
+        padded = bs.mode_products_many(xs, mats, transpose=transpose, out_shapes=outs)
+        for g, r in zip(padded, ref, strict=True):
+            block = g[tuple(slice(0, s) for s in r.shape)]
+            np.testing.assert_allclose(block, r, rtol=1e-5, atol=1e-5)
+            assert float(np.abs(g).sum()) == pytest.approx(float(np.abs(block).sum()))
+
+
+@pytest.mark.parametrize("stack_min", [1, 3])
+def test_k_transport_many_equals_k_transport(stack_min, monkeypatch):
+    """Batched transport matrices B_{t,i} = k_transport per tensor and mode, for tensors of
+    different shapes and ranks (old and new ranks differ)."""
+    import tucker_dlra.bug_step as bs
+
+    monkeypatch.setattr(bs, "_STACK_MIN", stack_min)
+    rng = np.random.default_rng(1)
+    olds = [(3, 2, 3), (4, 3, 2), (2, 2, 3)]
+    news = [(2, 2, 3), (4, 4, 2), (3, 2, 2)]
+    g_o, g_n, a = [], [], []
+    for ro, rn in zip(olds, news, strict=True):
+        co, cn = _rand(rng, ro), _rand(rng, rn)
+        g_o.append([k_core(co, i)[0] for i in range(3)])
+        g_n.append([k_core(cn, i)[0] for i in range(3)])
+        a.append([_rand(rng, (rn[j], ro[j])) for j in range(3)])
+    got = bs.k_transport_many(g_o, g_n, a)
+    for t in range(3):
+        for i in range(3):
+            ref = bs.k_transport(g_o[t][i], g_n[t][i], a[t], i)
+            assert got[t][i].shape == ref.shape == (olds[t][i], news[t][i])
+            np.testing.assert_allclose(got[t][i], ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
+def test_jacobi_eigh_matches_lapack(n):
+    """The sync-free Jacobi eigensolver = linalg.eigh on small symmetric matrices (PSD
+    Gram matrices, indefinite, and with repeated eigenvalues); no host sync."""
+    torch = pytest.importorskip("torch")
+    from tucker_dlra.nn._profiling import OpCounter
+
+    from tucker_dlra.bug_step import jacobi_eigh
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(3, n, n + 1, generator=g, dtype=torch.float64)
+    sym = torch.randn(2, n, n, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    rep = q @ torch.diag(torch.tensor([1.0] * (n // 2) + [3.0] * (n - n // 2),
+                                      dtype=torch.float64)) @ q.T
+    a = torch.cat([x @ x.mT, sym + sym.mT, rep[None]])
+    with OpCounter() as c:
+        w, v = jacobi_eigh(a)
+    assert c.syncs == 0
+    wr, _ = torch.linalg.eigh(a)
+    scale = a.abs().amax(dim=(1, 2))[:, None]
+    assert torch.all((w - wr).abs() <= 1e-12 * scale)
+    eye = torch.eye(n, dtype=a.dtype)
+    torch.testing.assert_close(v.mT @ v, eye.expand_as(a), rtol=0, atol=1e-12)
+    tol = 1e-13 * n * float(a.abs().max())
+    torch.testing.assert_close(v @ torch.diag_embed(w) @ v.mT, a, rtol=0, atol=tol)
+
+
+def test_truncate_many_with_sync_free_eigh_equals_default():
+    """truncate_many with the Jacobi eigensolver gives the ranks and tensors of the
+    default (LAPACK) route."""
+    torch = pytest.importorskip("torch")
+    from tucker_dlra.bug_step import sync_free_eigh
+
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for shape in [(4, 3, 3), (6, 5, 2), (3, 3)]:
+        core = torch.randn(*shape, generator=g, dtype=torch.float64)
+        core = core * torch.logspace(0, -6, shape[0], dtype=torch.float64).reshape(
+            -1, *([1] * (len(shape) - 1)))
+        fs = [torch.linalg.qr(torch.randn(n + 2, n, generator=g, dtype=torch.float64))[0]
+              for n in shape]
+        items.append((core, fs, Truncation(rtol=1e-3)))
+    ref, _ = truncate_many(items)
+    with sync_free_eigh():
+        got, _ = truncate_many(items)
+    for (y, info), (y_r, info_r) in zip(got, ref, strict=True):
+        assert info.rank == info_r.rank
+        torch.testing.assert_close(y.full(), y_r.full(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_jacobi_eigh_does_not_synchronise_on_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from tucker_dlra.bug_step import jacobi_eigh
+
+    x = torch.randn(4, 8, 9, device="cuda", dtype=torch.float64)
+    a = x @ x.mT
+    jacobi_eigh(a)  # warm-up (allocations, constants)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        w, _ = jacobi_eigh(a)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(w.cpu(), torch.linalg.eigh(a.cpu())[0], rtol=0, atol=1e-10)

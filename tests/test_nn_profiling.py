@@ -58,11 +58,13 @@ def test_bench_step_ops_runs(tmp_path):
     data = json.loads(out.read_text())
     assert data["results"] == rows
     by = {r["variant"]: r for r in rows}
-    assert set(by) == {"dense-sgd", "tdlrt-bug"}
+    assert set(by) == {"dense-sgd", "tdlrt-bug", "tdlrt-adam", "tdlrt-par"}
     assert by["dense-sgd"]["syncs"] == 0
-    assert by["tdlrt-bug"]["tucker_layers"] == 2
-    assert by["tdlrt-bug"]["conv_eval_compression"] >= 90.0
-    assert by["tdlrt-bug"]["ops"] > by["dense-sgd"]["ops"]
+    for v in ("tdlrt-bug", "tdlrt-adam", "tdlrt-par"):
+        assert by[v]["tucker_layers"] == 2
+        assert by[v]["conv_eval_compression"] >= 90.0
+        assert by[v]["ops"] > by["dense-sgd"]["ops"]
+        assert by[v]["syncs"] <= 1
 
 
 # ------------------------------------------------------------------ validation/gpu_check.py

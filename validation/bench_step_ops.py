@@ -4,8 +4,9 @@
 For LeNet5 (1x28x28) and the CIFAR-10 VGG16 (3x32x32, 13 convolutions), with every
 convolution in Tucker form at >= 90 % eval compression (channel ranks
 :math:`\\lceil\\kappa n\\rceil`, full spatial ranks, ``bench_nn_step.compress``), one
-``TDLRT.step()`` (momentum 0.9, ``integrator="bug"``, after one forward/backward at batch
-``--batch``) is run under :class:`tucker_dlra.nn._profiling.OpCounter`; for reference, so is
+``TDLRT.step()`` (momentum 0.9, ``integrator="bug"``; also with ``descent="adam"`` and
+with ``integrator="parallel"``; after one forward/backward at batch ``--batch``) is run
+under :class:`tucker_dlra.nn._profiling.OpCounter`; for reference, so is
 one ``torch.optim.SGD`` step (momentum 0.9, default implementation) of the dense model.
 Counted: ATen operations dispatched (about one kernel launch each on a GPU) and host
 synchronisations (``aten._local_scalar_dense`` = ``.item()``/``bool()``/``float()``, plus
@@ -134,8 +135,11 @@ def run(models: list[str], batch: int, steps: int, target: float, tau: float) ->
         variants = {
             "dense-sgd": (dense, torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9)),
         }
-        m = copy.deepcopy(tucker)
-        variants["tdlrt-bug"] = (m, TDLRT(m.parameters(), lr=0.01, momentum=0.9, tau=tau))
+        for variant, kw in (("tdlrt-bug", dict(momentum=0.9)),
+                            ("tdlrt-adam", dict(descent="adam")),
+                            ("tdlrt-par", dict(momentum=0.9, integrator="parallel"))):
+            m = copy.deepcopy(tucker)
+            variants[variant] = (m, TDLRT(m.parameters(), lr=0.01, tau=tau, **kw))
         for variant, (model, opt) in variants.items():
             c = count(model, opt, x, y, steps)
             rows.append({"model": name, "variant": variant, "tucker_layers": n_tucker,

@@ -183,8 +183,15 @@ class _TuckerLayer(nn.Module):
         return w
 
     def clear_kernel_cache(self) -> None:
-        """Drop the cached dense kernel (the next graph-free forward rebuilds it)."""
+        """Drop the cached dense kernel (the next graph-free forward rebuilds it).
+
+        Also bumps the layer's value generation (``_value_generation``), which caches keyed
+        on the layer's values outside the layer (TDLRT's K-start) compare: ``set_tucker``,
+        ``load_state_dict``, ``reset_parameters`` and ``.to()`` call this, and so must code
+        that writes core or factors through ``p.data``.
+        """
         self.__dict__["_kcache"] = None
+        self.__dict__["_value_generation"] = self.__dict__.get("_value_generation", 0) + 1
 
     def _graph_free(self) -> bool:
         """True when a forward needs no autograd graph through the kernel."""
