@@ -497,3 +497,28 @@ def test_random_layers_step_equals_core_ra_bug(n, groups, stride, frac, lr, tau,
     opt.step()
     assert layer.ranks == y1.rank
     torch.testing.assert_close(layer.weight_full().detach(), y1.full(), rtol=1e-9, atol=1e-11)
+
+
+def test_adam_second_moment_in_new_directions_is_the_old_mean():
+    """Transport into an augmented basis (old coordinates kept, new ones appended): the old
+    block of Adam's second moment is carried over, the new coordinates start at the old
+    mean (not 0, which made the first step there 3.2 lr whatever the gradient), and the
+    first moment is zero-padded; the K-state likewise."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(2, 3, 2, generator=g, dtype=torch.float64) + 0.1
+    m = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    a = [torch.eye(4, 2, dtype=torch.float64), torch.eye(3, dtype=torch.float64),
+         torch.eye(3, 2, dtype=torch.float64)]  # new x old: modes 0 and 2 grow
+    (out,) = TDLRT._transport_cores([{"exp_avg": m, "exp_avg_sq": v, "step": 3}], [a])
+    assert out["exp_avg_sq"].shape == (4, 3, 3)
+    torch.testing.assert_close(out["exp_avg_sq"][:2, :, :2], v)
+    new = torch.ones(4, 3, 3, dtype=torch.bool)
+    new[:2, :, :2] = False
+    torch.testing.assert_close(out["exp_avg_sq"][new], v.mean().expand(int(new.sum())))
+    torch.testing.assert_close(out["exp_avg"][:2, :, :2], m)
+    assert float(out["exp_avg"][new].abs().max()) == 0.0
+    vk = torch.rand(5, 2, generator=g, dtype=torch.float64)
+    b = torch.eye(2, 3, dtype=torch.float64)  # old x new: one new column
+    outk = TDLRT._transport_k({"exp_avg_sq": vk}, b)
+    torch.testing.assert_close(outk["exp_avg_sq"][:, :2], vk)
+    torch.testing.assert_close(outk["exp_avg_sq"][:, 2], vk.mean().expand(5))

@@ -19,17 +19,16 @@ gradient).  SGD's step in a new direction is ``lr * g``: it vanishes with the gr
 
 Variants run (all ``lr = 0.01`` Adam unless named):
 
-``sgd``            SGD + momentum 0.9, lr 0.05 (reference)
-``adam``           the library's Adam (transported moments)
-``adam-tau0``      Adam, tau = 0 (no truncation)
-``adam-lr1e-3``    Adam with lr 0.001: the stall level should fall with lr
-``adam-fill``      remedy: after the transport, the second moment of the core in the new
-                   directions is set to the mean of the transported second moment (an
-                   isotropic prior instead of zero), so the first step there is
-                   ``~ lr * g / rms(g_old)``, proportional to the gradient
-``adam-reset``     the moments are dropped at every step (Adam without memory = signSGD-like)
+``sgd``              SGD + momentum 0.9, lr 0.05 (reference)
+``adam``             the library's Adam: the second moment in new directions starts at the
+                     mean of the transported one (an isotropic prior instead of zero), so the
+                     first step there is ``~ lr * g / rms(g_old)``, proportional to the gradient
+``adam-zero``        the earlier transport: zero second moment in new directions (the kick)
+``adam-zero-lr1e-3`` the same with lr 0.001: the stall level falls with lr
+``adam-tau0``        Adam, tau = 0 (no truncation)
+``adam-reset``       the moments are dropped at every step (Adam without memory = signSGD-like)
 
-The remedy is applied by subclassing :class:`tucker_dlra.nn.TDLRT` here (no library change).
+The ``zero`` and ``reset`` variants subclass :class:`tucker_dlra.nn.TDLRT` here.
 Writes ``validation/results/adam_truncation/adam_truncation.json`` and a PNG.
 
 Usage: ``OMP_NUM_THREADS=1 nice -n 19 python validation/adam_truncation.py --steps 2000``
@@ -78,39 +77,50 @@ def teacher(seed: int = 0) -> torch.Tensor:
 
 
 def make_optimizer_class(variant: str):
-    """TDLRT, or a subclass with the ``fill`` / ``reset`` treatment of Adam's moments."""
+    """TDLRT, or a subclass with the ``zero`` / ``reset`` treatment of Adam's moments.
+
+    The library's TDLRT gives Adam's second moment in new directions the mean of the old
+    one; ``zero`` reproduces the earlier behaviour (zero there: the kick), ``reset`` drops
+    both moments at every step.
+    """
     from tucker_dlra.nn import TDLRT
 
-    if variant not in ("fill", "reset"):
+    from tucker_dlra.bug_step import core_transport
+
+    if variant not in ("zero", "reset"):
         return TDLRT
+    linear, square = ("momentum_buffer", "exp_avg"), ("exp_avg_sq",)
+
+    def finish(out: dict) -> dict:
+        if variant == "reset":
+            return {k: v for k, v in out.items() if k not in ("exp_avg", "exp_avg_sq")}
+        return out
 
     class Variant(TDLRT):
         @staticmethod
-        def _transport_core(state, old, new):  # noqa: ANN001, ANN205
-            out = TDLRT._transport_core(state, old, new)
-            if variant == "reset":
-                return {k: v for k, v in out.items() if k not in ("exp_avg", "exp_avg_sq")}
-            v_old = state.get("exp_avg_sq")
-            if v_old is None or "exp_avg_sq" not in out:
-                return out
-            v = out["exp_avg_sq"]
-            # weight of the old subspace in each new coordinate: product over the modes of the
-            # squared row norms of new^T old (1 in kept directions, 0 in new ones)
-            w = torch.ones((), dtype=v.dtype)
-            for i, (uo, un) in enumerate(zip(old, new, strict=True)):
-                row = ((un.T @ uo) ** 2).sum(1)
-                shape = [1] * v.ndim
-                shape[i] = -1
-                w = w * row.reshape(shape)
-            out["exp_avg_sq"] = v + (1 - w).clamp(min=0) * v_old.mean()
-            return out
+        def _transport_k(state, b):  # noqa: ANN001, ANN205
+            out = dict(state)
+            for k in linear:
+                if k in out:
+                    out[k] = out[k] @ b
+            for k in square:
+                if k in out:
+                    out[k] = out[k] @ (b * b)  # zero in new directions
+            return finish(out)
 
         @staticmethod
-        def _transport_k(state, b):  # noqa: ANN001, ANN205
-            out = TDLRT._transport_k(state, b)
-            if variant == "reset":
-                return {k: v for k, v in out.items() if k not in ("exp_avg", "exp_avg_sq")}
-            return out
+        def _transport_cores(states, a):  # noqa: ANN001, ANN205
+            outs = []
+            for st, at in zip(states, a, strict=True):
+                out = dict(st)
+                for k in linear:
+                    if k in out:
+                        out[k] = core_transport(out[k], at)
+                for k in square:
+                    if k in out:
+                        out[k] = core_transport(out[k], at, square=True)
+                outs.append(finish(out))
+            return outs
 
     return Variant
 
@@ -118,9 +128,9 @@ def make_optimizer_class(variant: str):
 VARIANTS = {
     "sgd": dict(descent="sgd", lr=0.05, momentum=0.9, tau=0.05),
     "adam": dict(descent="adam", lr=0.01, tau=0.05),
+    "adam-zero": dict(descent="adam", lr=0.01, tau=0.05, _variant="zero"),
+    "adam-zero-lr1e-3": dict(descent="adam", lr=0.001, tau=0.05, _variant="zero"),
     "adam-tau0": dict(descent="adam", lr=0.01, tau=0.0),
-    "adam-lr1e-3": dict(descent="adam", lr=0.001, tau=0.05),
-    "adam-fill": dict(descent="adam", lr=0.01, tau=0.05, _variant="fill"),
     "adam-reset": dict(descent="adam", lr=0.01, tau=0.05, _variant="reset"),
 }
 

@@ -404,9 +404,10 @@ def section_adam() -> list[str]:
         "size*.  Every step writes such a kick into every augmented direction, and the "
         "relative truncation keeps it whenever it exceeds tau ||C||: the ranks and the loss "
         "stall at a level set by lr.  SGD's step there is lr times the gradient and vanishes "
-        "with it.  Remedy tested (*adam-fill*): after the transport, the second moment in "
-        "the new directions is set to the mean of the old second moment, so the first step "
-        "there is proportional to the gradient.", ""]
+        "with it.  Remedy, now the library's behaviour (*adam*; *adam-zero* is the earlier "
+        "transport): after the transport, the second moment in the new directions is set to "
+        "the mean of the old second moment, so the first step there is proportional to the "
+        "gradient.", ""]
     if not f.is_file():
         return lines + ["Not run yet.", ""]
     data = json.loads(f.read_text())
@@ -429,7 +430,7 @@ def section_adam() -> list[str]:
     kicks = []
     for r in runs.values():
         st = r["settings"]
-        if st.get("descent") == "adam" and st.get("tau") and "_variant" not in st:
+        if st.get("descent") == "adam" and st.get("tau") and st.get("_variant") == "zero":
             kick = adam_truncation.predicted_kick(st["lr"])
             thr = st["tau"] * adam_truncation.TEACHER_NORM
             kicks.append(f"lr {st['lr']:g}: predicted kick {kick:.3f} vs tau ||C|| = "
