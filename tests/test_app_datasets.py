@@ -2,7 +2,8 @@
 
 The download tests run a local HTTP server (127.0.0.1, a thread) serving real MNIST images
 (the shipped subset re-encoded as IDX gzip files); the reader test against the original files
-runs where ``/work/shared/data`` is present and is skipped elsewhere.
+runs where the environment variable ``TUCKER_DLRA_DATA_DIR`` names a folder holding them as
+``mnist/`` and ``fashion-mnist/`` (CI sets it) and is skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import tarfile
 import threading
@@ -24,7 +26,8 @@ torch = pytest.importorskip("torch")
 
 from tucker_dlra.app import datasets as D  # noqa: E402
 
-SHARED = Path("/work/shared/data/mnist")
+_DATA_DIR = os.environ.get("TUCKER_DLRA_DATA_DIR", "")
+SHARED = Path(_DATA_DIR) / "mnist" if _DATA_DIR else None
 
 
 def _idx_bytes(a: np.ndarray) -> bytes:
@@ -111,7 +114,8 @@ def test_embedded_subset_is_balanced_real_mnist(subset):
     assert abs(float(x.mean())) < 0.2 and 0.8 < float(x.std()) < 1.2  # normalised
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the original MNIST files in /work/shared")
+@pytest.mark.skipif(SHARED is None or not SHARED.is_dir(),
+                    reason="set TUCKER_DLRA_DATA_DIR to a folder with the original MNIST files")
 def test_readers_on_original_files_and_subset_provenance(subset):
     """The IDX reader on the published files (MD5-checked), and the subset is cut from them."""
     train, test = D.load_dataset("mnist", SHARED.parent)  # data_dir/<name>/ layout

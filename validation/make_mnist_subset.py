@@ -48,7 +48,8 @@ def balanced_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", type=Path, default=Path("/work/shared/data/mnist"))
+    p.add_argument("--src", type=Path, required=True,
+                   help="folder with the original MNIST IDX gzip files (MD5-checked)")
     default_out = Path(__file__).parents[1] / "app/data/mnist_subset.npz"
     p.add_argument("--out", type=Path, default=default_out)
     args = p.parse_args()
