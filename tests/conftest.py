@@ -28,6 +28,24 @@ settings.load_profile("default")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
+def _has_cuda() -> bool:
+    if not HAS_TORCH:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` need a GPU: without one they are skipped (the only skips)."""
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 class Backend:
     """Moves host NumPy arrays to one array library and back."""
 

@@ -25,10 +25,7 @@ from tucker_dlra.nn import (
 )
 from tucker_dlra.nn.optim import TDLRT
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU by conftest
 
 GPU = "cuda"
 DT = torch.float64
