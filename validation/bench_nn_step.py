@@ -110,6 +110,18 @@ def channel_ranks(shape: tuple[int, ...], kappa: float) -> tuple[int, ...]:
     return tuple(min(ri, n, total // n) for ri, n in zip(r, shape, strict=True))
 
 
+def bisect_fraction(comp, target: float, what: str = "compression") -> float:  # noqa: ANN001
+    """Smallest rank fraction kappa in (0, 1] with ``comp(kappa) >= target`` (30 bisection
+    steps; ``comp`` decreases in kappa)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
+    if lo == 0.0:
+        raise RuntimeError(f"no rank fraction reaches {target:.0%} {what}")
+    return lo
+
+
 def compress(dense: nn.Module, target: float, linear: bool = False) -> tuple[nn.Module, float]:
     """Tucker model at eval compression >= target; returns it and kappa.
 
@@ -135,13 +147,7 @@ def compress(dense: nn.Module, target: float, linear: bool = False) -> tuple[nn.
         return channel_ranks(shape, kappa)
 
     def bisect(comp) -> float:
-        lo, hi = 0.0, 1.0
-        for _ in range(30):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
-        if lo == 0.0:
-            raise RuntimeError(f"no rank fraction reaches {target:.0%} compression")
-        return lo
+        return bisect_fraction(comp, target)
 
     def evals(layers: dict, kappa: float) -> int:
         return sum(parameter_counts(s, ranks(s, kappa))["eval"] for s in layers.values())

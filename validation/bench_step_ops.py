@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nn_step import channel_ranks  # noqa: E402
+from bench_nn_step import bisect_fraction, channel_ranks  # noqa: E402
 from tucker_dlra.app.models import build_model  # noqa: E402
 from tucker_dlra.nn import (  # noqa: E402
     TDLRT,
@@ -52,6 +52,8 @@ from tucker_dlra.nn import (  # noqa: E402
 )
 from tucker_dlra.nn._profiling import OpCounter  # noqa: E402
 
+from tucker_dlra import valid_rank  # noqa: E402
+
 SHAPES = {"lenet5": (1, 28, 28), "vgg16": (3, 32, 32), "resnet18": (3, 32, 32),
           "alexnet": (3, 32, 32)}
 
@@ -60,15 +62,7 @@ def tucker_ranks(shape: tuple[int, ...], kappa: float) -> tuple[int, ...]:
     """Channel ranks ``ceil(kappa n)``, full spatial ranks, lowered to a valid Tucker rank
     (:math:`r_i \\le \\prod_{j\\ne i} r_j`; e.g. a 3-channel input caps the output rank
     of a 3x3 convolution at 27)."""
-    r = list(channel_ranks(shape, kappa))
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(r)):
-            others = math.prod(r[:i] + r[i + 1:])
-            if r[i] > others:
-                r[i], changed = others, True
-    return tuple(r)
+    return valid_rank(channel_ranks(shape, kappa))
 
 
 def compress(dense: nn.Module, target: float) -> tuple[nn.Module, float]:
@@ -84,12 +78,7 @@ def compress(dense: nn.Module, target: float) -> tuple[nn.Module, float]:
         return 1 - sum(parameter_counts(s, tucker_ranks(s, k))["eval"]
                        for s in convs.values()) / total
 
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
-    if lo == 0.0:
-        raise RuntimeError(f"no rank fraction reaches {target:.0%} conv compression")
+    lo = bisect_fraction(comp, target, "conv compression")
     model = copy.deepcopy(dense)
     for name, s in convs.items():
         tuckerize(model, rank=tucker_ranks(s, lo), include=name, inplace=True)

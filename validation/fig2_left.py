@@ -155,6 +155,9 @@ def compress(dense, target: float):  # noqa: ANN001, ANN201
     from torch import nn
     from tucker_dlra.nn import is_tucker_layer, parameter_counts, tuckerize
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_nn_step import bisect_fraction
+
     convs = {n: tuple(m.weight.shape) for n, m in dense.named_modules()
              if isinstance(m, nn.Conv2d)}
     full = sum(math.prod(s) for s in convs.values())
@@ -163,12 +166,7 @@ def compress(dense, target: float):  # noqa: ANN001, ANN201
         return 1 - sum(parameter_counts(s, channel_ranks(s, k))["eval"]
                        for s in convs.values()) / full
 
-    lo, hi = 0.0, 1.0
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if comp(mid) >= target else (lo, mid)
-    if lo == 0.0:
-        raise RuntimeError(f"no rank fraction reaches {target:.0%} compression")
+    lo = bisect_fraction(comp, target)
     import copy
 
     model = copy.deepcopy(dense)
