@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tucker_dlra._io import ensure_writable_dir
+
 __all__ = ["main", "build_parser"]
 
 PROG = "tucker-dlra"
@@ -269,12 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_out(path: Path) -> None:
     """Create ``path`` and make sure a file can be written there (else CommandError)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".tucker-dlra-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise CommandError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+        ensure_writable_dir(path)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "ensure_writable_dir"]
 
 
 def _umask() -> int:
@@ -40,3 +40,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (with parents) and check that a file can be written there.
+
+    Raises ``ValueError`` naming the folder and the reason when it cannot.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".tucker-dlra-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+    return path

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from ._io import ensure_writable_dir
+
 __all__ = ["CHECKS", "add_arguments", "format_results", "main", "run_checks", "run_command"]
 
 
@@ -284,14 +286,7 @@ def run_command(args: argparse.Namespace) -> int:
     Raises ``ValueError`` (one line) when the output folder cannot be written or the figure is
     asked for without matplotlib installed.
     """
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tucker-dlra-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    out = ensure_writable_dir(args.out)
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401
