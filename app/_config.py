@@ -49,6 +49,7 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     max_steps: int | None = None
+    stop_lr: float | None = None
     threads: int | None = None
     out: str | None = None
     data_dir: str | None = None
@@ -96,6 +97,8 @@ class TrainConfig:
              f"test-limit must be >= 1; got {self.test_limit}"),
             (self.max_steps is None or self.max_steps >= 1,
              f"max-steps must be >= 1; got {self.max_steps}"),
+            (self.stop_lr is None or (math.isfinite(self.stop_lr) and self.stop_lr > 0),
+             f"stop-lr must be > 0; got {self.stop_lr}"),
             (self.threads is None or self.threads >= 1,
              f"threads must be >= 1; got {self.threads}"),
         ]

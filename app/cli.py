@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the initialisation, the data order and the validation split")
     g.add_argument("--max-steps", type=_pos_int("max-steps"),
                    help="stop after this many optimizer steps (tiny runs) [no limit]")
+    g.add_argument("--stop-lr", type=_pos_float("stop-lr"),
+                   help="end the run early once the schedule has lowered the learning rate "
+                   "below this value (the weights no longer move; the epochs run are "
+                   "recorded) [train all epochs]")
     g = t.add_argument_group("data")
     g.add_argument("--data-dir", type=Path,
                    help="folder with the dataset files [none: only mnist-subset works]")
@@ -293,7 +297,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seed=args.seed, device=args.device, rank=args.rank,
         rank_fraction=args.rank_fraction, max_rank=args.max_rank, compress=args.compress,
         val_fraction=args.val_fraction, train_limit=args.train_limit,
-        test_limit=args.test_limit, max_steps=args.max_steps, threads=args.threads,
+        test_limit=args.test_limit, max_steps=args.max_steps, stop_lr=args.stop_lr,
+        threads=args.threads,
         out=str(args.out) if args.out else None,
         data_dir=str(args.data_dir) if args.data_dir else None, download=args.download,
         mirror=args.mirror, quiet=args.quiet, progress=False if args.no_progress else None,
@@ -317,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 #: train flags that --resume takes from the command line instead of the checkpoint
-_RESUME_OVERRIDES = {"epochs", "max_steps", "threads", "device", "data_dir", "mirror", "download",
+_RESUME_OVERRIDES = {"epochs", "max_steps", "stop_lr", "threads", "device", "data_dir", "mirror", "download",
                      "quiet", "no_progress", "no_plots", "out", "resume", "overwrite"}
 
 

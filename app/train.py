@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     steps_per_epoch = run.train_set.num_batches(cfg.batch_size)
     done = cfg.max_steps is not None and run.step >= cfg.max_steps
     for epoch in range(run.start_epoch, cfg.epochs):
-        if done:
+        if done or _lr_below_stop(run):
             break
         t0 = time.perf_counter()
         loss_sum, correct, seen, done = _train_epoch(run, epoch, steps_per_epoch)
@@ -226,6 +226,12 @@ def train(cfg: TrainConfig, resume: bool = False,
         if run.main:
             _checkpoint(run, epoch)
     return _finish(run)
+
+
+def _lr_below_stop(run: _Run) -> bool:
+    """Whether ``stop_lr`` ends the run: the schedule has lowered the learning rate below it."""
+    stop = run.cfg.stop_lr
+    return stop is not None and run.opt.param_groups[0]["lr"] < stop
 
 
 def _read_config(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool
@@ -244,7 +250,7 @@ def _read_config(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool
         saved = dict(state["config"])
         for keep in ("quiet", "progress", "plots", "device", "download"):
             saved[keep] = getattr(cfg, keep)
-        for keep in ("epochs", "max_steps", "threads", "data_dir", "mirror"):
+        for keep in ("epochs", "max_steps", "stop_lr", "threads", "data_dir", "mirror"):
             if getattr(cfg, keep) is not None:
                 saved[keep] = getattr(cfg, keep)
         saved["out"] = str(out)
@@ -478,6 +484,10 @@ def _finish(run: _Run) -> dict[str, Any]:
     distributed.finish(run.launch)
     if not run.main:
         return record
+    if record["epochs"] and _lr_below_stop(run) and record["epochs"][-1]["epoch"] < cfg.epochs:
+        record["summary"]["stopped"] = (f"learning rate {run.opt.param_groups[0]['lr']:.3g} "
+                                        f"below stop-lr {cfg.stop_lr:g}")
+        _write_metrics(out, record)
     if cfg.plots and record["epochs"]:
         from .plots import plot_run
 
@@ -527,6 +537,8 @@ def format_summary(record: dict[str, Any]) -> str:
     ms = 1000 * s["time"] / max(s["steps"], 1)
     lines.append(f"time                {s['time']:.1f} s  ({s['epochs']} epochs, {s['steps']} "
                  f"steps of batch {cfg['batch_size']}, {ms:.0f} ms/step incl. evaluation)")
+    if s.get("stopped"):
+        lines.append(f"stopped early       {s['stopped']} (of {cfg['epochs']} epochs)")
     if "out" in s:
         lines.append(f"outputs             {s['out']}/ (metrics.csv, metrics.json, "
                      "checkpoint.pt" + (", report.txt" if s.get("report") else "")

@@ -107,3 +107,27 @@ def test_vanilla_baselines_start_from_their_own_init_and_learn(method, tmp_path)
                       seed=1, quiet=True, plots=False, device="cpu", out=str(tmp_path / "run"))
     rec = train(cfg)
     assert rec["epochs"][-1]["test_acc"] > 0.7  # chance is 0.1
+
+
+def test_stop_lr_ends_the_run_once_the_schedule_passes_it(tmp_path):
+    """``stop_lr``: no epoch is trained at a learning rate below it, the run ends at the first
+    epoch whose schedule step goes below it (cosine over 6 epochs: 0.05, 0.047, 0.0375, then
+    0.025 < 0.03), the stop is recorded, and resuming the stopped run trains nothing more."""
+    torch.set_num_threads(1)
+    out = tmp_path / "stop"
+    cfg = TrainConfig(method="tdlrt", epochs=6, lr=0.05, schedule="cosine", stop_lr=0.03,
+                      batch_size=64, train_limit=256, val_fraction=0.0, test_limit=64, seed=2,
+                      quiet=True, plots=False, device="cpu", out=str(out))
+    rec = train(cfg)
+    lrs = [r["lr"] for r in rec["epochs"]]
+    assert len(lrs) == 3 and min(lrs) >= 0.03
+    assert "below stop-lr 0.03" in rec["summary"]["stopped"]
+    import json
+
+    assert json.loads((out / "metrics.json").read_text())["summary"]["stopped"]
+    again = train(TrainConfig(out=str(out), quiet=True, plots=False, device="cpu",
+                              epochs=None), resume=True)  # type: ignore[arg-type]
+    assert len(again["epochs"]) == 3
+    # without stop_lr the same run trains all its epochs
+    full = train(TrainConfig(**{**cfg.__dict__, "stop_lr": None, "out": str(tmp_path / "all")}))
+    assert [r["lr"] for r in full["epochs"]][:3] == lrs and len(full["epochs"]) == 6
