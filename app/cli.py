@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder [runs/<model>-<dataset>-<method>[-tau<tau>]-seed<seed>]")
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt (its settings are kept; only --epochs, "
-                   "--max-steps, --threads, --device, --data-dir, --mirror and the output flags "
-                   "may be given, other flags that contradict it are an error)")
+                   "--max-steps, --stop-lr, --threads, --device, --data-dir, --mirror and the "
+                   "output flags may be given, other flags that contradict it are an error)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT that holds a checkpoint, replacing it (without "
                    "it, and without --resume, such an OUT is refused)")
@@ -322,8 +322,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 #: train flags that --resume takes from the command line instead of the checkpoint
-_RESUME_OVERRIDES = {"epochs", "max_steps", "stop_lr", "threads", "device", "data_dir", "mirror", "download",
-                     "quiet", "no_progress", "no_plots", "out", "resume", "overwrite"}
+_RESUME_OVERRIDES = {"epochs", "max_steps", "stop_lr", "threads", "device", "data_dir", "mirror",
+                     "download", "quiet", "no_progress", "no_plots", "out", "resume", "overwrite"}
 
 
 def _explicit_train_flags(argv: Sequence[str]) -> dict[str, object]:
