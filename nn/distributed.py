@@ -382,7 +382,7 @@ def step_gradients(layers: list[Any], grads: list[torch.Tensor], fresh: bool = F
                 "TDLRT (distributed): the last backward pass ran inside DistributedDataParallel."
                 "no_sync(); run the last micro-batch's backward outside no_sync() before step")
         # compared by value: GradScaler.unscale_ writes without bumping ._version
-        out[k] = [p.grad.detach() for p in ps], ref
+        out[k] = [p.grad.detach() if p.grad.requires_grad else p.grad for p in ps], ref
     read = [k for k in range(len(layers)) if k not in todo]
     scales, flags = _common_factors([out[k] for k in read])
     for k, s in zip(read, scales, strict=True):

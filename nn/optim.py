@@ -44,6 +44,7 @@ from tucker_dlra.tucker import max_tucker_rank
 
 from . import distributed
 from .layers import _STEP_GENERATION, _TuckerLayer, layer_of
+from .layers._base import set_tucker_many
 
 __all__ = ["TDLRT"]
 
@@ -145,6 +146,38 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """All entries finite; one host sync (see :func:`_finite_flag`)."""
     flag = _finite_flag(tensors)
     return True if flag is None else bool(flag)
+
+
+def _matmuls(a: list[torch.Tensor], b: list[torch.Tensor], transpose_a: bool = False
+             ) -> list[torch.Tensor]:
+    """``a[k] @ b[k]`` (``a[k].mT @ b[k]`` with ``transpose_a``) for every ``k``: pairs of
+    equal shapes, dtype and device run as one batched product (the many small transport
+    matrices of a step: a few operations per shape instead of one or two per pair)."""
+    groups: dict[tuple, list[int]] = {}
+    for k, (x, y) in enumerate(zip(a, b, strict=True)):
+        groups.setdefault((x.shape, y.shape, x.dtype, y.dtype, x.device), []).append(k)
+    out: list[Any] = [None] * len(a)
+    for idx in groups.values():
+        if len(idx) < 3:
+            for k in idx:
+                out[k] = (a[k].mT if transpose_a else a[k]) @ b[k]
+            continue
+        x = torch.stack([a[k] for k in idx])
+        res = (x.mT if transpose_a else x) @ torch.stack([b[k] for k in idx])
+        for k, r in zip(idx, res.unbind(0), strict=True):
+            out[k] = r
+    return out
+
+
+def _matmuls_nested(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]],
+                    transpose_a: bool = False) -> list[list[torch.Tensor]]:
+    """:func:`_matmuls` over lists of lists (one list per layer), same nesting out."""
+    flat = _matmuls([x for xs in a for x in xs], [y for ys in b for y in ys], transpose_a)
+    out, pos = [], 0
+    for xs in a:
+        out.append(flat[pos:pos + len(xs)])
+        pos += len(xs)
+    return out
 
 
 def _group_key(group: dict) -> tuple:
@@ -542,7 +575,8 @@ class TDLRT(Optimizer):
             cache.pop(id(layer.core), None)
         else:
             cache[id(layer.core)] = ((_STEP_GENERATION[0] + 1,) + self._signature(layer), start,
-                                     tuple(p.detach() for p in (layer.core, *layer.factors)))
+                                     tuple(p.untyped_storage()
+                                           for p in (layer.core, *layer.factors)))
 
     def _cached_start(self, layer: _TuckerLayer) -> Any:
         """The cached K-start of ``layer`` if its parameters are unchanged since, else None."""
@@ -704,8 +738,8 @@ class TDLRT(Optimizer):
         cstates = list(kept["cstates"])
         bs = k_transport_many(
             [parts[t].start.gs for t in need_k], [ns.gs for ns in news],
-            [[un.T @ uo for un, uo in zip(parts[t].y1.factors, ys[t].factors, strict=True)]
-             for t in need_k])
+            _matmuls_nested([list(parts[t].y1.factors) for t in need_k],
+                            [list(ys[t].factors) for t in need_k], transpose_a=True))
         for t, b in zip(need_k, bs, strict=True):
             for i in range(ys[t].ndim):
                 kstates[t][i] = self._transport_k(kstates[t][i], b[i])
@@ -713,8 +747,9 @@ class TDLRT(Optimizer):
                   if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS)]
         for t, st in zip(need_c, self._transport_cores(
                 [cstates[t] for t in need_c],
-                [[un.T @ b for un, b in zip(parts[t].y1.factors, kept["bases"][t], strict=True)]
-                 for t in need_c]), strict=True):
+                _matmuls_nested([list(parts[t].y1.factors) for t in need_c],
+                                [list(kept["bases"][t]) for t in need_c], transpose_a=True)),
+                strict=True):
             cstates[t] = st
         return {"parts": parts, "kstates": kstates, "cstates": cstates,
                 "plain": (plain_new, plain_st),
@@ -761,8 +796,9 @@ class TDLRT(Optimizer):
                     and any(k in st for k in _MOMENT_KEYS + _SQ_KEYS)]
             for t, st in zip(move, self._transport_cores(
                     [cstates[t] for t in move],
-                    [[b.T @ u for b, u in zip(bases[t], ys[t].factors, strict=True)]
-                     for t in move]), strict=True):
+                    _matmuls_nested([list(bases[t]) for t in move],
+                                    [list(ys[t].factors) for t in move], transpose_a=True)),
+                    strict=True):
                 cstates[t] = st
             # line 9: G in the new bases, scaled like the .grad it came with (clipping);
             # the parallel BUG's C-gradient is the backward's core gradient (old bases)
@@ -992,8 +1028,8 @@ class TDLRT(Optimizer):
                 if name.endswith("core"):
                     names[id(p)] = name[: -len("core")].rstrip(".") or "core"
         info_all = {}
+        set_tucker_many(active, [pt.y1 for pt in res["parts"]])
         for k, (layer, pt) in enumerate(zip(active, res["parts"], strict=True)):
-            layer.set_tucker(pt.y1)
             self._remember_start(layer, res["starts"].get(k))
             for p, st in zip(layer.factors, res["kstates"][k], strict=True):
                 self.state[p] = st

@@ -215,23 +215,7 @@ class _TuckerLayer(nn.Module):
         (:meth:`tucker_dlra.TuckerTensor.orthonormalize`, cost :math:`O(\sum_i n_i r_i^2)`;
         the flag itself is checked when ``t`` is built).
         """
-        if not isinstance(t, TuckerTensor):
-            raise TypeError(f"t must be a tucker_dlra.TuckerTensor; got {type(t).__name__}")
-        if tuple(t.shape) != self.kernel_shape:
-            raise ValueError(f"t has shape {t.shape}; this layer's kernel has {self.kernel_shape}")
-        if not t.orthonormal:
-            t = t.orthonormalize()
-        fk = {"device": self.core.device, "dtype": self.core.dtype}
-        params = [self.core, *self.factors]
-        self.clear_kernel_cache()
-        for p, new in zip(params, [t.core, *t.factors], strict=True):
-            p.grad = None
-            new = torch.as_tensor(new).to(**fk)
-            if new.shape == p.shape:
-                p.data.copy_(new)
-            else:
-                _replace_data(p, new.detach().clone(memory_format=torch.contiguous_format))
-        self.grad_full = None
+        set_tucker_many([self], [t])
 
     # ------------------------------------------------------------------ gradient capture
     def _capturing(self) -> bool:
@@ -461,3 +445,38 @@ def _from_dense(layer: _TuckerLayer, w: torch.Tensor, bias: torch.Tensor | None,
     if bias is not None and layer.bias is not None:
         with torch.no_grad():
             layer.bias.copy_(bias.detach())
+
+
+@torch.no_grad()
+def set_tucker_many(layers: list, ts: list[TuckerTensor]) -> None:
+    r""":meth:`_TuckerLayer.set_tucker` for several layers at once.
+
+    Every ``t`` is checked (type, shape; orthonormalised when not flagged) before any layer
+    is written; the parameters whose shape is unchanged are written by one
+    ``torch._foreach_copy_`` (one kernel launch per dtype and device group instead of one
+    copy per tensor), the resized ones get new storage.  Cost: one pass over the new
+    cores and factors.
+    """
+    checked = []
+    for layer, t in zip(layers, ts, strict=True):
+        if not isinstance(t, TuckerTensor):
+            raise TypeError(f"t must be a tucker_dlra.TuckerTensor; got {type(t).__name__}")
+        if tuple(t.shape) != layer.kernel_shape:
+            raise ValueError(f"t has shape {t.shape}; this layer's kernel has "
+                             f"{layer.kernel_shape}")
+        checked.append(t if t.orthonormal else t.orthonormalize())
+    dst, src = [], []
+    for layer, t in zip(layers, checked, strict=True):
+        fk = {"device": layer.core.device, "dtype": layer.core.dtype}
+        layer.clear_kernel_cache()
+        for p, new in zip([layer.core, *layer.factors], [t.core, *t.factors], strict=True):
+            p.grad = None
+            new = torch.as_tensor(new).to(**fk)
+            if new.shape == p.shape:
+                dst.append(p)
+                src.append(new)
+            else:
+                _replace_data(p, new.detach().clone(memory_format=torch.contiguous_format))
+        layer.grad_full = None
+    if dst:
+        torch._foreach_copy_(dst, src)
