@@ -156,3 +156,15 @@ def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
     (out / "results").mkdir()
     (out / "results" / "mnist-tdlrt-0.2-init0.5-seed0.json").write_text("{}")
     assert pt.snapshot(out) == [] and not snap.exists()
+
+
+def test_fig2_right_ordering_verdict():
+    mr = _load("make_report")
+    low, high = [0.10, 0.11, 0.12], [0.20, 0.21, 0.22]
+    assert mr.ordering_verdict(low, [high, high]) == "reproduces"
+    assert mr.ordering_verdict(high, [low, high]) == "does not reproduce"
+    assert mr.ordering_verdict(low, [high, [0.05, 0.3, 0.12]]) == "inconclusive (within noise)"
+    assert mr.ordering_verdict(low, [high, [0.2]]) == "not run yet"
+    runs = {"tdlrt-0/seed0": {"loss": [1.0] * 10 + [0.5] * 10},
+            "tdlrt-0/seed1": {"loss": [1.0] * 15}, "vanilla-cp/seed0": {"loss": [2.0] * 20}}
+    assert mr.final_losses(runs, "tdlrt-0", 20) == [0.5]  # the short run is left out
