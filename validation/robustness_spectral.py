@@ -392,6 +392,8 @@ def plot(data: dict, path: Path) -> Path:
     rule = f", {cfg['rule']} rule" if cfg.get("rule") else ""
     if cfg.get("rank_fraction", 1.0) != 1.0:
         rule += f", rank fraction {cfg['rank_fraction']:g}"
+    if cfg.get("vanilla_split"):
+        rule += f", vanilla split {cfg['vanilla_split']}"
     fig.suptitle("LeNet5 / MNIST, conv layers at an overestimated rank with spectral init "
                  f"({spec}{rule}; paper Sec. 4.3, Fig. 2 right); band = mean -+ std over seeds",
                  fontsize=10)
