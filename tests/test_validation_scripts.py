@@ -252,6 +252,35 @@ def test_robustness_spectral_drift_follows_the_singular_values():
     assert set(rs.drift(start, end)["conv1"]) == {"kernel"}
 
 
+def test_balanced_split_shares_the_tdlrt_runs(tmp_path, monkeypatch):
+    """``--vanilla-split balanced`` trains only the vanilla methods where the core-split file
+    already holds TDLRT's runs for the same settings (TDLRT's start is the same)."""
+    rs = _load("robustness_spectral")
+    ran = []
+
+    def fake(method, model, *a, **k):
+        ran.append(method)
+        return {"loss": [1.0, 0.5], "eval_step": [0, 2], "test_acc": [0.1, 0.2],
+                "ranks": [{"conv1": [20, 1, 5, 5], "conv2": [50, 20, 5, 5]}] * 2,
+                "diverged_at": None, "ms_per_step": 1.0, "time_s": 0.0, "mark": method}
+
+    monkeypatch.setattr(rs, "run_one", fake)
+    argv = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
+            "--steps", "2", "--test-limit", "64", "--taus", "0", "--out", str(tmp_path)]
+    assert rs.main(argv) == 0 and ran == ["tdlrt", "vanilla-tucker", "vanilla-cp"]
+    ran.clear()
+    assert rs.main([*argv, "--vanilla-split", "balanced"]) == 0
+    assert ran == ["vanilla-tucker", "vanilla-cp"]
+    bal = json.loads((tmp_path / "robustness_spectral_bal.json").read_text())
+    assert bal["meta"]["vanilla_split"] == "balanced"
+    assert set(bal["runs"]) == {"tdlrt-0/seed0", "vanilla-tucker/seed0", "vanilla-cp/seed0"}
+    # a core file with other settings shares nothing
+    ran.clear()
+    assert rs.main([*argv[:7], "3", *argv[8:], "--vanilla-split", "balanced", "--tag",
+                    "s3"]) == 0
+    assert ran == ["tdlrt", "vanilla-tucker", "vanilla-cp"]
+
+
 def test_robustness_spectral_refuses_to_mix_settings(tmp_path, capsys):
     rs = _load("robustness_spectral")
     path = tmp_path / "robustness_spectral.json"
