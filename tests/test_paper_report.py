@@ -156,3 +156,46 @@ def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
     (out / "results").mkdir()
     (out / "results" / "mnist-tdlrt-0.2-init0.5-seed0.json").write_text("{}")
     assert pt.snapshot(out) == [] and not snap.exists()
+
+
+def test_fig2_right_ordering_verdict():
+    mr = _load("make_report")
+    low, high = [0.10, 0.11, 0.12], [0.20, 0.21, 0.22]
+    assert mr.ordering_verdict(low, [high, high]) == "reproduces"
+    assert mr.ordering_verdict(high, [low, high]) == "does not reproduce"
+    assert mr.ordering_verdict(low, [high, [0.05, 0.3, 0.12]]) == "inconclusive (within noise)"
+    assert mr.ordering_verdict(low, [high, [0.2]]) == "not run yet"
+    runs = {"tdlrt-0/seed0": {"loss": [1.0] * 10 + [0.5] * 10},
+            "tdlrt-0/seed1": {"loss": [1.0] * 15}, "vanilla-cp/seed0": {"loss": [2.0] * 20}}
+    assert mr.final_losses(runs, "tdlrt-0", 20) == [0.5]  # the short run is left out
+
+
+def test_fig2_right_section_from_stored_runs(tmp_path, monkeypatch):
+    """The section reads every stored convention and gives the verdict of its numbers."""
+    mr = _load("make_report")
+    folder = tmp_path / "results" / "fig2_right"
+    folder.mkdir(parents=True)
+    meta = {"dataset": "mnist", "steps": 40, "eval_every": 20, "test_limit": 100,
+            "batch_size": 128, "lr": 0.05, "momentum": 0.1, "taus": [0.0],
+            "rank_fraction": 1.0, "cp_rank": None, "vanilla_split": "balanced"}
+
+    def rec(level: float, seed: int) -> dict:
+        return {"loss": [level + 0.01 * seed] * 40, "eval_step": [0, 20, 40],
+                "test_acc": [0.1, 0.5, 0.9],
+                "ranks": [{"conv1": [20, 1, 5, 5], "conv2": [50, 20, 5, 5]}] * 3,
+                "diverged_at": None, "ms_per_step": 1.0}
+
+    runs = {}
+    for seed in range(3):
+        runs[f"tdlrt-0/seed{seed}"] = rec(0.2, seed)
+        runs[f"vanilla-tucker/seed{seed}"] = rec(0.4, seed)
+        runs[f"vanilla-cp/seed{seed}"] = rec(0.3, seed)
+    (folder / "robustness_spectral_bal.json").write_text(json.dumps({"meta": meta,
+                                                                      "runs": runs}))
+    monkeypatch.setattr(mr, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(mr, "FIGS", tmp_path / "figs")
+    text = "\n".join(mr.section_fig2_right())
+    assert "0.210 ± 0.010 (n = 3)" in text and "0.410 ± 0.010 (n = 3)" in text
+    assert "reproduced by ``robustness_spectral_bal.json`` tdlrt-0 (n = 3)" in text
+    assert "--vanilla-split balanced" in text and "--seeds 0 1 2" in text
+    assert (tmp_path / "figs" / "robustness_spectral_bal.png").is_file()

@@ -146,6 +146,37 @@ def test_spectral_models_share_the_start(decades):
     assert torch.equal(models["tdlrt"].fc1.weight, models["vanilla-cp"].fc1.weight)
 
 
+@pytest.mark.parametrize("decades", [3.0, None])
+def test_balanced_split_keeps_the_kernels(decades):
+    """``vanilla_split="balanced"``: same kernels and same TDLRT start as the core split, the
+    spectrum moved into the vanilla factors (square roots for Tucker, fourth roots for CP)."""
+    rs = _load("robustness_spectral")
+    core = rs.build_models(0, (1, 28, 28), 10, 1.0, None, decades)
+    bal = rs.build_models(0, (1, 28, 28), 10, 1.0, None, decades, "balanced")
+    for name in ("conv1", "conv2"):
+        t = getattr(core["tdlrt"], name)
+        assert torch.equal(t.core, getattr(bal["tdlrt"], name).core)
+        vt = getattr(bal["vanilla-tucker"], name)
+        w = t.weight_full().detach()
+        assert torch.allclose(vt.weight_full().detach(), w, atol=1e-6 * float(w.abs().max()))
+        u0 = vt.factors[0].detach().double()
+        span = 3.0 if decades is None else decades  # conv1 mode 0: 20 output channels
+        n = torch.linalg.vector_norm(u0, dim=0)
+        if name == "conv1" and decades is not None:
+            assert float(n[0] / n[-1]) == pytest.approx(10 ** (span / 2), rel=1e-4)
+        if decades is None:
+            assert float(n[0] / n[1]) == pytest.approx(10 ** 0.5, rel=1e-4)
+        cp = getattr(bal["vanilla-cp"], name)
+        lam = [torch.linalg.vector_norm(a.detach().double(), dim=0) for a in cp.factors]
+        for a in lam:
+            assert float(a[0] / a[1]) == pytest.approx(
+                float(lam[0][0] / lam[0][1]), rel=1e-4)  # the same root in every factor
+        assert float(torch.linalg.vector_norm(cp.weight_full().detach())) == pytest.approx(
+            float(torch.linalg.vector_norm(w)), rel=1e-5)
+    with pytest.raises(ValueError, match="vanilla_split"):
+        rs.build_models(0, (1, 28, 28), 10, 1.0, None, 3.0, "factors")
+
+
 def test_robustness_spectral_tiny_run_resumes(tmp_path, monkeypatch):
     rs = _load("robustness_spectral")
     argv = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
@@ -168,6 +199,101 @@ def test_robustness_spectral_tiny_run_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rs, "run_one", boom)
     assert rs.main(argv) == 0
+    # a new tolerance is added to the stored file; only its TDLRT run is trained
+    ran = []
+
+    def fake(method, model, *a, **k):
+        ran.append((method, a[-2]))
+        return data["runs"]["tdlrt-0/seed0"]
+
+    monkeypatch.setattr(rs, "run_one", fake)
+    argv_new_tau = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
+                    "--steps", "3", "--eval-every", "2", "--test-limit", "64", "--taus", "0.1",
+                    "--out", str(tmp_path)]
+    assert rs.main(argv_new_tau) == 0
+    assert ran == [("tdlrt", 0.1)]
+    merged = json.loads((tmp_path / "robustness_spectral.json").read_text())
+    assert merged["meta"]["taus"] == [0.0, 0.1, 0.2] and len(merged["runs"]) == 5
+    assert "drift" in merged["runs"]["vanilla-tucker/seed0"]
+
+
+def test_robustness_spectral_merge_meta():
+    rs = _load("robustness_spectral")
+    old = {"steps": 200, "lr": 0.05, "taus": [0.0, 0.2]}
+    merged = rs.merge_meta(old, {"steps": 200, "lr": 0.05, "taus": [0.1, 0.2]})
+    assert merged == {"steps": 200, "lr": 0.05, "taus": [0.0, 0.1, 0.2]}
+    assert rs.merge_meta(old, {"steps": 600, "lr": 0.05, "taus": [0.0, 0.2]}) is None
+    assert rs.merge_meta(old, {"steps": 200, "lr": 0.05, "taus": [0.0], "tag": "x"}) is None
+
+
+def test_robustness_spectral_drift_follows_the_singular_values():
+    """SGD on a vanilla Tucker conv from the spectral start moves a factor column in
+    proportion to its core singular value (the paper's Section 4.3 argument); ``drift``
+    reports it column by column, in the order of the singular values."""
+    rs = _load("robustness_spectral")
+    torch.manual_seed(0)
+    models = rs.build_models(0, (1, 28, 28), 10, 1.0, None, 3.0)
+    model = models["vanilla-tucker"]
+    start = rs._snapshot(model)
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    d = rs.drift(start, rs._snapshot(model))
+    cols = d["conv2"]["factor_cols"][0]  # output channels: sigma from 1 down to 1e-3
+    assert len(cols) == 50 and d["conv2"]["core"] > 0 and d["conv2"]["kernel"] > 0
+    assert cols[0] > 30 * cols[-1] > 0
+    # a layer whose shapes changed (TDLRT after truncation) reports the kernel only
+    end = rs._snapshot(model)
+    end["conv1"]["core"] = end["conv1"]["core"][:3]
+    assert set(rs.drift(start, end)["conv1"]) == {"kernel"}
+
+
+def test_balanced_split_shares_the_tdlrt_runs(tmp_path, monkeypatch):
+    """``--vanilla-split balanced`` trains only the vanilla methods where the core-split file
+    already holds TDLRT's runs for the same settings (TDLRT's start is the same)."""
+    rs = _load("robustness_spectral")
+    ran = []
+
+    def fake(method, model, *a, **k):
+        ran.append(method)
+        return {"loss": [1.0, 0.5], "eval_step": [0, 2], "test_acc": [0.1, 0.2],
+                "ranks": [{"conv1": [20, 1, 5, 5], "conv2": [50, 20, 5, 5]}] * 2,
+                "diverged_at": None, "ms_per_step": 1.0, "time_s": 0.0, "mark": method}
+
+    monkeypatch.setattr(rs, "run_one", fake)
+    argv = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
+            "--steps", "2", "--test-limit", "64", "--taus", "0", "--out", str(tmp_path)]
+    assert rs.main(argv) == 0 and ran == ["tdlrt", "vanilla-tucker", "vanilla-cp"]
+    ran.clear()
+    assert rs.main([*argv, "--vanilla-split", "balanced"]) == 0
+    assert ran == ["vanilla-tucker", "vanilla-cp"]
+    bal = json.loads((tmp_path / "robustness_spectral_bal.json").read_text())
+    assert bal["meta"]["vanilla_split"] == "balanced"
+    assert set(bal["runs"]) == {"tdlrt-0/seed0", "vanilla-tucker/seed0", "vanilla-cp/seed0"}
+    # a core file with other settings shares nothing
+    ran.clear()
+    assert rs.main([*argv[:7], "3", *argv[8:], "--vanilla-split", "balanced", "--tag",
+                    "s3"]) == 0
+    assert ran == ["tdlrt", "vanilla-tucker", "vanilla-cp"]
+
+
+def test_robustness_spectral_refuses_to_mix_settings(tmp_path, capsys):
+    rs = _load("robustness_spectral")
+    path = tmp_path / "robustness_spectral.json"
+    stored = {"meta": {"dataset": "mnist-subset", "steps": 999}, "runs": {"x/seed0": {}}}
+    path.write_text(json.dumps(stored))
+    argv = ["--data-dir", str(tmp_path), "--dataset", "mnist-subset", "--seeds", "0",
+            "--steps", "3", "--test-limit", "64", "--taus", "0", "--out", str(tmp_path)]
+    assert rs.main(argv) == 2
+    assert "--tag" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == stored  # nothing lost
+    with pytest.raises(SystemExit) as e:
+        rs.main([*argv, "--tag", "a/b"])
+    assert e.value.code == 2
 
 
 def test_paper_tables_fresh_vanilla_init(tmp_path, monkeypatch):

@@ -26,17 +26,27 @@ the linear layers stay dense and are trained by plain SGD.  Three methods, same 
 One optimisation step = one batch: Algorithm 1 for every Tucker layer, or one SGD update of all
 factors (paper Section 4.3).  Recorded per step: the training batch loss; every
 ``--eval-every`` steps: test loss and accuracy on the first ``--test-limit`` test images and the
-TDLRT ranks.  Figure: loss and accuracy versus steps, mean and min-max band over the seeds
-(the paper: mean and std over 10 initialisations).
+TDLRT ranks.  Figure: loss and accuracy versus steps, mean and standard deviation over the
+seeds (as the paper: mean and std over 10 initialisations).
 
 ``--spectrum per-index`` reads "singular values decaying exponentially with powers of ten" as
 one power of ten per index (:math:`\\sigma_j = 10^{-j}` in every mode; CP term weights likewise)
 instead of three decades spread over the rank; ``--rule split`` truncates with the guaranteed
-rule.  The report page (``validation/make_report.py``) shows the runs stored under
+rule; ``--vanilla-split balanced`` gives the vanilla layers the same kernels with the spectrum
+split evenly between their factors (the spectral initialisation of factorised layers of
+M. Khodak, N. Tenenholtz, L. Mackey, N. Fusi, ICLR 2021) instead of vanilla Tucker sharing
+TDLRT's orthonormal factors; TDLRT's start is the same, so its runs are shared.  The report
+page (``validation/make_report.py``) shows the runs stored under
 ``validation/results/fig2_right/``.
 
 Writes ``<out>/robustness_spectral.{json,png}`` (default ``validation/out/``); resumable: a
-finished (method, seed) run is read back from the JSON and skipped (``--fresh`` starts over).
+finished (method, seed) run is read back from the JSON and skipped, and new ``--taus`` may be
+added to a stored file (the vanilla runs are shared).  A stored file with other settings is
+never overwritten: the call stops with exit code 2 unless ``--fresh`` (start over) or
+``--tag NAME`` (a separate ``..._NAME.json``, e.g. for more steps) is given.  Every run also
+records how far each conv layer moved (``drift``: kernel, core, and every factor column of
+the Tucker layers), the check of the paper's argument that vanilla factor gradients scale with
+the small core singular values.
 
 Usage::
 
@@ -74,12 +84,14 @@ def _atomic_write(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECADES) -> None:
+def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECADES,
+                 balanced: bool = False) -> None:
     """Spectral initialisation of a :class:`~tucker_dlra.nn.vanilla.VanillaCPConv`, in place.
 
     Factors :math:`A_i` with independent Gaussian unit-norm columns; the R rank-one terms get
     weights :math:`\\lambda_\\rho = 10^{-\\mathrm{decades}\\,\\rho/(R-1)}` (absorbed into
-    :math:`A_0`); the kernel is then scaled to Frobenius norm ``norm``.  Only the public
+    :math:`A_0`, or with ``balanced`` split evenly, :math:`\\lambda_\\rho^{1/d}` into each of
+    the d factors); the kernel is then scaled to Frobenius norm ``norm``.  Only the public
     ``factors`` and ``weight_full()`` are used.  Cost :math:`O(R \\prod_i n_i)`.
     """
     import torch
@@ -89,10 +101,17 @@ def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECAD
         for u in layer.factors:
             g = torch.randn(u.shape, generator=generator, dtype=u.dtype)
             u.copy_(g / torch.linalg.vector_norm(g, dim=0, keepdim=True))
-        lam = torch.logspace(0.0, -decades if rank > 1 else 0.0, rank, dtype=layer.factors[0].dtype)
-        layer.factors[0].mul_(lam)
+        d = len(layer.factors)
+        if balanced:
+            lam = torch.logspace(0.0, -decades if rank > 1 else 0.0, rank, dtype=torch.float64)
+            for u in layer.factors:
+                u.mul_((lam ** (1.0 / d)).to(u.dtype))
+        else:
+            layer.factors[0].mul_(torch.logspace(0.0, -decades if rank > 1 else 0.0, rank,
+                                                 dtype=layer.factors[0].dtype))
         cur = float(torch.linalg.vector_norm(layer.weight_full()))
-        layer.factors[0].mul_(norm / max(cur, 1e-30))
+        for u in layer.factors if balanced else layer.factors[:1]:
+            u.mul_((norm / max(cur, 1e-30)) ** (1.0 / d if balanced else 1.0))
 
 
 def _span(decades: float | None, r: int) -> float:
@@ -102,7 +121,8 @@ def _span(decades: float | None, r: int) -> float:
 
 
 def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_fraction: float,
-                 cp_rank: int | None, decades: float | None = DECADES) -> dict[str, Any]:
+                 cp_rank: int | None, decades: float | None = DECADES,
+                 vanilla_split: str = "core") -> dict[str, Any]:
     r"""The three LeNet5 variants of one seed (same dense linear layers, same Tucker start).
 
     ``decades``: every mode of the core is scaled by powers of ten falling over this many
@@ -110,6 +130,17 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     the TDLRT core as a Gaussian times :math:`\mathrm{diag}(10^{-\mathrm{decades}\,j/(r_i-1)})`
     in every mode, at the same norm; None: one power of ten per index
     (:math:`\sigma_j = 10^{-j}`, the reading "singular values decaying with powers of ten").
+
+    ``vanilla_split``: where the vanilla layers keep the spectrum.  ``"core"``: vanilla Tucker
+    gets TDLRT's orthonormal factors and core (the spectrum sits in the core), vanilla CP its
+    term weights in :math:`A_0`.  ``"balanced"``: the same kernels, but the spectrum is split
+    evenly between the factors, as in the spectral initialisation of factorised layers of
+    M. Khodak, N. Tenenholtz, L. Mackey, N. Fusi, "Initialization and regularization of
+    factorized neural layers", ICLR 2021 (:math:`U\Sigma^{1/2}, \Sigma^{1/2}V^\top`):
+    vanilla Tucker :math:`U_i\,\mathrm{diag}(s_i)^{1/2}` with core
+    :math:`G \times_i \mathrm{diag}(s_i)^{1/2}` (G the Gaussian, :math:`s_i` mode i's
+    powers of ten), vanilla CP :math:`\lambda_\rho^{1/4}` in every factor.  TDLRT's start
+    (orthonormal factors) is the same under both.
     Returns ``{method: model}``.
     """
     import torch
@@ -117,6 +148,10 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     from tucker_dlra.app.models import build_model
     from tucker_dlra.nn import tuckerize
 
+    from tucker_dlra import multi_mode_product
+
+    if vanilla_split not in ("core", "balanced"):
+        raise ValueError(f"vanilla_split must be 'core' or 'balanced'; got {vanilla_split!r}")
     torch.manual_seed(seed)
     dense = build_model("lenet5", shape[0], num_classes, shape[1:])
     torch.manual_seed(seed + 10_000)
@@ -128,25 +163,33 @@ def build_models(seed: int, shape: tuple[int, int, int], num_classes: int, rank_
     with torch.no_grad():
         for name in ("conv1", "conv2"):
             src, t_layer, c_layer = (getattr(m, name) for m in (tdlrt, vt, cp))
+            spec = [torch.logspace(0.0, -_span(decades, r) if r > 1 else 0.0, r,
+                                   dtype=torch.float64) for r in src.ranks]
             if decades is None or decades != DECADES:
-                from tucker_dlra import multi_mode_product
-
-                c = torch.randn(src.core.shape, generator=gen, dtype=torch.float64)
-                c = multi_mode_product(c, [torch.diag(torch.logspace(
-                    0.0, -_span(decades, r) if r > 1 else 0.0, r, dtype=c.dtype))
-                    for r in src.ranks]).to(src.core.dtype)
-                c = c * (float(torch.linalg.vector_norm(src.core)) / float(
-                    torch.linalg.vector_norm(c)))
-                src.core.copy_(c)
+                c0 = torch.randn(src.core.shape, generator=gen, dtype=torch.float64)
+                c = multi_mode_product(c0, [torch.diag(v) for v in spec]).to(src.core.dtype)
+                scale = float(torch.linalg.vector_norm(src.core)) / float(
+                    torch.linalg.vector_norm(c))
+                c0 = c0 * scale
+                src.core.copy_(c * scale)
+            else:  # the layer's own spectral init: its Gaussian, recovered in float64
+                c0 = multi_mode_product(src.core.double(), [torch.diag(1 / v) for v in spec])
             if tuple(t_layer.ranks) != tuple(src.ranks):
                 raise RuntimeError(f"{name}: vanilla Tucker ranks {t_layer.ranks} != TDLRT ranks "
                                    f"{src.ranks}")
-            t_layer.core.copy_(src.core)
-            for p, q in zip(t_layer.factors, src.factors, strict=True):
-                p.copy_(q)
+            if vanilla_split == "balanced":
+                half = [torch.sqrt(v) for v in spec]
+                t_layer.core.copy_(multi_mode_product(c0, [torch.diag(h) for h in half]))
+                for p, q, h in zip(t_layer.factors, src.factors, half, strict=True):
+                    p.copy_(q.double() * h)
+            else:
+                t_layer.core.copy_(src.core)
+                for p, q in zip(t_layer.factors, src.factors, strict=True):
+                    p.copy_(q)
             norm = float(torch.linalg.vector_norm(src.weight_full()))
             spectral_cp_(c_layer, norm, gen,
-                         _span(decades, int(c_layer.factors[0].shape[1])))
+                         _span(decades, int(c_layer.factors[0].shape[1])),
+                         balanced=vanilla_split == "balanced")
             for m in (t_layer, c_layer):
                 m.bias.copy_(src.bias)
     return {"tdlrt": tdlrt, "vanilla-tucker": vt, "vanilla-cp": cp}
@@ -175,6 +218,7 @@ def run_one(method: str, model: Any, train_set: Any, test_set: Any, seed: int, s
         rec["ranks"].append(current_ranks(model))
 
     do_eval(0)
+    start = _snapshot(model)
     t0 = time.perf_counter()
     step, epoch = 0, 0
     model.train()
@@ -201,15 +245,81 @@ def run_one(method: str, model: Any, train_set: Any, test_set: Any, seed: int, s
         epoch += 1
     rec["time_s"] = time.perf_counter() - t0
     rec["ms_per_step"] = 1000 * rec["time_s"] / max(step, 1)
+    rec["drift"] = drift(start, _snapshot(model))
     return rec
 
 
+def _snapshot(model: Any) -> dict[str, dict[str, Any]]:
+    """Detached copies of the kernel (and, for Tucker layers, core and factors) of ``conv1`` /
+    ``conv2``."""
+    out = {}
+    for name in ("conv1", "conv2"):
+        layer = getattr(model, name)
+        snap = {"kernel": layer.weight_full().detach().clone()}
+        if hasattr(layer, "core"):
+            snap["core"] = layer.core.detach().clone()
+            snap["factors"] = [u.detach().clone() for u in layer.factors]
+        out[name] = snap
+    return out
+
+
+def drift(start: dict, end: dict) -> dict[str, dict[str, Any]]:
+    r"""How far each conv layer moved: relative changes :math:`\|X_1 - X_0\| / \|X_0\|`.
+
+    ``kernel`` for every layer; where core and factors kept their shapes (vanilla Tucker,
+    TDLRT at tau = 0 and full rank) also ``core`` and, per mode, ``factor_cols``: the relative
+    change of every factor column, in the order of the start's core singular values (the
+    spectral start scales row j of every core unfolding by the j-th power of ten, so column
+    j of :math:`U_i` belongs to the j-th singular value).  This is the quantity behind the
+    paper's argument (Section 4.3): the vanilla gradient
+    :math:`\partial L/\partial U_i = G_{(i)}\,(C \times_{j \ne i} U_j)_{(i)}^\top` scales
+    column j with that singular value, the K-step gradient
+    :math:`\partial L/\partial K_i = G_{(i)} V_i` (orthonormal :math:`V_i`) does not.
+    Cost :math:`O(\prod_i n_i)` per layer.
+    """
+    import torch
+
+    def rel(a: Any, b: Any, dim: int | None = None) -> Any:
+        num = torch.linalg.vector_norm((b - a).double(), dim=dim)
+        den = torch.linalg.vector_norm(a.double(), dim=dim).clamp_min(1e-300)
+        return num / den
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, s0 in start.items():
+        s1 = end[name]
+        rec: dict[str, Any] = {"kernel": float(rel(s0["kernel"], s1["kernel"]))}
+        if "core" in s0 and "core" in s1 and s0["core"].shape == s1["core"].shape:
+            rec["core"] = float(rel(s0["core"], s1["core"]))
+            rec["factor_cols"] = [rel(u0, u1, 0).tolist()
+                                  for u0, u1 in zip(s0["factors"], s1["factors"], strict=True)]
+        out[name] = rec
+    return out
+
+
+def merge_meta(old: dict, new: dict) -> dict | None:
+    """The settings of a stored JSON extended by a new call, or None if they differ.
+
+    Runs may be added to a stored file when every setting but ``taus`` agrees (the vanilla
+    runs do not depend on tau, so a new tolerance reuses them); the merged ``taus`` are the
+    sorted union.  Any other difference (steps, spectrum, learning rate, ...) returns None:
+    the caller must not mix such runs in one file.
+    """
+    rest_old = {k: v for k, v in old.items() if k != "taus"}
+    rest_new = {k: v for k, v in new.items() if k != "taus"}
+    if rest_old != rest_new:
+        return None
+    return {**new, "taus": sorted({float(t) for t in (*old.get("taus", []), *new["taus"])})}
+
+
 def _band(curves: list[list[float]]):
+    """Mean and mean -+ sample standard deviation over the curves (cut to the shortest)."""
     import numpy as np
 
     n = min(len(c) for c in curves)
     a = np.array([c[:n] for c in curves], dtype=float)
-    return a.mean(0), a.min(0), a.max(0)
+    sd = a.std(0, ddof=1) if len(a) > 1 else np.zeros(n)
+    mean = a.mean(0)
+    return mean, np.maximum(mean - sd, 0.1 * mean), mean + sd  # kept > 0 for the log axes
 
 
 def _smooth(x: list[float], w: int) -> list[float]:
@@ -280,8 +390,12 @@ def plot(data: dict, path: Path) -> Path:
     spec = ("sigma_j = 10^-j, one power of ten per index" if cfg.get("spectrum") == "per-index"
             else f"singular values over {cfg.get('decades', DECADES):g} powers of ten")
     rule = f", {cfg['rule']} rule" if cfg.get("rule") else ""
+    if cfg.get("rank_fraction", 1.0) != 1.0:
+        rule += f", rank fraction {cfg['rank_fraction']:g}"
+    if cfg.get("vanilla_split"):
+        rule += f", vanilla split {cfg['vanilla_split']}"
     fig.suptitle("LeNet5 / MNIST, conv layers at an overestimated rank with spectral init "
-                 f"({spec}{rule}; paper Sec. 4.3, Fig. 2 right); band = min..max over seeds",
+                 f"({spec}{rule}; paper Sec. 4.3, Fig. 2 right); band = mean -+ std over seeds",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -334,10 +448,23 @@ def main(argv: list[str] | None = None) -> int:
                     "robustness_spectral_pi.*) [spread]")
     ap.add_argument("--rule", choices=["per_mode", "split"], default="per_mode",
                     help="TDLRT truncation rule [per_mode]; split writes *_split.*")
+    ap.add_argument("--vanilla-split", choices=["core", "balanced"], default="core",
+                    help="where the vanilla layers keep the spectrum: core (vanilla Tucker "
+                    "shares TDLRT's orthonormal factors and core) or balanced (split evenly "
+                    "between core and factors, Khodak et al. 2021; writes *_bal.*, TDLRT runs "
+                    "are taken from the core file where it has them) [core]")
+    ap.add_argument("--tag", default=None,
+                    help="suffix of the output names (robustness_spectral<...>_<tag>.*) for a "
+                    "variant the other names do not tell apart, e.g. more --steps or a smaller "
+                    "--rank-fraction; letters, digits, '.', '-'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--fresh", action="store_true",
+                    help="discard the runs stored under the output name and start over")
     args = ap.parse_args(argv)
+    if args.tag is not None and not (args.tag and all(c.isascii() and (c.isalnum() or c in ".-")
+                                                      for c in args.tag)):
+        ap.error("--tag must be letters, digits, '.' or '-'")
     for name, ok in (("steps", args.steps >= 1), ("eval-every", args.eval_every >= 1),
                      ("test-limit", args.test_limit >= 1), ("threads", args.threads >= 1),
                      ("rank-fraction", 0 < args.rank_fraction <= 1)):
@@ -362,14 +489,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.rule != "per_mode":
         meta["rule"] = args.rule
         stem += f"_{args.rule}"
+    base_path = args.out / f"{stem}{'_' + args.tag if args.tag else ''}.json"
+    base_meta = dict(meta, **({"tag": args.tag} if args.tag else {}))
+    if args.vanilla_split != "core":
+        meta["vanilla_split"] = args.vanilla_split
+        stem += "_bal"
+    if args.tag:
+        meta["tag"] = args.tag
+        stem += f"_{args.tag}"
     path = args.out / f"{stem}.json"
     data = {"meta": meta, "runs": {}}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
-        if old.get("meta") == meta:
-            data = old
-        else:
-            print(f"{path}: other settings ({old.get('meta')}); starting over", flush=True)
+        merged = merge_meta(old.get("meta", {}), meta)
+        if merged is None:
+            print(f"error: {path} holds runs with other settings ({old.get('meta')}); "
+                  "use --tag NAME for a new variant or --fresh to discard them",
+                  file=sys.stderr)
+            return 2
+        data = {**old, "meta": merged}
+    shared = 0
+    if args.vanilla_split != "core" and base_path.is_file():
+        # TDLRT's start does not depend on where the vanilla layers keep the spectrum: its
+        # runs are the same as in the file of the core split (same seed, same settings)
+        base = json.loads(base_path.read_text())
+        if merge_meta(base["meta"], base_meta) is not None:
+            for k, rec in base["runs"].items():
+                key, seed = k.rsplit("/", 1)
+                if (key.startswith("tdlrt-") and float(key[6:]) in args.taus
+                        and int(seed[4:]) in args.seeds and k not in data["runs"]):
+                    data["runs"][k] = rec
+                    shared += 1
+    if shared:
+        print(f"{shared} TDLRT runs taken from {base_path.name}", flush=True)
     train_set, test_set = load_dataset(args.dataset, args.data_dir, progress=False)
     test_set = test_set.subset(slice(0, args.test_limit))
     variants = [(f"tdlrt-{t:g}" if m == "tdlrt" else m, m, t if m == "tdlrt" else 0.0)
@@ -380,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         models = build_models(seed, train_set.image_shape, train_set.num_classes,
                               args.rank_fraction, args.cp_rank,
-                              None if per_index else args.decades)
+                              None if per_index else args.decades, args.vanilla_split)
         for key, m, tau in todo:
             print(f"[{time.strftime('%H:%M:%S')}] {key} seed {seed}: {args.steps} steps",
                   flush=True)
