@@ -51,9 +51,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._validate import per_mode
-from .backend import ct, dtype_eps, namespace
+from .backend import conj, ct, dtype_eps, namespace
 from .steps import parallel_core
-from .tensor import fold, multi_mode_product, unfold
+from .tensor import multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
 
 __all__ = [
@@ -98,21 +98,28 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
     """Apply a stack-aware ``fn`` to every array of ``mats``, one call per shape.
 
     Arrays of equal shape, dtype and device are stacked along a new leading axis and
-    passed together (``fn`` must accept a stack, as ``linalg.qr``/``eigh`` do); the
-    results are split again.  Batched LAPACK/cuSOLVER calls loop over the same kernel, so
-    the results equal the one-at-a-time ones.  Returns one tuple of outputs per input.
-    Cost: the sum of the individual costs; one library call per distinct shape.
+    passed together (``fn`` must accept a stack and a single array, as
+    ``linalg.qr``/``eigh`` do; an array alone in its group is passed as it is); the
+    results are split again (one ``unstack`` per result).  Batched LAPACK/cuSOLVER calls
+    loop over the same kernel, so the results equal the one-at-a-time ones.  Returns one
+    tuple of outputs per input.  Cost: the sum of the individual costs; one library call
+    per distinct shape.
     """
     groups: dict[tuple, list[int]] = {}
     for k, m in enumerate(mats):
         groups.setdefault((tuple(m.shape), str(m.dtype), str(_device(m))), []).append(k)
     out: list[Any] = [None] * len(mats)
     for idx in groups.values():
+        if len(idx) == 1:  # no stack to build and split
+            res = fn(mats[idx[0]])
+            out[idx[0]] = tuple(res) if isinstance(res, tuple | list) else (res,)
+            continue
         xp = namespace(mats[idx[0]])
         res = fn(xp.stack([mats[k] for k in idx]))
         res = tuple(res) if isinstance(res, tuple | list) else (res,)
-        for j, k in enumerate(idx):
-            out[k] = tuple(r[j, ...] for r in res)
+        for k, items in zip(idx, zip(*(xp.unstack(r) for r in res), strict=True),
+                            strict=True):
+            out[k] = tuple(items)
     return out
 
 
@@ -168,26 +175,174 @@ def _strides(shape: Sequence[int]) -> list[int]:
     return [math.prod(shape[k + 1:]) for k in range(len(shape))]
 
 
-def _stack(xs: Sequence[Array], target: Sequence[int]) -> Array:
-    """``xs`` (equal order, dtype, device) zero-padded to ``target`` and stacked:
-    shape ``(len(xs), *target)``.  One gather."""
-    xp = namespace(xs[0])
-    dev = _device(xs[0])
-    shapes = tuple(tuple(int(s) for s in x.shape) for x in xs)
-    target = tuple(int(s) for s in target)
+class _View:
+    """A strided block of the C-order flattening of ``src`` (element ``off + sum_k c_k
+    strides_k`` at multi-index ``c``): transposes and sub-blocks of arrays, read by one
+    gather (:func:`_gather`) without an array operation per block."""
+
+    __slots__ = ("src", "off", "shape", "strides")
+
+    def __init__(self, src: Array, off: int = 0, shape: Sequence[int] | None = None,
+                 strides: Sequence[int] | None = None) -> None:
+        self.src = src
+        self.off = int(off)
+        self.shape = tuple(int(s) for s in (src.shape if shape is None else shape))
+        self.strides = tuple(_strides(self.shape) if strides is None else strides)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.src.dtype
+
+    def mT(self) -> _View:  # noqa: N802 - as the array API's matrix transpose
+        """The transpose of the last two axes."""
+        return _View(self.src, self.off, (*self.shape[:-2], self.shape[-1], self.shape[-2]),
+                     (*self.strides[:-2], self.strides[-1], self.strides[-2]))
+
+    def block(self, lead: Sequence[int], sizes: Sequence[int]) -> _View:
+        """``self[lead..., :sizes[0], :sizes[1], ...]``."""
+        off = self.off + sum(int(c) * s for c, s in zip(lead, self.strides, strict=False))
+        return _View(self.src, off, sizes, self.strides[len(lead):])
+
+
+    def moveaxis(self, src: int, dst: int) -> _View:
+        order = list(range(self.ndim))
+        order.insert(dst % self.ndim, order.pop(src % self.ndim))
+        return _View(self.src, self.off, [self.shape[k] for k in order],
+                     [self.strides[k] for k in order])
+
+
+# Arrays this module split off a stack (``unstack``, slices, axis moves: views of it) are
+# remembered with their block of the stack, so that a later gather reads the stack once
+# instead of flattening every block (one array operation, a copy when strided, each).
+# Entries die with the array (weak reference; its id is reused only after that).
+_ORIGIN: dict[int, tuple[Any, _View]] = {}
+
+
+def _track(x: Array, view: _View) -> Array:
+    """Record that ``x`` (a view of ``view.src``) holds the block ``view``; returns ``x``."""
+    import weakref
+
+    key = id(x)
+    try:
+        ref = weakref.ref(x, lambda _r, key=key: _ORIGIN.pop(key, None))
+    except TypeError:  # pragma: no cover - arrays without weak references: not tracked
+        return x
+    _ORIGIN[key] = (ref, view)
+    return x
+
+
+def _unstack_tracked(xp: Any, stack: Array) -> list[Array]:
+    """``xp.unstack(stack)``, every item tracked as its block of ``stack``."""
+    shape = tuple(int(s) for s in stack.shape[1:])
+    per = math.prod(shape)
+    return [_track(x, _View(stack, j * per, shape)) for j, x in enumerate(xp.unstack(stack))]
+
+
+def _as_view(x: Array | _View) -> _View:
+    if isinstance(x, _View):
+        return x
+    hit = _ORIGIN.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    return _View(x)
+
+
+def _shape(x: Array | _View) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+def _source(x: Array | _View) -> Array:
+    return x.src if isinstance(x, _View) else x
+
+
+def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
+            lead: bool = True) -> list[Array]:
+    """Zero-padded stacks of blocks, all by one gather: ``parts[p] = (blocks, target)``
+    gives an array of shape ``(len(blocks), *target)`` whose row ``k`` holds ``blocks[k]``
+    (a :class:`_View` or an array of the same order as ``target``, no larger) in its
+    leading corner and zeros elsewhere; the blocks of one part share dtype and device (one
+    gather per dtype and device).  Each distinct source is flattened once.  Index arrays
+    are cached per layout.  ``lead=False`` (parts of one block each): arrays of shape
+    ``target``, without the leading axis."""
+    fam: dict[tuple, list[int]] = {}
+    for p, (blocks, _) in enumerate(parts):
+        x = _as_view(blocks[0]).src
+        fam.setdefault((str(x.dtype), str(_device(x))), []).append(p)
+    if len(fam) > 1:  # one gather per dtype and device
+        res: list[Any] = [None] * len(parts)
+        for ps in fam.values():
+            for p, r in zip(ps, _gather([parts[p] for p in ps], lead), strict=True):
+                res[p] = r
+        return res
+    srcs: list[Array] = []
+    sid: dict[int, int] = {}
+    layout = []
+    pad = False
+    for blocks, target in parts:
+        target = tuple(int(s) for s in target)
+        for b in blocks:
+            v = _as_view(b)
+            if id(v.src) not in sid:
+                sid[id(v.src)] = len(srcs)
+                srcs.append(v.src)
+            if len(v.shape) != len(target):
+                raise ValueError(f"block of shape {v.shape} does not fit target {target}")
+            pad = pad or v.shape != target
+            layout.append((sid[id(v.src)], v.off, v.shape, v.strides, target))
+    xp = namespace(srcs[0])
+    dev = _device(srcs[0])
+    sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
 
     def build() -> Array:
-        total = sum(math.prod(s) for s in shapes)
-        parts, off = [], 0
-        for s in shapes:
-            parts.append(_grid_index(target, _strides(s), s, fill=total - off) + off)
-            off += math.prod(s)
-        return _index_array(xp, dev, parts)
+        offs = [0]
+        for s in sizes:
+            offs.append(offs[-1] + s)
+        pieces = []
+        for s, off, shape, strides, target in layout:
+            base = offs[s] + off
+            pieces.append(_grid_index(target, strides, None if shape == target else shape,
+                                      fill=offs[-1] - base) + base)
+        return _index_array(xp, dev, pieces)
 
-    idx = _cached(("stack", shapes, target, str(dev), xp.__name__), build)
-    flat = xp.concat([xp.reshape(x, (-1,)) for x in xs]
-                     + [xp.zeros((1,), dtype=xs[0].dtype, device=dev)])
-    return xp.reshape(flat[idx], (len(xs), *target))
+    idx = _cached(("gather", sizes, tuple(layout), pad, str(dev), xp.__name__), build)
+    flats = [xp.reshape(x, (-1,)) for x in srcs]
+    if pad:
+        flats.append(xp.zeros((1,), dtype=srcs[0].dtype, device=dev))
+    flat = flats[0] if len(flats) == 1 else xp.concat(flats)
+    g = flat[idx]
+    out, off = [], 0
+    for blocks, target in parts:
+        n = len(blocks) * math.prod(target)
+        piece = g if len(parts) == 1 else g[off:off + n]
+        shape = tuple(int(s) for s in target)
+        out.append(xp.reshape(piece, (len(blocks), *shape) if lead else shape))
+        off += n
+    return out
+
+
+def _materialize(xs: Sequence[Array | _View]) -> list[Array]:
+    """The blocks of ``xs`` as arrays (arrays pass through), by one gather."""
+    todo = [k for k, x in enumerate(xs) if isinstance(x, _View)]
+    out = list(xs)
+    if todo:
+        for k, a in zip(todo, _gather([([xs[k]], xs[k].shape) for k in todo], lead=False),
+                        strict=True):
+            out[k] = a
+    return out
+
+
+def _stack(xs: Sequence[Array | _View], target: Sequence[int]) -> Array:
+    """``xs`` (arrays or :class:`_View` blocks of equal order, dtype and device)
+    zero-padded to ``target`` and stacked: shape ``(len(xs), *target)``.  One
+    ``stack`` when all are arrays of shape ``target``, else one gather."""
+    target = tuple(int(s) for s in target)
+    if all(not isinstance(x, _View) and _shape(x) == target for x in xs):
+        return namespace(xs[0]).stack(list(xs))
+    return _gather([([_as_view(x) for x in xs], target)])[0]
 
 
 def _unstack(stack: Array, shapes: Sequence[Sequence[int]],
@@ -264,7 +419,7 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
     for idx in _groups(xs, lambda t: pattern[t]):
         if len(idx) <= _STACK_MIN - 1:  # too few to amortise the stacking
             for t in idx:
-                y = multi_mode_product(xs[t], list(mats[t]), transpose=transpose)
+                y = multi_mode_product(xs[t], _materialize(mats[t]), transpose=transpose)
                 if out_shapes is not None and tuple(y.shape) != tuple(out_shapes[t]):
                     y = pad_core(y, [(0, int(o) - int(s))
                                      for s, o in zip(y.shape, out_shapes[t], strict=True)])
@@ -273,18 +428,24 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
         xp = namespace(xs[idx[0]])
         d = xs[idx[0]].ndim
         cur = [list(int(s) for s in xs[t].shape) for t in idx]
-        x = _stack([xs[t] for t in idx], [max(c[k] for c in cur) for k in range(d)])
-        for i in range(d):
-            ms = [mats[t][i] for t in idx]
-            if ms[0] is None:
-                continue
-            if transpose:
-                ms = [ct(xp, m) for m in ms]
-            rows = max(int(m.shape[0]) for m in ms)
-            st = _stack(ms, (rows, int(x.shape[i + 1])))
-            x = _stack_mode_product(x, st, i)
+        target = [max(c[k] for c in cur) for k in range(d)]
+        # the tensors and every mode's matrices: one gather (transposes are strided
+        # blocks of the same sources, no copy per matrix)
+        parts: list[tuple[list, list[int]]] = [([xs[t] for t in idx], target)]
+        modes = [i for i in range(d) if mats[idx[0]][i] is not None]
+        for i in modes:
+            ms = [_as_view(mats[t][i]).mT() if transpose else mats[t][i] for t in idx]
+            parts.append((ms, [max(_shape(m)[0] for m in ms), target[i]]))
             for c, m in zip(cur, ms, strict=True):
-                c[i] = int(m.shape[0])
+                c[i] = _shape(m)[0]
+        if all(not isinstance(m, _View) for ms, _ in parts[1:] for m in ms) and \
+                all(_shape(m) == tuple(tg) for ms, tg in parts[1:] for m in ms):
+            stacks = [_stack(*parts[0])] + [xp.stack(ms) for ms, _ in parts[1:]]
+        else:
+            stacks = _gather(parts)
+        x = stacks[0]
+        for i, st in zip(modes, stacks[1:], strict=True):
+            x = _stack_mode_product(x, conj(xp, st) if transpose else st, i)
         res = _unstack(x, cur, None if out_shapes is None else [out_shapes[t] for t in idx])
         for t, r in zip(idx, res, strict=True):
             out[t] = r
@@ -408,23 +569,51 @@ def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
     equal).  One QR call per distinct unfolding shape.  Cost
     :math:`O(\sum_i r_i^2\prod_{j\ne i} r_j + n_i r_i^2)` per tensor.
     """
-    mats, where = [], []
-    for t, y in enumerate(ys):
-        xp = y.xp
-        for i in range(y.ndim):
-            mats.append(ct(xp, unfold(y.core, i)))
-            where.append((t, i))
-    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
     out = [KStart([], [], []) for _ in ys]
-    for (t, i), (q, r) in zip(where, qrs, strict=True):
-        y = ys[t]
-        xp = y.xp
-        shape = list(y.core.shape)
-        shape[i] = q.shape[1]
-        s = ct(xp, r)
-        out[t].gs.append(fold(ct(xp, q), i, shape))
-        out[t].ss.append(s)
-        out[t].k0.append(y.factors[i] @ s)
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for t, y in enumerate(ys):
+        shape = tuple(int(n) for n in y.core.shape)
+        for i in range(y.ndim):
+            rest = shape[:i] + shape[i + 1:]
+            groups.setdefault((rest, shape[i], str(y.core.dtype), str(_device(y.core))),
+                              []).append((t, i))
+    if not groups:
+        return out
+    # Mat_i(C)^T of every mode of every core (strided blocks of the cores) gathered into
+    # one stack per shape: shape (n_g, prod rest, r_i), one gather for all
+    parts = []
+    for (rest, r, _, _), members in groups.items():
+        blocks = []
+        for t, i in members:
+            core = ys[t].core
+            st = _strides(tuple(int(n) for n in core.shape))
+            blocks.append(_View(core, 0, (*rest, r), (*st[:i], *st[i + 1:], st[i])))
+        parts.append((blocks, (*rest, r)))
+    xp = ys[0].xp
+    mats = _gather(parts)
+    for ((rest, r, _, _), members), a in zip(groups.items(), mats, strict=True):
+        n_g = len(members)
+        lead = (n_g,) if n_g > 1 else ()
+        a = conj(xp, xp.reshape(a, (*lead, math.prod(rest), r)))  # Mat_i(C)^H
+        q, rr = xp.linalg.qr(a, mode="reduced")
+        # G_i = Ten_i(Q_i^H) and S_i = R_i^H for the whole stack, then split
+        g = conj(xp, xp.reshape(q, (*q.shape[:-2], *rest, r)))
+        ss = ct(xp, rr)
+        per = math.prod(rest) * r
+        if n_g == 1:
+            i = members[0][1]
+            gs, ss = [_track(xp.moveaxis(g, -1, i), _View(g).moveaxis(-1, i))], [ss]
+        else:  # tracked: later gathers read the stacks, not every G_i
+            gs = [_track(xp.moveaxis(gj, -1, i), _View(g, j * per, (*rest, r)).moveaxis(-1, i))
+                  for j, (gj, (_, i)) in enumerate(zip(xp.unstack(g), members, strict=True))]
+            ss = _unstack_tracked(xp, ss)
+        for (t, i), gi, si in zip(members, gs, ss, strict=True):
+            out[t].gs.append((i, gi))
+            out[t].ss.append((i, si))
+            out[t].k0.append((i, ys[t].factors[i] @ si))
+    for st in out:  # into mode order
+        st.gs, st.ss, st.k0 = ([x for _, x in sorted(lst, key=lambda p: p[0])]
+                               for lst in (st.gs, st.ss, st.k0))
     return out
 
 
@@ -439,19 +628,38 @@ def augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
     :math:`K_i` lies in the span of :math:`U_i` the trailing columns are arbitrary
     orthonormal directions that truncation removes.  Cost :math:`O(n_i r_i^2)` per mode.
     """
-    mats, where = [], []
+    bases, tri = _augment(factors, ks)
+    return bases, [_materialize(tr) for tr in tri]
+
+
+def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
+             ) -> tuple[list[list[Array]], list[list[_View]]]:
+    """:func:`augment` with the triangles as blocks of the batched ``R`` (no array
+    operation per triangle); ``[U | K]`` is concatenated once per stack."""
+    groups: dict[tuple, list[tuple[int, int]]] = {}
     for t, (us, kk) in enumerate(zip(factors, ks, strict=True)):
         for i, (u, k) in enumerate(zip(us, kk, strict=True)):
-            xp = namespace(u, k)
-            mats.append(xp.concat([u, k], axis=1))
-            where.append((t, i))
-    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
-    bases: list[list[Array]] = [[] for _ in factors]
-    tri: list[list[Array]] = [[] for _ in factors]
-    for (t, i), (q, r) in zip(where, qrs, strict=True):
-        ri = factors[t][i].shape[1]
-        bases[t].append(q)
-        tri[t].append(r[:ri, :ri])
+            groups.setdefault((_shape(u), _shape(k), str(u.dtype), str(_device(u))),
+                              []).append((t, i))
+    bases: list[list[Any]] = [[None] * len(us) for us in factors]
+    tri: list[list[Any]] = [[None] * len(us) for us in factors]
+    for (ushape, _, _, _), members in groups.items():
+        us = [factors[t][i] for t, i in members]
+        kk = [ks[t][i] for t, i in members]
+        xp = namespace(us[0], kk[0])
+        ri = ushape[1]
+        if len(members) == 1:
+            q, r = xp.linalg.qr(xp.concat([us[0], kk[0]], axis=1), mode="reduced")
+            qs, views = [q], [_View(r).block((), (ri, ri))]
+        else:
+            q, r = xp.linalg.qr(xp.concat([xp.stack(us), xp.stack(kk)], axis=2),
+                                mode="reduced")
+            qs = _unstack_tracked(xp, q)
+            rv = _View(r)
+            views = [rv.block((j,), (ri, ri)) for j in range(len(members))]
+        for (t, i), qj, vj in zip(members, qs, views, strict=True):
+            bases[t][i] = qj
+            tri[t][i] = vj
     return bases, tri
 
 
@@ -1012,7 +1220,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     # bases of the C-step: augmented (ra_bug), orth(K) (bug), old (parallel)
     aug_idx = [t for t, v in enumerate(variants) if v != "bug"]
     fix_idx = [t for t, v in enumerate(variants) if v == "bug"]
-    aug_b, tri = augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx])
+    aug_b, tri = _augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx])
     aug = dict(zip(aug_idx, zip(aug_b, tri, strict=True), strict=True))
     orth = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"),
                    [k for t in fix_idx for k in ks[t]])
@@ -1036,7 +1244,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(b)
             at_y0.append(False)
             continue
-        b, tr = aug[t]
+        b = aug[t][0]
         y0_aug[t] = TuckerTensor._orthonormal(padded[t], b)
         if v == "ra_bug":
             cores0.append(y0_aug[t].core)
@@ -1046,22 +1254,30 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(y.factors)
         at_y0.append(True)
     cores1 = list(c_solve(cores0, bases, at_y0))
+    # parallel BUG, in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode of the
+    # C-step result and of the frozen cores G_i (but mode i) times R^11 -- batched
+    par = [t for t in aug_idx if variants[t] == "parallel"]
+    cbars = dict(zip(par, mode_products_many([cores1[t] for t in par],
+                                             [aug[t][1] for t in par]), strict=True))
+    gitems = [(t, i) for t in par for i in range(ys[t].ndim)]
+    gqs = mode_products_many([starts[t].gs[i] for t, i in gitems],
+                             [[None if j == i else tj for j, tj in enumerate(aug[t][1])]
+                              for t, i in gitems])
+    gq_of: dict[int, list[Array]] = {t: [] for t in par}
+    for (t, _), g in zip(gitems, gqs, strict=True):
+        gq_of[t].append(g)
     parts: list[StepParts] = []
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
         if v == "bug":
             y1 = TuckerTensor._orthonormal(cores1[t], bases[t])
             parts.append(StepParts(y1, None, starts[t], ks[t], bases[t]))
             continue
-        b, tr = aug[t]
+        b = aug[t][0]
         new = [bi.shape[1] - ui.shape[1] for bi, ui in zip(b, y.factors, strict=True)]
         if v == "ra_bug":
             chat = cores1[t]
         else:
-            # in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode times R^11
-            cbar = multi_mode_product(cores1[t], list(tr))
-            gq = [multi_mode_product(g, [None if j == i else tj for j, tj in enumerate(tr)])
-                  for i, g in enumerate(starts[t].gs)]
-            chat = parallel_core(cbar, gq, ks[t],
+            chat = parallel_core(cbars[t], gq_of[t], ks[t],
                                  [bi[:, ui.shape[1]:] for bi, ui in zip(b, y.factors,
                                                                         strict=True)])
         y_aug = TuckerTensor._orthonormal(chat, b)
