@@ -144,6 +144,16 @@ def _cached(key: tuple, build: Callable[[], Any]) -> Any:
     return hit
 
 
+def _const(xp: Any, dev: Any, values: list, dtype: Any) -> Array:
+    """A constant array built from host ``values``, cached (one transfer per distinct
+    value set)."""
+    def key(v: Any) -> Any:
+        return tuple(key(x) for x in v) if isinstance(v, list | tuple) else v
+
+    return _cached(("const", key(values), str(dtype), str(dev), xp.__name__),
+                   lambda: xp.asarray(values, dtype=dtype, device=dev))
+
+
 def _grid_index(shape: Sequence[int], strides: Sequence[int],
                 valid: Sequence[int] | None = None, fill: int = 0) -> Any:
     """Flat positions ``sum_k c_k strides_k`` over the grid ``shape`` (C order, a host
@@ -596,15 +606,16 @@ def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
         lead = (n_g,) if n_g > 1 else ()
         a = conj(xp, xp.reshape(a, (*lead, math.prod(rest), r)))  # Mat_i(C)^H
         q, rr = xp.linalg.qr(a, mode="reduced")
-        # G_i = Ten_i(Q_i^H) and S_i = R_i^H for the whole stack, then split
-        g = conj(xp, xp.reshape(q, (*q.shape[:-2], *rest, r)))
+        # G_i = Ten_i(Q_i^H) and S_i = R_i^H for the whole stack, then split (Q^H: a
+        # view, C-contiguous for LAPACK's column-major Q)
+        g = xp.reshape(ct(xp, q), (*lead, r, *rest))
         ss = ct(xp, rr)
         per = math.prod(rest) * r
         if n_g == 1:
             i = members[0][1]
-            gs, ss = [_track(xp.moveaxis(g, -1, i), _View(g).moveaxis(-1, i))], [ss]
+            gs, ss = [_track(xp.moveaxis(g, 0, i), _View(g).moveaxis(0, i))], [ss]
         else:  # tracked: later gathers read the stacks, not every G_i
-            gs = [_track(xp.moveaxis(gj, -1, i), _View(g, j * per, (*rest, r)).moveaxis(-1, i))
+            gs = [_track(xp.moveaxis(gj, 0, i), _View(g, j * per, (r, *rest)).moveaxis(0, i))
                   for j, (gj, (_, i)) in enumerate(zip(xp.unstack(g), members, strict=True))]
             ss = _unstack_tracked(xp, ss)
         for (t, i), gi, si in zip(members, gs, ss, strict=True):
@@ -648,15 +659,16 @@ def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
         kk = [ks[t][i] for t, i in members]
         xp = namespace(us[0], kk[0])
         ri = ushape[1]
+        # R^11 as blocks of R^T (a view, C-contiguous for LAPACK's column-major R)
         if len(members) == 1:
             q, r = xp.linalg.qr(xp.concat([us[0], kk[0]], axis=1), mode="reduced")
-            qs, views = [q], [_View(r).block((), (ri, ri))]
+            qs, views = [q], [_View(xp.matrix_transpose(r)).block((), (ri, ri)).mT()]
         else:
             q, r = xp.linalg.qr(xp.concat([xp.stack(us), xp.stack(kk)], axis=2),
                                 mode="reduced")
             qs = _unstack_tracked(xp, q)
-            rv = _View(r)
-            views = [rv.block((j,), (ri, ri)) for j in range(len(members))]
+            rv = _View(xp.matrix_transpose(r))
+            views = [rv.block((j,), (ri, ri)).mT() for j in range(len(members))]
         for (t, i), qj, vj in zip(members, qs, views, strict=True):
             bases[t][i] = qj
             tri[t][i] = vj
@@ -806,7 +818,7 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             inv = [0] * len(cores)
             for k, t in enumerate(norm_order):
                 inv[t] = k
-            nv = xpn.take(nv, xpn.asarray(inv, dtype=xpn.int64, device=_device(nv)))
+            nv = xpn.take(nv, _const(xpn, _device(nv), inv, xpn.int64))
         flat.append(nv)
     row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
     eig: dict[int, tuple] = {}
@@ -823,15 +835,16 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         # norm reports them)
         g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
         if any(n < size for n in sizes):
-            eye = xp.eye(size, dtype=g.dtype, device=dev)
+            eye = _cached(("eye", size, str(g.dtype), str(dev), xp.__name__),
+                          lambda xp=xp, n=size, dt=g.dtype, dev=dev:
+                          xp.eye(n, dtype=dt, device=dev))
             trace = xp.sum(g * eye, axis=(1, 2))
-            pad = xp.asarray([[0.0] * n + [1.0] * (size - n) for n in sizes], dtype=g.dtype,
-                             device=dev)
+            pad = _const(xp, dev, [[0.0] * n + [1.0] * (size - n) for n in sizes], g.dtype)
             g = g - eye[None, :, :] * (pad * (1.0 + trace[:, None]))[:, :, None]
         w, v = _eigh_desc(g)
         w = xp.where(w > 0, w, xp.zeros_like(w))
         k = int(w.shape[1])
-        k_rows = xp.asarray(sizes, dtype=xp.int64, device=dev)
+        k_rows = _const(xp, dev, sizes, xp.int64)
         eps = dtype_eps(xp, w.dtype)
         coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
         for row, gi in enumerate(idx):
@@ -851,7 +864,7 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             item.append(t)
 
         def arr(vals: list, dt: Any, xp: Any = xp, dev: Any = dev) -> Array:
-            return xp.asarray(vals, dtype=dt, device=dev)
+            return _const(xp, dev, vals, dt)
 
         nvec = xp.astype(xp.take(_to_device(flat[0], dev), arr(item, xp.int64)), w.dtype)
         tol = nvec * arr(coef, w.dtype) + arr(add, w.dtype)
@@ -867,7 +880,7 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         r = xp.where(need_a, r_tol, fixed_a)
         r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
                        k_rows)
-        cols = xp.arange(k, dtype=xp.int64, device=dev)[None, :]
+        cols = _const(xp, dev, [list(range(k))], xp.int64)
         tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
         noise2 = 100.0 * eps * msz_a * lam0
         w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
@@ -876,7 +889,7 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
                                                    xp.astype(ok, w.dtype)]), xp.float64),
                                (-1,)))
-        eig_bucket = (w, v)
+        eig_bucket = (w, v, xp.matrix_transpose(v))
         for row, gi in enumerate(idx):
             eig[gi] = (eig_bucket, row_of[gi][1], sizes[row], len(flat) - 1)
     n_fixed = len(flat)
@@ -963,7 +976,7 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
             if md["gram"] is None:
                 redo = True
                 continue
-            (w, v), row, k, fpos = eig[md["gram"]]
+            (w, v, vt), row, k, fpos = eig[md["gram"]]
             nb = int(w.shape[0])
             base = offsets[fpos]
             r, tail2, ok = (host[base + row], host[base + nb + row], host[base + 2 * nb + row])
@@ -973,7 +986,8 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
             chosen.append(r)
             tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
             methods.append("gram")
-            bases.append(v[row, :k, :r])
+            # V[:k, :r] as a block of V^T (C-contiguous for LAPACK's column-major V)
+            bases.append(_View(vt).block((row,), (r, k)).mT())
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor._orthonormal(core, factors), spec, tol))
             continue
@@ -986,8 +1000,12 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
     # the truncated cores C x_i V_i^H of all items: batched core products
     new_cores = mode_products_many([c for _, c, _, _, _, _ in todo],
                                    [b for _, _, _, b, _, _ in todo], transpose=True)
+    # the eigenvector blocks as arrays: one gather
+    blocks = [b for _, _, _, bs, _, _ in todo for b in bs if b is not None]
+    arrays = iter(_materialize(blocks) if blocks else [])
     for (slot, _, factors, bases, info, method), new_core in zip(todo, new_cores, strict=True):
-        new_f = [u if b is None else u @ b for u, b in zip(factors, bases, strict=True)]
+        new_f = [u if b is None else u @ next(arrays) for u, b in zip(factors, bases,
+                                                                      strict=True)]
         results[slot] = _rerounded(TuckerTensor._orthonormal(new_core, new_f), info, method)
     return results, list(host[offsets[n_fixed]:]) if len(offsets) > n_fixed else []
 
