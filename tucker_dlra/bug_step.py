@@ -698,12 +698,6 @@ class Truncation:
     method: str = "auto"
 
 
-def _eigh_desc(g: Array) -> tuple[Array, Array]:
-    xp = namespace(g)
-    w, v = jacobi_eigh(g) if _EIGH_MODE[0] == "jacobi" else xp.linalg.eigh(g)
-    return xp.flip(w, axis=-1), xp.flip(v, axis=-1)
-
-
 def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                   extra: Sequence[Array] = ()
                   ) -> tuple[list[tuple[TuckerTensor, TruncationInfo]], list[float]]:
@@ -820,10 +814,10 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
                 inv[t] = k
             nv = xpn.take(nv, _const(xpn, _device(nv), inv, xpn.int64))
         flat.append(nv)
-    row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
     eig: dict[int, tuple] = {}
-    for bnum, idx in enumerate(buckets.values()):
-        size = next(key[0] for key, val in buckets.items() if val is idx)
+    fams: dict[tuple, list] = {}  # (dtype, device) -> [(w, row, gram index, size)]
+    for key, idx in buckets.items():
+        size = key[0]
         sizes = [grams[gi][0] for gi in idx]
         # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
         # below all of G's (G is positive semi-definite), so after the descending sort G's
@@ -841,31 +835,49 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             trace = xp.sum(g * eye, axis=(1, 2))
             pad = _const(xp, dev, [[0.0] * n + [1.0] * (size - n) for n in sizes], g.dtype)
             g = g - eye[None, :, :] * (pad * (1.0 + trace[:, None]))[:, :, None]
-        w, v = _eigh_desc(g)
-        w = xp.where(w > 0, w, xp.zeros_like(w))
-        k = int(w.shape[1])
-        k_rows = _const(xp, dev, sizes, xp.int64)
-        eps = dtype_eps(xp, w.dtype)
-        coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
+        # ascending eigenpairs; the descending order is read through reversed strides
+        # (V^T: C-contiguous for LAPACK's column-major V)
+        w, v = jacobi_eigh(g) if _EIGH_MODE[0] == "jacobi" else xp.linalg.eigh(g)
+        vt = xp.matrix_transpose(v)
+        fam = fams.setdefault((str(w.dtype), str(dev)), [])
         for row, gi in enumerate(idx):
+            eig[gi] = [vt, row, sizes[row], None, len(fam)]
+            fam.append((w, row, gi, size))
+    # the rank decisions of all buckets of a dtype and device at once: eigenvalues in
+    # descending order, zero-padded (zeros add nothing to the tails), one row per
+    # (item, mode)
+    for rows in fams.values():
+        kmax = max(size for _, _, _, size in rows)
+        w0 = rows[0][0]
+        xp = namespace(w0)
+        dev = _device(w0)
+        w = _gather([([_View(wb, row * size + size - 1, (size,), (-1,))
+                       for wb, row, _, size in rows], (kmax,))])[0]
+        w = xp.where(w > 0, w, xp.zeros_like(w))
+        eps = dtype_eps(xp, w.dtype)
+        coef, add, need, fixed, rmax, rmin, msz, gram_only, item, k_rows = (
+            [] for _ in range(10))
+        for _, _, gi, _ in rows:
             t, i = gwhere[gi]
-            row_of[gi] = (bnum, row)
+            n = grams[gi][0]
             m, spec = metas[t], items[t][2]
             scale = 1.0 / math.sqrt(m["d"]) if spec.rule == "split" else 1.0
             tol_row = m["ranks"][i] is None and m["tol"] is not None
             need.append(tol_row)
             coef.append(spec.rtol * scale if tol_row and m["tol"] == "rtol" else 0.0)
             add.append(float(spec.atol) * scale if tol_row and m["tol"] == "atol" else 0.0)
-            fixed.append(sizes[row] if m["ranks"][i] is None else int(m["ranks"][i]))
-            rmax.append(sizes[row] if m["rmax"][i] is None else int(m["rmax"][i]))
+            fixed.append(n if m["ranks"][i] is None else int(m["ranks"][i]))
+            rmax.append(n if m["rmax"][i] is None else int(m["rmax"][i]))
             rmin.append(1 if m["rmin"][i] is None else int(m["rmin"][i]))
             msz.append(float(m["shape"][i]))
             gram_only.append(spec.method == "gram")
             item.append(t)
+            k_rows.append(n)
 
         def arr(vals: list, dt: Any, xp: Any = xp, dev: Any = dev) -> Array:
             return _const(xp, dev, vals, dt)
 
+        k_rows_a = arr(k_rows, xp.int64)
         nvec = xp.astype(xp.take(_to_device(flat[0], dev), arr(item, xp.int64)), w.dtype)
         tol = nvec * arr(coef, w.dtype) + arr(add, w.dtype)
         thr2 = tol * tol
@@ -879,19 +891,20 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         need_a = arr(need, xp.bool)
         r = xp.where(need_a, r_tol, fixed_a)
         r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
-                       k_rows)
-        cols = _const(xp, dev, [list(range(k))], xp.int64)
+                       k_rows_a)
+        cols = arr([list(range(kmax))], xp.int64)
         tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
         noise2 = 100.0 * eps * msz_a * lam0
         w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
-        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows) | (w_fix >= noise2))
+        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows_a) | (w_fix >= noise2))
         ok = ok | arr(gram_only, xp.bool)
         flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
                                                    xp.astype(ok, w.dtype)]), xp.float64),
                                (-1,)))
-        eig_bucket = (w, v, xp.matrix_transpose(v))
-        for row, gi in enumerate(idx):
-            eig[gi] = (eig_bucket, row_of[gi][1], sizes[row], len(flat) - 1)
+        for _, _, gi, _ in rows:
+            eig[gi][3] = len(flat) - 1
+            eig[gi].append(len(rows))
+    eig = {gi: tuple(e) for gi, e in eig.items()}
     n_fixed = len(flat)
     for e in extra:
         xe = namespace(e)
@@ -976,18 +989,20 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
             if md["gram"] is None:
                 redo = True
                 continue
-            (w, v, vt), row, k, fpos = eig[md["gram"]]
-            nb = int(w.shape[0])
+            vt, row, k, fpos, grow, nb = eig[md["gram"]]
             base = offsets[fpos]
-            r, tail2, ok = (host[base + row], host[base + nb + row], host[base + 2 * nb + row])
+            r, tail2, ok = (host[base + grow], host[base + nb + grow],
+                            host[base + 2 * nb + grow])
             if spec.method == "auto" and not ok:
                 redo = True
             r = int(r)
             chosen.append(r)
             tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
             methods.append("gram")
-            # V[:k, :r] as a block of V^T (C-contiguous for LAPACK's column-major V)
-            bases.append(_View(vt).block((row,), (r, k)).mT())
+            # the leading k x r block of the eigenvectors in descending order: entry (a, c)
+            # is V^T[row, size - 1 - c, a] of the ascending ones
+            size = int(vt.shape[-1])
+            bases.append(_View(vt, (row * size + size - 1) * size, (k, r), (1, -size)))
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor._orthonormal(core, factors), spec, tol))
             continue
