@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._validate import per_mode
-from .backend import conj, ct, dtype_eps, namespace
+from .backend import bmm, conj, ct, dtype_eps, namespace
 from .steps import parallel_core
 from .tensor import multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
@@ -440,22 +440,38 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
         cur = [list(int(s) for s in xs[t].shape) for t in idx]
         target = [max(c[k] for c in cur) for k in range(d)]
         # the tensors and every mode's matrices: one gather (transposes are strided
-        # blocks of the same sources, no copy per matrix)
-        parts: list[tuple[list, list[int]]] = [([xs[t] for t in idx], target)]
+        # blocks of the same sources, no copy per matrix).  With every mode multiplied,
+        # the products run cyclically (contract the leading mode, append the new one
+        # last) and take the matrices as M^T.
         modes = [i for i in range(d) if mats[idx[0]][i] is not None]
+        cyclic = len(modes) == d
+        parts: list[tuple[list, list[int]]] = [([xs[t] for t in idx], target)]
         for i in modes:
-            ms = [_as_view(mats[t][i]).mT() if transpose else mats[t][i] for t in idx]
-            parts.append((ms, [max(_shape(m)[0] for m in ms), target[i]]))
-            for c, m in zip(cur, ms, strict=True):
-                c[i] = _shape(m)[0]
+            ms = [mats[t][i] for t in idx]
+            if transpose != cyclic:
+                ms = [_as_view(m).mT() for m in ms]
+            rows = [_shape(m)[1 if cyclic else 0] for m in ms]
+            parts.append((ms, [target[i], max(rows)] if cyclic else [max(rows), target[i]]))
+            for c, p in zip(cur, rows, strict=True):
+                c[i] = p
         if all(not isinstance(m, _View) for ms, _ in parts[1:] for m in ms) and \
                 all(_shape(m) == tuple(tg) for ms, tg in parts[1:] for m in ms):
             stacks = [_stack(*parts[0])] + [xp.stack(ms) for ms, _ in parts[1:]]
         else:
             stacks = _gather(parts)
         x = stacks[0]
-        for i, st in zip(modes, stacks[1:], strict=True):
-            x = _stack_mode_product(x, conj(xp, st) if transpose else st, i)
+        if cyclic:
+            n = len(idx)
+            dims = list(target)
+            for i, st in enumerate(stacks[1:]):
+                rest = math.prod(dims[i + 1:]) * math.prod(int(s.shape[2])
+                                                            for s in stacks[1:i + 1])
+                x = bmm(xp, xp.matrix_transpose(xp.reshape(x, (n, dims[i], rest))),
+                        conj(xp, st) if transpose else st)
+            x = xp.reshape(x, (n, *(int(s.shape[2]) for s in stacks[1:])))
+        else:
+            for i, st in zip(modes, stacks[1:], strict=True):
+                x = _stack_mode_product(x, conj(xp, st) if transpose else st, i)
         res = _unstack(x, cur, None if out_shapes is None else [out_shapes[t] for t in idx])
         for t, r in zip(idx, res, strict=True):
             out[t] = r
