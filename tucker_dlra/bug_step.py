@@ -218,6 +218,11 @@ class _View:
         return _View(self.src, off, sizes, self.strides[len(lead):])
 
 
+    def permute(self, order: Sequence[int]) -> _View:
+        """Axis ``k`` of the result is axis ``order[k]`` of ``self``."""
+        return _View(self.src, self.off, [self.shape[k] for k in order],
+                     [self.strides[k] for k in order])
+
     def moveaxis(self, src: int, dst: int) -> _View:
         order = list(range(self.ndim))
         order.insert(dst % self.ndim, order.pop(src % self.ndim))
@@ -1137,27 +1142,42 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
             continue
         xp = namespace(firsts[idx[0]])
         d = firsts[idx[0]].ndim
-        ast = [_stack([a[t][j] for t in idx], (max(int(a[t][j].shape[0]) for t in idx),
-                                                max(int(a[t][j].shape[1]) for t in idx)))
-               for j in range(d)]
+        n = len(idx)
+        to = [max(_shape(g_olds[t][0])[k] for t in idx) for k in range(d)]
+        tn = [max(_shape(g_news[t][0])[k] for t in idx) for k in range(d)]
+        # one gather: A_j^T stacks; per mode i the old cores with mode i last (axes
+        # i+1, ..., i-1, i) and the new ones with mode i first (axes i, i+1, ..., i-1)
+        parts: list[tuple[list, list[int]]] = [
+            ([_as_view(a[t][j]).mT() for t in idx], [to[j], tn[j]]) for j in range(d)]
         for i in range(d):
-            old = [g_olds[t][i] for t in idx]
-            new = [g_news[t][i] for t in idx]
-            to = [max(int(g.shape[k]) for g in old) for k in range(d)]
-            tn = [max(int(g.shape[k]) for g in new) for k in range(d)]
-            p = _stack(old, to)
-            for j in range(d):
-                if j != i:
-                    p = _stack_mode_product(p, ast[j], j)
-            q = _stack(new, tn)
-            n = len(idx)
-            pm = xp.reshape(xp.moveaxis(p, i + 1, 1), (n, to[i], -1))
-            qm = xp.reshape(xp.moveaxis(q, i + 1, 1), (n, tn[i], -1))
-            b = xp.matmul(pm, ct(xp, qm))
-            res = _unstack(b, [(int(g0.shape[i]), int(g1.shape[i]))
-                               for g0, g1 in zip(old, new, strict=True)])
-            for t, r in zip(idx, res, strict=True):
-                out[t][i] = r
+            lo = [(i + 1 + k) % d for k in range(d)]
+            ln = [(i + k) % d for k in range(d)]
+            parts.append(([_as_view(g_olds[t][i]).permute(lo) for t in idx], [to[k] for k in lo]))
+            parts.append(([_as_view(g_news[t][i]).permute(ln) for t in idx], [tn[k] for k in ln]))
+        stacks = _gather(parts)
+        blocks = []
+        for i in range(d):
+            p, q = stacks[d + 2 * i], stacks[d + 2 * i + 1]
+            lo = [(i + 1 + k) % d for k in range(d)]
+            done: list[int] = []
+            # cyclic products over the modes j != i (contract the leading mode, append the
+            # new one last): the layout ends as (i, i+1, ..., i-1), that of q
+            for s_, j in enumerate(lo[:-1]):
+                rest = math.prod(to[k] for k in lo[s_ + 1:]) * math.prod(done)
+                p = bmm(xp, xp.matrix_transpose(xp.reshape(p, (n, to[j], rest))),
+                        stacks[j])
+                done.append(tn[j])
+            pm = xp.reshape(p, (n, to[i], math.prod(done)))
+            qm = xp.reshape(q, (n, tn[i], math.prod(done)))
+            b = bmm(xp, pm, ct(xp, qm))
+            for pos, t in enumerate(idx):
+                blocks.append(_View(b, pos * to[i] * tn[i],
+                                    (_shape(g_olds[t][i])[i], _shape(g_news[t][i])[i]),
+                                    (tn[i], 1)))
+        res = iter(_materialize(blocks))
+        for i in range(d):
+            for t in idx:
+                out[t][i] = next(res)
     return out
 
 
