@@ -429,12 +429,24 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
     rounding.  Cost: the products at the group's padded sizes; a fixed number of array
     operations per group and mode (plus one reshape/slice per tensor).
     """
+    return _mode_products_many(xs, mats, transpose, out_shapes)
+
+
+def _mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | _View | None]],
+                        transpose: bool = False,
+                        out_shapes: Sequence[Sequence[int]] | None = None,
+                        square: bool = False) -> list[Array]:
+    """:func:`mode_products_many`; ``mats`` may hold :class:`_View` blocks; ``square``:
+    with the elementwise squares of the matrices (squared once per stack)."""
     out: list[Any] = [None] * len(xs)
     pattern = [tuple(m is None for m in ms) for ms in mats]
     for idx in _groups(xs, lambda t: pattern[t]):
         if len(idx) <= _STACK_MIN - 1:  # too few to amortise the stacking
             for t in idx:
-                y = multi_mode_product(xs[t], _materialize(mats[t]), transpose=transpose)
+                ms = _materialize(mats[t])
+                if square:
+                    ms = [None if m is None else m * m for m in ms]
+                y = multi_mode_product(xs[t], ms, transpose=transpose)
                 if out_shapes is not None and tuple(y.shape) != tuple(out_shapes[t]):
                     y = pad_core(y, [(0, int(o) - int(s))
                                      for s, o in zip(y.shape, out_shapes[t], strict=True)])
@@ -464,6 +476,8 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
             stacks = [_stack(*parts[0])] + [xp.stack(ms) for ms, _ in parts[1:]]
         else:
             stacks = _gather(parts)
+        if square:
+            stacks = stacks[:1] + [st * st for st in stacks[1:]]
         x = stacks[0]
         if cyclic:
             n = len(idx)
@@ -1034,7 +1048,7 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
         results.append(None)
         todo.append((len(results) - 1, core, factors, bases, info, spec.method))
     # the truncated cores C x_i V_i^H of all items: batched core products
-    new_cores = mode_products_many([c for _, c, _, _, _, _ in todo],
+    new_cores = _mode_products_many([c for _, c, _, _, _, _ in todo],
                                    [b for _, _, _, b, _, _ in todo], transpose=True)
     # the eigenvector blocks as arrays: one gather
     blocks = [b for _, _, _, bs, _, _ in todo for b in bs if b is not None]
@@ -1187,7 +1201,7 @@ def core_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
 
     The results own their memory (they are kept as optimizer state: no view may pin the
     batch's buffer)."""
-    out = mode_products_many(ms, [[x * x for x in aa] if square else list(aa) for aa in a])
+    out = _mode_products_many(ms, [list(aa) for aa in a], square=square)
     return [namespace(x).asarray(x, copy=True) for x in out]
 
 
@@ -1301,7 +1315,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     cores0, bases, at_y0 = [], [], []
     y0_aug: dict[int, TuckerTensor] = {}
     # Galerkin cores C x_i [R^11_i; 0] of all augmented tensors: batched core products
-    padded = dict(zip(aug_idx, mode_products_many(
+    padded = dict(zip(aug_idx, _mode_products_many(
         [ys[t].core for t in aug_idx], [aug[t][1] for t in aug_idx],
         out_shapes=[[int(b.shape[1]) for b in aug[t][0]] for t in aug_idx]), strict=True))
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
@@ -1326,10 +1340,10 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     # parallel BUG, in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode of the
     # C-step result and of the frozen cores G_i (but mode i) times R^11 -- batched
     par = [t for t in aug_idx if variants[t] == "parallel"]
-    cbars = dict(zip(par, mode_products_many([cores1[t] for t in par],
+    cbars = dict(zip(par, _mode_products_many([cores1[t] for t in par],
                                              [aug[t][1] for t in par]), strict=True))
     gitems = [(t, i) for t in par for i in range(ys[t].ndim)]
-    gqs = mode_products_many([starts[t].gs[i] for t, i in gitems],
+    gqs = _mode_products_many([starts[t].gs[i] for t, i in gitems],
                              [[None if j == i else tj for j, tj in enumerate(aug[t][1])]
                               for t, i in gitems])
     gq_of: dict[int, list[Array]] = {t: [] for t in par}
