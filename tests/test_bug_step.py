@@ -209,3 +209,36 @@ def test_jacobi_eigh_does_not_synchronise_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.testing.assert_close(w.cpu(), torch.linalg.eigh(a.cpu())[0], rtol=0, atol=1e-10)
+
+
+def test_parallel_augmented_core_equals_parallel_core():
+    """The batched block assembly of the parallel BUG's augmented core (bug_step) equals
+    steps.parallel_core applied tensor by tensor (mixed shapes, one mode without new
+    directions)."""
+    from tucker_dlra.bug_step import bug_step
+    from tucker_dlra.steps import parallel_core
+    from tucker_dlra.tensor import multi_mode_product
+
+    rng = np.random.default_rng(7)
+    ys = [_tensor(rng, (7, 6, 3), (3, 2, 3), 0.2), _tensor(rng, (7, 6, 5), (3, 2, 3), 0.3),
+          _tensor(rng, (8, 5, 4), (4, 3, 2), 0.1), _tensor(rng, (7, 6, 5), (3, 2, 3), 0.5)]
+    ks = [[rng.standard_normal(u.shape) for u in y.factors] for y in ys]
+    steps = [rng.standard_normal(y.core.shape) for y in ys]
+
+    def c_solve(cores0, bases, at_y0):
+        return [c + s for c, s in zip(cores0, steps, strict=True)]
+
+    parts, _ = bug_step(ys, lambda starts: ks, c_solve, ["parallel"] * len(ys),
+                        [None] * len(ys))
+    for y, k, st, p in zip(ys, ks, steps, parts, strict=True):
+        bases, tri = augment([y.factors], [k])
+        bases, tri = bases[0], tri[0]
+        cbar = multi_mode_product(y.core + st, tri)
+        gq = [multi_mode_product(g, [None if j == i else r for j, r in enumerate(tri)])
+              for i, g in enumerate(p.start.gs)]
+        ref = parallel_core(cbar, gq, k, [b[:, u.shape[1]:] for b, u in zip(bases, y.factors,
+                                                                          strict=True)])
+        assert p.y1.core.shape == ref.shape
+        np.testing.assert_allclose(p.y1.core, ref, rtol=1e-12, atol=1e-12)
+        for b, q in zip(p.y1.factors, bases, strict=True):
+            np.testing.assert_allclose(b, q, atol=1e-14)

@@ -52,7 +52,6 @@ from typing import Any
 
 from ._validate import per_mode
 from .backend import bmm, conj, ct, dtype_eps, namespace
-from .steps import parallel_core
 from .tensor import multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
 
@@ -435,9 +434,10 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
 def _mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | _View | None]],
                         transpose: bool = False,
                         out_shapes: Sequence[Sequence[int]] | None = None,
-                        square: bool = False) -> list[Array]:
+                        square: bool = False, views: bool = False) -> list[Any]:
     """:func:`mode_products_many`; ``mats`` may hold :class:`_View` blocks; ``square``:
-    with the elementwise squares of the matrices (squared once per stack)."""
+    with the elementwise squares of the matrices (squared once per stack); ``views``:
+    results of stacked groups as :class:`_View` blocks of the stack (not split)."""
     out: list[Any] = [None] * len(xs)
     pattern = [tuple(m is None for m in ms) for ms in mats]
     for idx in _groups(xs, lambda t: pattern[t]):
@@ -491,9 +491,63 @@ def _mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | _Vi
         else:
             for i, st in zip(modes, stacks[1:], strict=True):
                 x = _stack_mode_product(x, conj(xp, st) if transpose else st, i)
+        if views and out_shapes is None:
+            tail = tuple(int(s_) for s_ in x.shape[1:])
+            for pos, (t, c) in enumerate(zip(idx, cur, strict=True)):
+                out[t] = _View(x, pos * math.prod(tail), c, _strides(tail))
+            continue
         res = _unstack(x, cur, None if out_shapes is None else [out_shapes[t] for t in idx])
         for t, r in zip(idx, res, strict=True):
             out[t] = r
+    return out
+
+
+def _assemble(items: Sequence[tuple[Sequence[int], Sequence[tuple[Array | _View,
+                                                                  Sequence[int]]]]]
+              ) -> list[Array]:
+    """Arrays of shapes ``items[k][0]`` assembled from non-overlapping blocks
+    ``(block, offset)`` (zeros elsewhere), all by one gather (equal dtype and device)."""
+    import numpy as np
+
+    srcs: list[Array] = []
+    sid: dict[int, int] = {}
+    layout = []
+    for shape, blocks in items:
+        entry = []
+        for b, off in blocks:
+            v = _as_view(b)
+            if id(v.src) not in sid:
+                sid[id(v.src)] = len(srcs)
+                srcs.append(v.src)
+            entry.append((sid[id(v.src)], v.off, v.shape, v.strides,
+                          tuple(int(o) for o in off)))
+        layout.append((tuple(int(s) for s in shape), tuple(entry)))
+    xp = namespace(srcs[0])
+    dev = _device(srcs[0])
+    sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
+
+    def build() -> Array:
+        offs = [0]
+        for n in sizes:
+            offs.append(offs[-1] + n)
+        pieces = []
+        for shape, entry in layout:
+            idx = np.full(shape, offs[-1], dtype=np.int64)
+            for s, off, bshape, strides, at in entry:
+                idx[tuple(slice(a, a + n) for a, n in zip(at, bshape, strict=True))] = (
+                    _grid_index(bshape, strides) + offs[s] + off).reshape(bshape)
+            pieces.append(idx.reshape(-1))
+        return _index_array(xp, dev, pieces)
+
+    idx = _cached(("assemble", sizes, tuple(layout), str(dev), xp.__name__), build)
+    flat = xp.concat([xp.reshape(x, (-1,)) for x in srcs]
+                     + [xp.zeros((1,), dtype=srcs[0].dtype, device=dev)])
+    g = flat[idx]
+    out, pos = [], 0
+    for shape, _ in layout:
+        n = math.prod(shape)
+        out.append(xp.reshape(g[pos:pos + n], shape))
+        pos += n
     return out
 
 
@@ -674,14 +728,17 @@ def augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
     :math:`K_i` lies in the span of :math:`U_i` the trailing columns are arbitrary
     orthonormal directions that truncation removes.  Cost :math:`O(n_i r_i^2)` per mode.
     """
-    bases, tri = _augment(factors, ks)
+    bases, tri, _ = _augment(factors, ks)
     return bases, [_materialize(tr) for tr in tri]
 
 
-def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
-             ) -> tuple[list[list[Array]], list[list[_View]]]:
-    """:func:`augment` with the triangles as blocks of the batched ``R`` (no array
-    operation per triangle); ``[U | K]`` is concatenated once per stack."""
+def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]],
+             new_coords: bool = False
+             ) -> tuple[list[list[Array]], list[list[_View]], list[list[Any]]]:
+    r""":func:`augment` with the triangles as blocks of the batched ``R`` (no array
+    operation per triangle); ``[U | K]`` is concatenated once per stack.  With
+    ``new_coords`` also :math:`\tilde U_i^H K_i` (:math:`\tilde U_i`: the new columns of
+    :math:`\hat U_i`; ``None`` without new columns), batched per stack."""
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for t, (us, kk) in enumerate(zip(factors, ks, strict=True)):
         for i, (u, k) in enumerate(zip(us, kk, strict=True)):
@@ -689,25 +746,34 @@ def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
                               []).append((t, i))
     bases: list[list[Any]] = [[None] * len(us) for us in factors]
     tri: list[list[Any]] = [[None] * len(us) for us in factors]
+    wks: list[list[Any]] = [[None] * len(us) for us in factors]
     for (ushape, _, _, _), members in groups.items():
         us = [factors[t][i] for t, i in members]
         kk = [ks[t][i] for t, i in members]
         xp = namespace(us[0], kk[0])
         ri = ushape[1]
         # R^11 as blocks of R^T (a view, C-contiguous for LAPACK's column-major R)
-        if len(members) == 1:
-            q, r = xp.linalg.qr(xp.concat([us[0], kk[0]], axis=1), mode="reduced")
+        n_g = len(members)
+        if n_g == 1:
+            kst = kk[0]
+            q, r = xp.linalg.qr(xp.concat([us[0], kst], axis=1), mode="reduced")
             qs, views = [q], [_View(xp.matrix_transpose(r)).block((), (ri, ri)).mT()]
         else:
-            q, r = xp.linalg.qr(xp.concat([xp.stack(us), xp.stack(kk)], axis=2),
-                                mode="reduced")
+            kst = xp.stack(kk)
+            q, r = xp.linalg.qr(xp.concat([xp.stack(us), kst], axis=2), mode="reduced")
             qs = _unstack_tracked(xp, q)
             rv = _View(xp.matrix_transpose(r))
-            views = [rv.block((j,), (ri, ri)).mT() for j in range(len(members))]
-        for (t, i), qj, vj in zip(members, qs, views, strict=True):
+            views = [rv.block((j,), (ri, ri)).mT() for j in range(n_g)]
+        m = int(q.shape[-1]) - ri
+        ws: list[Any] = [None] * n_g
+        if new_coords and m > 0:
+            w = xp.matmul(ct(xp, q[..., ri:]), kst)  # (n_g,) m x r_i
+            ws = [w] if n_g == 1 else [_View(w, j * m * ri, (m, ri)) for j in range(n_g)]
+        for (t, i), qj, vj, wj in zip(members, qs, views, ws, strict=True):
             bases[t][i] = qj
             tri[t][i] = vj
-    return bases, tri
+            wks[t][i] = wj
+    return bases, tri, wks
 
 
 # ------------------------------------------------------------------------------ truncation
@@ -1303,8 +1369,9 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     # bases of the C-step: augmented (ra_bug), orth(K) (bug), old (parallel)
     aug_idx = [t for t, v in enumerate(variants) if v != "bug"]
     fix_idx = [t for t, v in enumerate(variants) if v == "bug"]
-    aug_b, tri = _augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx])
-    aug = dict(zip(aug_idx, zip(aug_b, tri, strict=True), strict=True))
+    aug_b, tri, wks = _augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx],
+                               new_coords=any(variants[t] == "parallel" for t in aug_idx))
+    aug = dict(zip(aug_idx, zip(aug_b, tri, wks, strict=True), strict=True))
     orth = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"),
                    [k for t in fix_idx for k in ks[t]])
     fixed: dict[int, list[Array]] = {}
@@ -1337,18 +1404,32 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(y.factors)
         at_y0.append(True)
     cores1 = list(c_solve(cores0, bases, at_y0))
-    # parallel BUG, in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode of the
-    # C-step result and of the frozen cores G_i (but mode i) times R^11 -- batched
+    # parallel BUG (Ceruti, Kusch, Lubich & Sulz; :func:`~tucker_dlra.steps.parallel_core`)
+    # in the coordinates of Q_i = U_i (R^11_i)^{-1}: the block (old, ..., old) is
+    # C-bar x_j R^11_j, the block new only in mode i is G_i x_{j != i} R^11_j x_i
+    # (U~_i^H K_i(t_1)), the others zero -- all products batched, the augmented cores
+    # assembled by one gather
     par = [t for t in aug_idx if variants[t] == "parallel"]
-    cbars = dict(zip(par, _mode_products_many([cores1[t] for t in par],
-                                             [aug[t][1] for t in par]), strict=True))
-    gitems = [(t, i) for t in par for i in range(ys[t].ndim)]
-    gqs = _mode_products_many([starts[t].gs[i] for t, i in gitems],
-                             [[None if j == i else tj for j, tj in enumerate(aug[t][1])]
-                              for t, i in gitems])
-    gq_of: dict[int, list[Array]] = {t: [] for t in par}
-    for (t, _), g in zip(gitems, gqs, strict=True):
-        gq_of[t].append(g)
+    chats: dict[int, Array] = {}
+    if par:
+        gitems = [(t, i) for t in par for i in range(ys[t].ndim) if aug[t][2][i] is not None]
+        prods = _mode_products_many(
+            [cores1[t] for t in par] + [starts[t].gs[i] for t, i in gitems],
+            [list(aug[t][1]) for t in par]
+            + [[aug[t][2][i] if j == i else tj for j, tj in enumerate(aug[t][1])]
+               for t, i in gitems], views=True)
+        blocks: dict[int, list] = {t: [(prods[k], (0,) * ys[t].ndim)]
+                                   for k, t in enumerate(par)}
+        for (t, i), blk in zip(gitems, prods[len(par):], strict=True):
+            blocks[t].append((blk, tuple(int(ys[t].core.shape[i]) if j == i else 0
+                                         for j in range(ys[t].ndim))))
+        fam: dict[tuple, list[int]] = {}
+        for t in par:
+            fam.setdefault((str(cores1[t].dtype), str(_device(cores1[t]))), []).append(t)
+        for ts in fam.values():
+            for t, c in zip(ts, _assemble([([int(b.shape[1]) for b in aug[t][0]], blocks[t])
+                                           for t in ts]), strict=True):
+                chats[t] = c
     parts: list[StepParts] = []
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
         if v == "bug":
@@ -1360,9 +1441,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
         if v == "ra_bug":
             chat = cores1[t]
         else:
-            chat = parallel_core(cbars[t], gq_of[t], ks[t],
-                                 [bi[:, ui.shape[1]:] for bi, ui in zip(b, y.factors,
-                                                                        strict=True)])
+            chat = chats[t]
         y_aug = TuckerTensor._orthonormal(chat, b)
         parts.append(StepParts(y_aug, None, starts[t], ks[t], bases[t], b, y0_aug[t], y_aug,
                                new))
