@@ -27,7 +27,12 @@ Batching across tensors: QRs and eigendecompositions are batched over equal shap
 core-sized products (Galerkin cores, truncated cores, Gram matrices, transports of linear
 state) of tensors of equal order, dtype and device run as one batched product over a
 zero-padded stack (:func:`mode_products_many`) -- zero padding is exact for mode products,
-so every tensor's result equals its own product up to rounding.
+so every tensor's result equals its own product up to rounding.  Stacks are built by one
+gather from the sources' flattenings: transposes, sub-blocks and axis permutations of
+arrays (and the pieces this module split off a stack earlier) are read through their
+strides, with no array operation per matrix; with every mode multiplied, the products
+run cyclically (contract the leading mode, append the new one last), one batched matrix
+product per mode and no transposition of the stack.
 
 Why the augmented basis is the QR factor and not ``[U, Q[:, r:]]``: keeping the old
 factor literally first (as :func:`~tucker_dlra.steps.augment_basis` does) carries its
@@ -665,7 +670,8 @@ def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
 
     :math:`\mathrm{Mat}_i(C)^H = Q_i S_i^H`, :math:`G_i = \mathrm{Ten}_i(Q_i^H)`,
     :math:`K_i(t_0) = U_i S_i` (as :func:`~tucker_dlra.steps.k_core`, whose results these
-    equal).  One QR call per distinct unfolding shape.  Cost
+    equal).  All unfoldings are read by one gather; one QR call per distinct unfolding
+    shape, :math:`G_i` and :math:`S_i` split off its results.  Cost
     :math:`O(\sum_i r_i^2\prod_{j\ne i} r_j + n_i r_i^2)` per tensor.
     """
     out = [KStart([], [], []) for _ in ys]
@@ -1207,10 +1213,12 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
     ``g_olds[t][i]``/``g_news[t][i]``: the frozen cores :math:`G_i` of tensor ``t`` at the
     old and the new point; ``a[t][j]`` = :math:`U_j'^H U_j`.  Returns
     ``[[k_transport(g_olds[t][i], g_news[t][i], a[t], i) for i] for t]`` up to rounding:
-    tensors of equal order, dtype and device are zero-padded to common sizes, and per mode
-    the :math:`d-1` core products and the final unfolding product are one batched product
-    each (zero padding is exact for these products).  Cost: the products at the padded
-    sizes; a fixed number of array operations per group and mode.
+    tensors of equal order, dtype and device are zero-padded to common sizes (one gather
+    for all modes), and per mode the :math:`d-1` core products (cyclic: the old cores are
+    read with mode :math:`i` last, so that it ends first) and the final unfolding product
+    are one batched product each (zero padding is exact for these products).  Cost: the
+    products at the padded sizes; a fixed number of array operations per group and mode,
+    plus two per result (one gather splits them all).
     """
     out: list[list[Any]] = [[None] * len(gs) for gs in g_olds]
     firsts = [gs[0] for gs in g_olds]
