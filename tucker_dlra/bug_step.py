@@ -136,7 +136,7 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
 _GATHER_CACHE: dict[tuple, Any] = {}
 _GATHER_CACHE_MAX = 256
 #: Smallest group run as a zero-padded stack (smaller groups: one product per tensor).
-_STACK_MIN = 3
+_STACK_MIN = 2
 
 
 def _cached(key: tuple, build: Callable[[], Any]) -> Any:
@@ -703,14 +703,15 @@ def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
         q, rr = xp.linalg.qr(a, mode="reduced")
         # G_i = Ten_i(Q_i^H) and S_i = R_i^H for the whole stack, then split (Q^H: a
         # view, C-contiguous for LAPACK's column-major Q)
-        g = xp.reshape(ct(xp, q), (*lead, r, *rest))
+        kq = int(q.shape[-1])  # min(r_i, prod rest): Q_i's columns
+        g = xp.reshape(ct(xp, q), (*lead, kq, *rest))
         ss = ct(xp, rr)
-        per = math.prod(rest) * r
+        per = math.prod(rest) * kq
         if n_g == 1:
             i = members[0][1]
             gs, ss = [_track(xp.moveaxis(g, 0, i), _View(g).moveaxis(0, i))], [ss]
         else:  # tracked: later gathers read the stacks, not every G_i
-            gs = [_track(xp.moveaxis(gj, 0, i), _View(g, j * per, (r, *rest)).moveaxis(0, i))
+            gs = [_track(xp.moveaxis(gj, 0, i), _View(g, j * per, (kq, *rest)).moveaxis(0, i))
                   for j, (gj, (_, i)) in enumerate(zip(xp.unstack(g), members, strict=True))]
             ss = _unstack_tracked(xp, ss)
         for (t, i), gi, si in zip(members, gs, ss, strict=True):
@@ -945,6 +946,13 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         # ascending eigenpairs; the descending order is read through reversed strides
         # (V^T: C-contiguous for LAPACK's column-major V)
         w, v = jacobi_eigh(g) if _EIGH_MODE[0] == "jacobi" else xp.linalg.eigh(g)
+        if not xp.isdtype(v.dtype, "complex floating"):
+            # sign convention: every eigenvector's largest-magnitude entry positive.  The
+            # solver's signs can flip under rounding-level changes of the Gram matrix
+            # (another summation order, gradients averaged over workers); with the
+            # convention the truncated factors and core follow the tensor continuously
+            piv = xp.take_along_axis(v, xp.argmax(xp.abs(v), axis=1, keepdims=True), axis=1)
+            v = v * (1.0 - 2.0 * xp.astype(piv < 0, v.dtype))
         vt = xp.matrix_transpose(v)
         fam = fams.setdefault((str(w.dtype), str(dev)), [])
         for row, gi in enumerate(idx):
