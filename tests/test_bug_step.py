@@ -65,7 +65,10 @@ def test_truncate_many_rejects_nonfinite_cores():
 def test_k_starts_and_augment_equal_the_single_mode_functions():
     rng = np.random.default_rng(4)
     ys = [_tensor(rng, (7, 6, 5), (3, 2, 3), 0.2), _tensor(rng, (7, 6, 5), (3, 2, 3), 0.3),
-          _tensor(rng, (4, 9, 3), (2, 3, 3), 0.1)]
+          _tensor(rng, (4, 9, 3), (2, 3, 3), 0.1),
+          # rank 3 > 2 in mode 1: Q_1 has fewer columns than r_1
+          TuckerTensor(rng.standard_normal((2, 3)), [_orth(rng, 5, 2), _orth(rng, 6, 3)],
+                       orthonormal=True)]
     starts = k_starts(ys)
     for y, st in zip(ys, starts, strict=True):
         for i in range(y.ndim):
@@ -209,3 +212,55 @@ def test_jacobi_eigh_does_not_synchronise_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.testing.assert_close(w.cpu(), torch.linalg.eigh(a.cpu())[0], rtol=0, atol=1e-10)
+
+
+def test_parallel_augmented_core_equals_parallel_core():
+    """The batched block assembly of the parallel BUG's augmented core (bug_step) equals
+    steps.parallel_core applied tensor by tensor (mixed shapes, one mode without new
+    directions)."""
+    from tucker_dlra.bug_step import bug_step
+    from tucker_dlra.steps import parallel_core
+    from tucker_dlra.tensor import multi_mode_product
+
+    rng = np.random.default_rng(7)
+    ys = [_tensor(rng, (7, 6, 3), (3, 2, 3), 0.2), _tensor(rng, (7, 6, 5), (3, 2, 3), 0.3),
+          _tensor(rng, (8, 5, 4), (4, 3, 2), 0.1), _tensor(rng, (7, 6, 5), (3, 2, 3), 0.5)]
+    ks = [[rng.standard_normal(u.shape) for u in y.factors] for y in ys]
+    steps = [rng.standard_normal(y.core.shape) for y in ys]
+
+    def c_solve(cores0, bases, at_y0):
+        return [c + s for c, s in zip(cores0, steps, strict=True)]
+
+    parts, _ = bug_step(ys, lambda starts: ks, c_solve, ["parallel"] * len(ys),
+                        [None] * len(ys))
+    for y, k, st, p in zip(ys, ks, steps, parts, strict=True):
+        bases, tri = augment([y.factors], [k])
+        bases, tri = bases[0], tri[0]
+        cbar = multi_mode_product(y.core + st, tri)
+        gq = [multi_mode_product(g, [None if j == i else r for j, r in enumerate(tri)])
+              for i, g in enumerate(p.start.gs)]
+        ref = parallel_core(cbar, gq, k, [b[:, u.shape[1]:] for b, u in zip(bases, y.factors,
+                                                                          strict=True)])
+        assert p.y1.core.shape == ref.shape
+        np.testing.assert_allclose(p.y1.core, ref, rtol=1e-12, atol=1e-12)
+        for b, q in zip(p.y1.factors, bases, strict=True):
+            np.testing.assert_allclose(b, q, atol=1e-14)
+
+
+def test_truncate_many_eigenvector_sign_convention():
+    """With identity factors the truncated factors are the Gram eigenvectors themselves:
+    each column's largest-magnitude entry is positive (a convention that rounding-level
+    changes of the core cannot flip), and the result is the truncation."""
+    rng = np.random.default_rng(11)
+    items = []
+    for shape in [(6, 5, 4), (8, 3, 5), (6, 5, 4)]:
+        core = rng.standard_normal(shape) * np.exp(-0.5 * np.arange(shape[0]))[:, None, None]
+        items.append((core, [np.eye(n) for n in shape], Truncation(rtol=0.05)))
+    got, _ = truncate_many(items)
+    for (core, _, spec), (y1, _) in zip(items, got, strict=True):
+        for u in y1.factors:
+            piv = u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])]
+            assert np.all(piv > 0)
+        ref = truncate(TuckerTensor(core, [np.eye(n) for n in core.shape], orthonormal=True),
+                       rtol=spec.rtol)
+        np.testing.assert_allclose(y1.full(), ref.full(), rtol=1e-9, atol=1e-10)

@@ -22,6 +22,7 @@ __all__ = [
     "is_complex",
     "to_float",
     "qr",
+    "bmm",
     "orth_columns",
     "eigh_descending",
     "svd_left",
@@ -129,6 +130,16 @@ def to_float(x: Array) -> float:
 def matrix_from(xp: Any, like: Array, values: Any) -> Array:
     """Array with the dtype and device of ``like`` built from ``values``."""
     return xp.asarray(values, dtype=like.dtype, device=array_api_compat.device(like))
+
+
+def bmm(xp: Any, a: Array, b: Array) -> Array:
+    """Batched matrix product of two 3-d stacks with equal batch sizes.
+
+    The library's own batched kernel where the namespace has one (``torch.bmm``: one
+    operation, where ``matmul`` adds broadcasting views around it), else ``matmul``.
+    """
+    f = getattr(xp, "bmm", None)
+    return f(a, b) if f is not None else xp.matmul(a, b)
 
 
 def qr(xp: Any, a: Array) -> tuple[Array, Array]:

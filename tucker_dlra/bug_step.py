@@ -27,7 +27,12 @@ Batching across tensors: QRs and eigendecompositions are batched over equal shap
 core-sized products (Galerkin cores, truncated cores, Gram matrices, transports of linear
 state) of tensors of equal order, dtype and device run as one batched product over a
 zero-padded stack (:func:`mode_products_many`) -- zero padding is exact for mode products,
-so every tensor's result equals its own product up to rounding.
+so every tensor's result equals its own product up to rounding.  Stacks are built by one
+gather from the sources' flattenings: transposes, sub-blocks and axis permutations of
+arrays (and the pieces this module split off a stack earlier) are read through their
+strides, with no array operation per matrix; with every mode multiplied, the products
+run cyclically (contract the leading mode, append the new one last), one batched matrix
+product per mode and no transposition of the stack.
 
 Why the augmented basis is the QR factor and not ``[U, Q[:, r:]]``: keeping the old
 factor literally first (as :func:`~tucker_dlra.steps.augment_basis` does) carries its
@@ -51,9 +56,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._validate import per_mode
-from .backend import ct, dtype_eps, namespace
-from .steps import parallel_core
-from .tensor import fold, multi_mode_product, unfold
+from .backend import bmm, conj, ct, dtype_eps, namespace
+from .tensor import multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
 
 __all__ = [
@@ -98,21 +102,28 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
     """Apply a stack-aware ``fn`` to every array of ``mats``, one call per shape.
 
     Arrays of equal shape, dtype and device are stacked along a new leading axis and
-    passed together (``fn`` must accept a stack, as ``linalg.qr``/``eigh`` do); the
-    results are split again.  Batched LAPACK/cuSOLVER calls loop over the same kernel, so
-    the results equal the one-at-a-time ones.  Returns one tuple of outputs per input.
-    Cost: the sum of the individual costs; one library call per distinct shape.
+    passed together (``fn`` must accept a stack and a single array, as
+    ``linalg.qr``/``eigh`` do; an array alone in its group is passed as it is); the
+    results are split again (one ``unstack`` per result).  Batched LAPACK/cuSOLVER calls
+    loop over the same kernel, so the results equal the one-at-a-time ones.  Returns one
+    tuple of outputs per input.  Cost: the sum of the individual costs; one library call
+    per distinct shape.
     """
     groups: dict[tuple, list[int]] = {}
     for k, m in enumerate(mats):
         groups.setdefault((tuple(m.shape), str(m.dtype), str(_device(m))), []).append(k)
     out: list[Any] = [None] * len(mats)
     for idx in groups.values():
+        if len(idx) == 1:  # no stack to build and split
+            res = fn(mats[idx[0]])
+            out[idx[0]] = tuple(res) if isinstance(res, tuple | list) else (res,)
+            continue
         xp = namespace(mats[idx[0]])
         res = fn(xp.stack([mats[k] for k in idx]))
         res = tuple(res) if isinstance(res, tuple | list) else (res,)
-        for j, k in enumerate(idx):
-            out[k] = tuple(r[j, ...] for r in res)
+        for k, items in zip(idx, zip(*(xp.unstack(r) for r in res), strict=True),
+                            strict=True):
+            out[k] = tuple(items)
     return out
 
 
@@ -125,7 +136,7 @@ def batched(fn: Callable[[Array], Any], mats: Sequence[Array]) -> list[tuple[Arr
 _GATHER_CACHE: dict[tuple, Any] = {}
 _GATHER_CACHE_MAX = 256
 #: Smallest group run as a zero-padded stack (smaller groups: one product per tensor).
-_STACK_MIN = 3
+_STACK_MIN = 2
 
 
 def _cached(key: tuple, build: Callable[[], Any]) -> Any:
@@ -135,6 +146,16 @@ def _cached(key: tuple, build: Callable[[], Any]) -> Any:
             _GATHER_CACHE.pop(next(iter(_GATHER_CACHE)))
         hit = _GATHER_CACHE[key] = build()
     return hit
+
+
+def _const(xp: Any, dev: Any, values: list, dtype: Any) -> Array:
+    """A constant array built from host ``values``, cached (one transfer per distinct
+    value set)."""
+    def key(v: Any) -> Any:
+        return tuple(key(x) for x in v) if isinstance(v, list | tuple) else v
+
+    return _cached(("const", key(values), str(dtype), str(dev), xp.__name__),
+                   lambda: xp.asarray(values, dtype=dtype, device=dev))
 
 
 def _grid_index(shape: Sequence[int], strides: Sequence[int],
@@ -168,26 +189,179 @@ def _strides(shape: Sequence[int]) -> list[int]:
     return [math.prod(shape[k + 1:]) for k in range(len(shape))]
 
 
-def _stack(xs: Sequence[Array], target: Sequence[int]) -> Array:
-    """``xs`` (equal order, dtype, device) zero-padded to ``target`` and stacked:
-    shape ``(len(xs), *target)``.  One gather."""
-    xp = namespace(xs[0])
-    dev = _device(xs[0])
-    shapes = tuple(tuple(int(s) for s in x.shape) for x in xs)
-    target = tuple(int(s) for s in target)
+class _View:
+    """A strided block of the C-order flattening of ``src`` (element ``off + sum_k c_k
+    strides_k`` at multi-index ``c``): transposes and sub-blocks of arrays, read by one
+    gather (:func:`_gather`) without an array operation per block."""
+
+    __slots__ = ("src", "off", "shape", "strides")
+
+    def __init__(self, src: Array, off: int = 0, shape: Sequence[int] | None = None,
+                 strides: Sequence[int] | None = None) -> None:
+        self.src = src
+        self.off = int(off)
+        self.shape = tuple(int(s) for s in (src.shape if shape is None else shape))
+        self.strides = tuple(_strides(self.shape) if strides is None else strides)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.src.dtype
+
+    def mT(self) -> _View:  # noqa: N802 - as the array API's matrix transpose
+        """The transpose of the last two axes."""
+        return _View(self.src, self.off, (*self.shape[:-2], self.shape[-1], self.shape[-2]),
+                     (*self.strides[:-2], self.strides[-1], self.strides[-2]))
+
+    def block(self, lead: Sequence[int], sizes: Sequence[int]) -> _View:
+        """``self[lead..., :sizes[0], :sizes[1], ...]``."""
+        off = self.off + sum(int(c) * s for c, s in zip(lead, self.strides, strict=False))
+        return _View(self.src, off, sizes, self.strides[len(lead):])
+
+
+    def permute(self, order: Sequence[int]) -> _View:
+        """Axis ``k`` of the result is axis ``order[k]`` of ``self``."""
+        return _View(self.src, self.off, [self.shape[k] for k in order],
+                     [self.strides[k] for k in order])
+
+    def moveaxis(self, src: int, dst: int) -> _View:
+        order = list(range(self.ndim))
+        order.insert(dst % self.ndim, order.pop(src % self.ndim))
+        return _View(self.src, self.off, [self.shape[k] for k in order],
+                     [self.strides[k] for k in order])
+
+
+# Arrays this module split off a stack (``unstack``, slices, axis moves: views of it) are
+# remembered with their block of the stack, so that a later gather reads the stack once
+# instead of flattening every block (one array operation, a copy when strided, each).
+# Entries die with the array (weak reference; its id is reused only after that).
+_ORIGIN: dict[int, tuple[Any, _View]] = {}
+
+
+def _track(x: Array, view: _View) -> Array:
+    """Record that ``x`` (a view of ``view.src``) holds the block ``view``; returns ``x``."""
+    import weakref
+
+    key = id(x)
+    try:
+        ref = weakref.ref(x, lambda _r, key=key: _ORIGIN.pop(key, None))
+    except TypeError:  # pragma: no cover - arrays without weak references: not tracked
+        return x
+    _ORIGIN[key] = (ref, view)
+    return x
+
+
+def _unstack_tracked(xp: Any, stack: Array) -> list[Array]:
+    """``xp.unstack(stack)``, every item tracked as its block of ``stack``."""
+    shape = tuple(int(s) for s in stack.shape[1:])
+    per = math.prod(shape)
+    return [_track(x, _View(stack, j * per, shape)) for j, x in enumerate(xp.unstack(stack))]
+
+
+def _as_view(x: Array | _View) -> _View:
+    if isinstance(x, _View):
+        return x
+    hit = _ORIGIN.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    return _View(x)
+
+
+def _shape(x: Array | _View) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+def _source(x: Array | _View) -> Array:
+    return x.src if isinstance(x, _View) else x
+
+
+def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
+            lead: bool = True) -> list[Array]:
+    """Zero-padded stacks of blocks, all by one gather: ``parts[p] = (blocks, target)``
+    gives an array of shape ``(len(blocks), *target)`` whose row ``k`` holds ``blocks[k]``
+    (a :class:`_View` or an array of the same order as ``target``, no larger) in its
+    leading corner and zeros elsewhere; the blocks of one part share dtype and device (one
+    gather per dtype and device).  Each distinct source is flattened once.  Index arrays
+    are cached per layout.  ``lead=False`` (parts of one block each): arrays of shape
+    ``target``, without the leading axis."""
+    fam: dict[tuple, list[int]] = {}
+    for p, (blocks, _) in enumerate(parts):
+        x = _as_view(blocks[0]).src
+        fam.setdefault((str(x.dtype), str(_device(x))), []).append(p)
+    if len(fam) > 1:  # one gather per dtype and device
+        res: list[Any] = [None] * len(parts)
+        for ps in fam.values():
+            for p, r in zip(ps, _gather([parts[p] for p in ps], lead), strict=True):
+                res[p] = r
+        return res
+    srcs: list[Array] = []
+    sid: dict[int, int] = {}
+    layout = []
+    pad = False
+    for blocks, target in parts:
+        target = tuple(int(s) for s in target)
+        for b in blocks:
+            v = _as_view(b)
+            if id(v.src) not in sid:
+                sid[id(v.src)] = len(srcs)
+                srcs.append(v.src)
+            if len(v.shape) != len(target):
+                raise ValueError(f"block of shape {v.shape} does not fit target {target}")
+            pad = pad or v.shape != target
+            layout.append((sid[id(v.src)], v.off, v.shape, v.strides, target))
+    xp = namespace(srcs[0])
+    dev = _device(srcs[0])
+    sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
 
     def build() -> Array:
-        total = sum(math.prod(s) for s in shapes)
-        parts, off = [], 0
-        for s in shapes:
-            parts.append(_grid_index(target, _strides(s), s, fill=total - off) + off)
-            off += math.prod(s)
-        return _index_array(xp, dev, parts)
+        offs = [0]
+        for s in sizes:
+            offs.append(offs[-1] + s)
+        pieces = []
+        for s, off, shape, strides, target in layout:
+            base = offs[s] + off
+            pieces.append(_grid_index(target, strides, None if shape == target else shape,
+                                      fill=offs[-1] - base) + base)
+        return _index_array(xp, dev, pieces)
 
-    idx = _cached(("stack", shapes, target, str(dev), xp.__name__), build)
-    flat = xp.concat([xp.reshape(x, (-1,)) for x in xs]
-                     + [xp.zeros((1,), dtype=xs[0].dtype, device=dev)])
-    return xp.reshape(flat[idx], (len(xs), *target))
+    idx = _cached(("gather", sizes, tuple(layout), pad, str(dev), xp.__name__), build)
+    flats = [xp.reshape(x, (-1,)) for x in srcs]
+    if pad:
+        flats.append(xp.zeros((1,), dtype=srcs[0].dtype, device=dev))
+    flat = flats[0] if len(flats) == 1 else xp.concat(flats)
+    g = flat[idx]
+    out, off = [], 0
+    for blocks, target in parts:
+        n = len(blocks) * math.prod(target)
+        piece = g if len(parts) == 1 else g[off:off + n]
+        shape = tuple(int(s) for s in target)
+        out.append(xp.reshape(piece, (len(blocks), *shape) if lead else shape))
+        off += n
+    return out
+
+
+def _materialize(xs: Sequence[Array | _View]) -> list[Array]:
+    """The blocks of ``xs`` as arrays (arrays pass through), by one gather."""
+    todo = [k for k, x in enumerate(xs) if isinstance(x, _View)]
+    out = list(xs)
+    if todo:
+        for k, a in zip(todo, _gather([([xs[k]], xs[k].shape) for k in todo], lead=False),
+                        strict=True):
+            out[k] = a
+    return out
+
+
+def _stack(xs: Sequence[Array | _View], target: Sequence[int]) -> Array:
+    """``xs`` (arrays or :class:`_View` blocks of equal order, dtype and device)
+    zero-padded to ``target`` and stacked: shape ``(len(xs), *target)``.  One
+    ``stack`` when all are arrays of shape ``target``, else one gather."""
+    target = tuple(int(s) for s in target)
+    if all(not isinstance(x, _View) and _shape(x) == target for x in xs):
+        return namespace(xs[0]).stack(list(xs))
+    return _gather([([_as_view(x) for x in xs], target)])[0]
 
 
 def _unstack(stack: Array, shapes: Sequence[Sequence[int]],
@@ -259,12 +433,25 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
     rounding.  Cost: the products at the group's padded sizes; a fixed number of array
     operations per group and mode (plus one reshape/slice per tensor).
     """
+    return _mode_products_many(xs, mats, transpose, out_shapes)
+
+
+def _mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | _View | None]],
+                        transpose: bool = False,
+                        out_shapes: Sequence[Sequence[int]] | None = None,
+                        square: bool = False, views: bool = False) -> list[Any]:
+    """:func:`mode_products_many`; ``mats`` may hold :class:`_View` blocks; ``square``:
+    with the elementwise squares of the matrices (squared once per stack); ``views``:
+    results of stacked groups as :class:`_View` blocks of the stack (not split)."""
     out: list[Any] = [None] * len(xs)
     pattern = [tuple(m is None for m in ms) for ms in mats]
     for idx in _groups(xs, lambda t: pattern[t]):
         if len(idx) <= _STACK_MIN - 1:  # too few to amortise the stacking
             for t in idx:
-                y = multi_mode_product(xs[t], list(mats[t]), transpose=transpose)
+                ms = _materialize(mats[t])
+                if square:
+                    ms = [None if m is None else m * m for m in ms]
+                y = multi_mode_product(xs[t], ms, transpose=transpose)
                 if out_shapes is not None and tuple(y.shape) != tuple(out_shapes[t]):
                     y = pad_core(y, [(0, int(o) - int(s))
                                      for s, o in zip(y.shape, out_shapes[t], strict=True)])
@@ -273,21 +460,99 @@ def mode_products_many(xs: Sequence[Array], mats: Sequence[Sequence[Array | None
         xp = namespace(xs[idx[0]])
         d = xs[idx[0]].ndim
         cur = [list(int(s) for s in xs[t].shape) for t in idx]
-        x = _stack([xs[t] for t in idx], [max(c[k] for c in cur) for k in range(d)])
-        for i in range(d):
+        target = [max(c[k] for c in cur) for k in range(d)]
+        # the tensors and every mode's matrices: one gather (transposes are strided
+        # blocks of the same sources, no copy per matrix).  With every mode multiplied,
+        # the products run cyclically (contract the leading mode, append the new one
+        # last) and take the matrices as M^T.
+        modes = [i for i in range(d) if mats[idx[0]][i] is not None]
+        cyclic = len(modes) == d
+        parts: list[tuple[list, list[int]]] = [([xs[t] for t in idx], target)]
+        for i in modes:
             ms = [mats[t][i] for t in idx]
-            if ms[0] is None:
-                continue
-            if transpose:
-                ms = [ct(xp, m) for m in ms]
-            rows = max(int(m.shape[0]) for m in ms)
-            st = _stack(ms, (rows, int(x.shape[i + 1])))
-            x = _stack_mode_product(x, st, i)
-            for c, m in zip(cur, ms, strict=True):
-                c[i] = int(m.shape[0])
+            if transpose != cyclic:
+                ms = [_as_view(m).mT() for m in ms]
+            rows = [_shape(m)[1 if cyclic else 0] for m in ms]
+            parts.append((ms, [target[i], max(rows)] if cyclic else [max(rows), target[i]]))
+            for c, p in zip(cur, rows, strict=True):
+                c[i] = p
+        if all(not isinstance(m, _View) for ms, _ in parts[1:] for m in ms) and \
+                all(_shape(m) == tuple(tg) for ms, tg in parts[1:] for m in ms):
+            stacks = [_stack(*parts[0])] + [xp.stack(ms) for ms, _ in parts[1:]]
+        else:
+            stacks = _gather(parts)
+        if square:
+            stacks = stacks[:1] + [st * st for st in stacks[1:]]
+        x = stacks[0]
+        if cyclic:
+            n = len(idx)
+            dims = list(target)
+            for i, st in enumerate(stacks[1:]):
+                rest = math.prod(dims[i + 1:]) * math.prod(int(s.shape[2])
+                                                            for s in stacks[1:i + 1])
+                x = bmm(xp, xp.matrix_transpose(xp.reshape(x, (n, dims[i], rest))),
+                        conj(xp, st) if transpose else st)
+            x = xp.reshape(x, (n, *(int(s.shape[2]) for s in stacks[1:])))
+        else:
+            for i, st in zip(modes, stacks[1:], strict=True):
+                x = _stack_mode_product(x, conj(xp, st) if transpose else st, i)
+        if views and out_shapes is None:
+            tail = tuple(int(s_) for s_ in x.shape[1:])
+            for pos, (t, c) in enumerate(zip(idx, cur, strict=True)):
+                out[t] = _View(x, pos * math.prod(tail), c, _strides(tail))
+            continue
         res = _unstack(x, cur, None if out_shapes is None else [out_shapes[t] for t in idx])
         for t, r in zip(idx, res, strict=True):
             out[t] = r
+    return out
+
+
+def _assemble(items: Sequence[tuple[Sequence[int], Sequence[tuple[Array | _View,
+                                                                  Sequence[int]]]]]
+              ) -> list[Array]:
+    """Arrays of shapes ``items[k][0]`` assembled from non-overlapping blocks
+    ``(block, offset)`` (zeros elsewhere), all by one gather (equal dtype and device)."""
+    import numpy as np
+
+    srcs: list[Array] = []
+    sid: dict[int, int] = {}
+    layout = []
+    for shape, blocks in items:
+        entry = []
+        for b, off in blocks:
+            v = _as_view(b)
+            if id(v.src) not in sid:
+                sid[id(v.src)] = len(srcs)
+                srcs.append(v.src)
+            entry.append((sid[id(v.src)], v.off, v.shape, v.strides,
+                          tuple(int(o) for o in off)))
+        layout.append((tuple(int(s) for s in shape), tuple(entry)))
+    xp = namespace(srcs[0])
+    dev = _device(srcs[0])
+    sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
+
+    def build() -> Array:
+        offs = [0]
+        for n in sizes:
+            offs.append(offs[-1] + n)
+        pieces = []
+        for shape, entry in layout:
+            idx = np.full(shape, offs[-1], dtype=np.int64)
+            for s, off, bshape, strides, at in entry:
+                idx[tuple(slice(a, a + n) for a, n in zip(at, bshape, strict=True))] = (
+                    _grid_index(bshape, strides) + offs[s] + off).reshape(bshape)
+            pieces.append(idx.reshape(-1))
+        return _index_array(xp, dev, pieces)
+
+    idx = _cached(("assemble", sizes, tuple(layout), str(dev), xp.__name__), build)
+    flat = xp.concat([xp.reshape(x, (-1,)) for x in srcs]
+                     + [xp.zeros((1,), dtype=srcs[0].dtype, device=dev)])
+    g = flat[idx]
+    out, pos = [], 0
+    for shape, _ in layout:
+        n = math.prod(shape)
+        out.append(xp.reshape(g[pos:pos + n], shape))
+        pos += n
     return out
 
 
@@ -405,26 +670,57 @@ def k_starts(ys: Sequence[TuckerTensor]) -> list[KStart]:
 
     :math:`\mathrm{Mat}_i(C)^H = Q_i S_i^H`, :math:`G_i = \mathrm{Ten}_i(Q_i^H)`,
     :math:`K_i(t_0) = U_i S_i` (as :func:`~tucker_dlra.steps.k_core`, whose results these
-    equal).  One QR call per distinct unfolding shape.  Cost
+    equal).  All unfoldings are read by one gather; one QR call per distinct unfolding
+    shape, :math:`G_i` and :math:`S_i` split off its results.  Cost
     :math:`O(\sum_i r_i^2\prod_{j\ne i} r_j + n_i r_i^2)` per tensor.
     """
-    mats, where = [], []
-    for t, y in enumerate(ys):
-        xp = y.xp
-        for i in range(y.ndim):
-            mats.append(ct(xp, unfold(y.core, i)))
-            where.append((t, i))
-    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
     out = [KStart([], [], []) for _ in ys]
-    for (t, i), (q, r) in zip(where, qrs, strict=True):
-        y = ys[t]
-        xp = y.xp
-        shape = list(y.core.shape)
-        shape[i] = q.shape[1]
-        s = ct(xp, r)
-        out[t].gs.append(fold(ct(xp, q), i, shape))
-        out[t].ss.append(s)
-        out[t].k0.append(y.factors[i] @ s)
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for t, y in enumerate(ys):
+        shape = tuple(int(n) for n in y.core.shape)
+        for i in range(y.ndim):
+            rest = shape[:i] + shape[i + 1:]
+            groups.setdefault((rest, shape[i], str(y.core.dtype), str(_device(y.core))),
+                              []).append((t, i))
+    if not groups:
+        return out
+    # Mat_i(C)^T of every mode of every core (strided blocks of the cores) gathered into
+    # one stack per shape: shape (n_g, prod rest, r_i), one gather for all
+    parts = []
+    for (rest, r, _, _), members in groups.items():
+        blocks = []
+        for t, i in members:
+            core = ys[t].core
+            st = _strides(tuple(int(n) for n in core.shape))
+            blocks.append(_View(core, 0, (*rest, r), (*st[:i], *st[i + 1:], st[i])))
+        parts.append((blocks, (*rest, r)))
+    xp = ys[0].xp
+    mats = _gather(parts)
+    for ((rest, r, _, _), members), a in zip(groups.items(), mats, strict=True):
+        n_g = len(members)
+        lead = (n_g,) if n_g > 1 else ()
+        a = conj(xp, xp.reshape(a, (*lead, math.prod(rest), r)))  # Mat_i(C)^H
+        q, rr = xp.linalg.qr(a, mode="reduced")
+        # G_i = Ten_i(Q_i^H) and S_i = R_i^H for the whole stack, then split (Q^H: a
+        # view, C-contiguous for LAPACK's column-major Q)
+        kq = int(q.shape[-1])  # min(r_i, prod rest): Q_i's columns
+        g = xp.reshape(ct(xp, q), (*lead, kq, *rest))
+        ss = ct(xp, rr)
+        per = math.prod(rest) * kq
+        if n_g == 1:
+            i = members[0][1]
+            gs, ss = [_track(xp.moveaxis(g, 0, i), _View(g).moveaxis(0, i))], [ss]
+        else:  # tracked: later gathers read the stacks, not every G_i
+            gs = [_track(xp.moveaxis(gj, 0, i), _View(g, j * per, (kq, *rest)).moveaxis(0, i))
+                  for j, (gj, (_, i)) in enumerate(zip(xp.unstack(g), members, strict=True))]
+            ss = _unstack_tracked(xp, ss)
+        for (t, i), gi, si in zip(members, gs, ss, strict=True):
+            out[t].gs.append((i, gi))
+            out[t].ss.append((i, si))
+            out[t].k0.append((i, ys[t].factors[i] @ si))
+    for st in out:  # into mode order
+        st.gs, st.ss, st.k0 = ([x for _, x in sorted(lst, key=lambda p: p[0])]
+                               for lst in (st.gs, st.ss, st.k0))
     return out
 
 
@@ -439,20 +735,52 @@ def augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]]
     :math:`K_i` lies in the span of :math:`U_i` the trailing columns are arbitrary
     orthonormal directions that truncation removes.  Cost :math:`O(n_i r_i^2)` per mode.
     """
-    mats, where = [], []
+    bases, tri, _ = _augment(factors, ks)
+    return bases, [_materialize(tr) for tr in tri]
+
+
+def _augment(factors: Sequence[Sequence[Array]], ks: Sequence[Sequence[Array]],
+             new_coords: bool = False
+             ) -> tuple[list[list[Array]], list[list[_View]], list[list[Any]]]:
+    r""":func:`augment` with the triangles as blocks of the batched ``R`` (no array
+    operation per triangle); ``[U | K]`` is concatenated once per stack.  With
+    ``new_coords`` also :math:`\tilde U_i^H K_i` (:math:`\tilde U_i`: the new columns of
+    :math:`\hat U_i`; ``None`` without new columns), batched per stack."""
+    groups: dict[tuple, list[tuple[int, int]]] = {}
     for t, (us, kk) in enumerate(zip(factors, ks, strict=True)):
         for i, (u, k) in enumerate(zip(us, kk, strict=True)):
-            xp = namespace(u, k)
-            mats.append(xp.concat([u, k], axis=1))
-            where.append((t, i))
-    qrs = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"), mats) if mats else []
-    bases: list[list[Array]] = [[] for _ in factors]
-    tri: list[list[Array]] = [[] for _ in factors]
-    for (t, i), (q, r) in zip(where, qrs, strict=True):
-        ri = factors[t][i].shape[1]
-        bases[t].append(q)
-        tri[t].append(r[:ri, :ri])
-    return bases, tri
+            groups.setdefault((_shape(u), _shape(k), str(u.dtype), str(_device(u))),
+                              []).append((t, i))
+    bases: list[list[Any]] = [[None] * len(us) for us in factors]
+    tri: list[list[Any]] = [[None] * len(us) for us in factors]
+    wks: list[list[Any]] = [[None] * len(us) for us in factors]
+    for (ushape, _, _, _), members in groups.items():
+        us = [factors[t][i] for t, i in members]
+        kk = [ks[t][i] for t, i in members]
+        xp = namespace(us[0], kk[0])
+        ri = ushape[1]
+        # R^11 as blocks of R^T (a view, C-contiguous for LAPACK's column-major R)
+        n_g = len(members)
+        if n_g == 1:
+            kst = kk[0]
+            q, r = xp.linalg.qr(xp.concat([us[0], kst], axis=1), mode="reduced")
+            qs, views = [q], [_View(xp.matrix_transpose(r)).block((), (ri, ri)).mT()]
+        else:
+            kst = xp.stack(kk)
+            q, r = xp.linalg.qr(xp.concat([xp.stack(us), kst], axis=2), mode="reduced")
+            qs = _unstack_tracked(xp, q)
+            rv = _View(xp.matrix_transpose(r))
+            views = [rv.block((j,), (ri, ri)).mT() for j in range(n_g)]
+        m = int(q.shape[-1]) - ri
+        ws: list[Any] = [None] * n_g
+        if new_coords and m > 0:
+            w = xp.matmul(ct(xp, q[..., ri:]), kst)  # (n_g,) m x r_i
+            ws = [w] if n_g == 1 else [_View(w, j * m * ri, (m, ri)) for j in range(n_g)]
+        for (t, i), qj, vj, wj in zip(members, qs, views, ws, strict=True):
+            bases[t][i] = qj
+            tri[t][i] = vj
+            wks[t][i] = wj
+    return bases, tri, wks
 
 
 # ------------------------------------------------------------------------------ truncation
@@ -476,12 +804,6 @@ class Truncation:
     min_rank: Any = None
     rule: str = "split"
     method: str = "auto"
-
-
-def _eigh_desc(g: Array) -> tuple[Array, Array]:
-    xp = namespace(g)
-    w, v = jacobi_eigh(g) if _EIGH_MODE[0] == "jacobi" else xp.linalg.eigh(g)
-    return xp.flip(w, axis=-1), xp.flip(v, axis=-1)
 
 
 def truncate_many(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
@@ -598,12 +920,12 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
             inv = [0] * len(cores)
             for k, t in enumerate(norm_order):
                 inv[t] = k
-            nv = xpn.take(nv, xpn.asarray(inv, dtype=xpn.int64, device=_device(nv)))
+            nv = xpn.take(nv, _const(xpn, _device(nv), inv, xpn.int64))
         flat.append(nv)
-    row_of: dict[int, tuple[int, int]] = {}  # gram index -> (bucket, row)
     eig: dict[int, tuple] = {}
-    for bnum, idx in enumerate(buckets.values()):
-        size = next(key[0] for key, val in buckets.items() if val is idx)
+    fams: dict[tuple, list] = {}  # (dtype, device) -> [(w, row, gram index, size)]
+    for key, idx in buckets.items():
+        size = key[0]
         sizes = [grams[gi][0] for gi in idx]
         # block-diagonal padding diag(G, -(1 + tr G) I): the padding's eigenvalues lie
         # below all of G's (G is positive semi-definite), so after the descending sort G's
@@ -615,36 +937,62 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         # norm reports them)
         g = xp.where(xp.isfinite(g), g, xp.zeros_like(g))
         if any(n < size for n in sizes):
-            eye = xp.eye(size, dtype=g.dtype, device=dev)
+            eye = _cached(("eye", size, str(g.dtype), str(dev), xp.__name__),
+                          lambda xp=xp, n=size, dt=g.dtype, dev=dev:
+                          xp.eye(n, dtype=dt, device=dev))
             trace = xp.sum(g * eye, axis=(1, 2))
-            pad = xp.asarray([[0.0] * n + [1.0] * (size - n) for n in sizes], dtype=g.dtype,
-                             device=dev)
+            pad = _const(xp, dev, [[0.0] * n + [1.0] * (size - n) for n in sizes], g.dtype)
             g = g - eye[None, :, :] * (pad * (1.0 + trace[:, None]))[:, :, None]
-        w, v = _eigh_desc(g)
-        w = xp.where(w > 0, w, xp.zeros_like(w))
-        k = int(w.shape[1])
-        k_rows = xp.asarray(sizes, dtype=xp.int64, device=dev)
-        eps = dtype_eps(xp, w.dtype)
-        coef, add, need, fixed, rmax, rmin, msz, gram_only, item = ([] for _ in range(9))
+        # ascending eigenpairs; the descending order is read through reversed strides
+        # (V^T: C-contiguous for LAPACK's column-major V)
+        w, v = jacobi_eigh(g) if _EIGH_MODE[0] == "jacobi" else xp.linalg.eigh(g)
+        if not xp.isdtype(v.dtype, "complex floating"):
+            # sign convention: every eigenvector's largest-magnitude entry positive.  The
+            # solver's signs can flip under rounding-level changes of the Gram matrix
+            # (another summation order, gradients averaged over workers); with the
+            # convention the truncated factors and core follow the tensor continuously
+            piv = xp.take_along_axis(v, xp.argmax(xp.abs(v), axis=1, keepdims=True), axis=1)
+            v = v * (1.0 - 2.0 * xp.astype(piv < 0, v.dtype))
+        vt = xp.matrix_transpose(v)
+        fam = fams.setdefault((str(w.dtype), str(dev)), [])
         for row, gi in enumerate(idx):
+            eig[gi] = [vt, row, sizes[row], None, len(fam)]
+            fam.append((w, row, gi, size))
+    # the rank decisions of all buckets of a dtype and device at once: eigenvalues in
+    # descending order, zero-padded (zeros add nothing to the tails), one row per
+    # (item, mode)
+    for rows in fams.values():
+        kmax = max(size for _, _, _, size in rows)
+        w0 = rows[0][0]
+        xp = namespace(w0)
+        dev = _device(w0)
+        w = _gather([([_View(wb, row * size + size - 1, (size,), (-1,))
+                       for wb, row, _, size in rows], (kmax,))])[0]
+        w = xp.where(w > 0, w, xp.zeros_like(w))
+        eps = dtype_eps(xp, w.dtype)
+        coef, add, need, fixed, rmax, rmin, msz, gram_only, item, k_rows = (
+            [] for _ in range(10))
+        for _, _, gi, _ in rows:
             t, i = gwhere[gi]
-            row_of[gi] = (bnum, row)
+            n = grams[gi][0]
             m, spec = metas[t], items[t][2]
             scale = 1.0 / math.sqrt(m["d"]) if spec.rule == "split" else 1.0
             tol_row = m["ranks"][i] is None and m["tol"] is not None
             need.append(tol_row)
             coef.append(spec.rtol * scale if tol_row and m["tol"] == "rtol" else 0.0)
             add.append(float(spec.atol) * scale if tol_row and m["tol"] == "atol" else 0.0)
-            fixed.append(sizes[row] if m["ranks"][i] is None else int(m["ranks"][i]))
-            rmax.append(sizes[row] if m["rmax"][i] is None else int(m["rmax"][i]))
+            fixed.append(n if m["ranks"][i] is None else int(m["ranks"][i]))
+            rmax.append(n if m["rmax"][i] is None else int(m["rmax"][i]))
             rmin.append(1 if m["rmin"][i] is None else int(m["rmin"][i]))
             msz.append(float(m["shape"][i]))
             gram_only.append(spec.method == "gram")
             item.append(t)
+            k_rows.append(n)
 
         def arr(vals: list, dt: Any, xp: Any = xp, dev: Any = dev) -> Array:
-            return xp.asarray(vals, dtype=dt, device=dev)
+            return _const(xp, dev, vals, dt)
 
+        k_rows_a = arr(k_rows, xp.int64)
         nvec = xp.astype(xp.take(_to_device(flat[0], dev), arr(item, xp.int64)), w.dtype)
         tol = nvec * arr(coef, w.dtype) + arr(add, w.dtype)
         thr2 = tol * tol
@@ -658,19 +1006,20 @@ def truncate_prepare(items: Sequence[tuple[Array, Sequence[Array], Truncation]],
         need_a = arr(need, xp.bool)
         r = xp.where(need_a, r_tol, fixed_a)
         r = xp.minimum(xp.maximum(xp.minimum(r, arr(rmax, xp.int64)), arr(rmin, xp.int64)),
-                       k_rows)
-        cols = xp.arange(k, dtype=xp.int64, device=dev)[None, :]
+                       k_rows_a)
+        cols = arr([list(range(kmax))], xp.int64)
         tail_r = xp.sum(xp.where(cols == r[:, None], tail2, xp.zeros_like(tail2)), axis=1)
         noise2 = 100.0 * eps * msz_a * lam0
         w_fix = xp.sum(xp.where(cols == fixed_a[:, None], w, xp.zeros_like(w)), axis=1)
-        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows) | (w_fix >= noise2))
+        ok = xp.where(need_a, thr2 >= noise2, (fixed_a >= k_rows_a) | (w_fix >= noise2))
         ok = ok | arr(gram_only, xp.bool)
         flat.append(xp.reshape(xp.astype(xp.stack([xp.astype(r, w.dtype), tail_r,
                                                    xp.astype(ok, w.dtype)]), xp.float64),
                                (-1,)))
-        eig_bucket = (w, v)
-        for row, gi in enumerate(idx):
-            eig[gi] = (eig_bucket, row_of[gi][1], sizes[row], len(flat) - 1)
+        for _, _, gi, _ in rows:
+            eig[gi][3] = len(flat) - 1
+            eig[gi].append(len(rows))
+    eig = {gi: tuple(e) for gi, e in eig.items()}
     n_fixed = len(flat)
     for e in extra:
         xe = namespace(e)
@@ -755,17 +1104,20 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
             if md["gram"] is None:
                 redo = True
                 continue
-            (w, v), row, k, fpos = eig[md["gram"]]
-            nb = int(w.shape[0])
+            vt, row, k, fpos, grow, nb = eig[md["gram"]]
             base = offsets[fpos]
-            r, tail2, ok = (host[base + row], host[base + nb + row], host[base + 2 * nb + row])
+            r, tail2, ok = (host[base + grow], host[base + nb + grow],
+                            host[base + 2 * nb + grow])
             if spec.method == "auto" and not ok:
                 redo = True
             r = int(r)
             chosen.append(r)
             tails.append(math.sqrt(max(tail2, 0.0)) if r < k else 0.0)
             methods.append("gram")
-            bases.append(v[row, :k, :r])
+            # the leading k x r block of the eigenvectors in descending order: entry (a, c)
+            # is V^T[row, size - 1 - c, a] of the ascending ones
+            size = int(vt.shape[-1])
+            bases.append(_View(vt, (row * size + size - 1) * size, (k, r), (1, -size)))
         if redo:  # below the Gram matrix's resolution, or method="svd": the SVD route
             results.append(_retruncate(TuckerTensor._orthonormal(core, factors), spec, tol))
             continue
@@ -776,10 +1128,14 @@ def truncate_finish(plan: TruncPlan, host: Sequence[float]
         results.append(None)
         todo.append((len(results) - 1, core, factors, bases, info, spec.method))
     # the truncated cores C x_i V_i^H of all items: batched core products
-    new_cores = mode_products_many([c for _, c, _, _, _, _ in todo],
+    new_cores = _mode_products_many([c for _, c, _, _, _, _ in todo],
                                    [b for _, _, _, b, _, _ in todo], transpose=True)
+    # the eigenvector blocks as arrays: one gather
+    blocks = [b for _, _, _, bs, _, _ in todo for b in bs if b is not None]
+    arrays = iter(_materialize(blocks) if blocks else [])
     for (slot, _, factors, bases, info, method), new_core in zip(todo, new_cores, strict=True):
-        new_f = [u if b is None else u @ b for u, b in zip(factors, bases, strict=True)]
+        new_f = [u if b is None else u @ next(arrays) for u, b in zip(factors, bases,
+                                                                      strict=True)]
         results[slot] = _rerounded(TuckerTensor._orthonormal(new_core, new_f), info, method)
     return results, list(host[offsets[n_fixed]:]) if len(offsets) > n_fixed else []
 
@@ -865,10 +1221,12 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
     ``g_olds[t][i]``/``g_news[t][i]``: the frozen cores :math:`G_i` of tensor ``t`` at the
     old and the new point; ``a[t][j]`` = :math:`U_j'^H U_j`.  Returns
     ``[[k_transport(g_olds[t][i], g_news[t][i], a[t], i) for i] for t]`` up to rounding:
-    tensors of equal order, dtype and device are zero-padded to common sizes, and per mode
-    the :math:`d-1` core products and the final unfolding product are one batched product
-    each (zero padding is exact for these products).  Cost: the products at the padded
-    sizes; a fixed number of array operations per group and mode.
+    tensors of equal order, dtype and device are zero-padded to common sizes (one gather
+    for all modes), and per mode the :math:`d-1` core products (cyclic: the old cores are
+    read with mode :math:`i` last, so that it ends first) and the final unfolding product
+    are one batched product each (zero padding is exact for these products).  Cost: the
+    products at the padded sizes; a fixed number of array operations per group and mode,
+    plus two per result (one gather splits them all).
     """
     out: list[list[Any]] = [[None] * len(gs) for gs in g_olds]
     firsts = [gs[0] for gs in g_olds]
@@ -880,27 +1238,42 @@ def k_transport_many(g_olds: Sequence[Sequence[Array]], g_news: Sequence[Sequenc
             continue
         xp = namespace(firsts[idx[0]])
         d = firsts[idx[0]].ndim
-        ast = [_stack([a[t][j] for t in idx], (max(int(a[t][j].shape[0]) for t in idx),
-                                                max(int(a[t][j].shape[1]) for t in idx)))
-               for j in range(d)]
+        n = len(idx)
+        to = [max(_shape(g_olds[t][0])[k] for t in idx) for k in range(d)]
+        tn = [max(_shape(g_news[t][0])[k] for t in idx) for k in range(d)]
+        # one gather: A_j^T stacks; per mode i the old cores with mode i last (axes
+        # i+1, ..., i-1, i) and the new ones with mode i first (axes i, i+1, ..., i-1)
+        parts: list[tuple[list, list[int]]] = [
+            ([_as_view(a[t][j]).mT() for t in idx], [to[j], tn[j]]) for j in range(d)]
         for i in range(d):
-            old = [g_olds[t][i] for t in idx]
-            new = [g_news[t][i] for t in idx]
-            to = [max(int(g.shape[k]) for g in old) for k in range(d)]
-            tn = [max(int(g.shape[k]) for g in new) for k in range(d)]
-            p = _stack(old, to)
-            for j in range(d):
-                if j != i:
-                    p = _stack_mode_product(p, ast[j], j)
-            q = _stack(new, tn)
-            n = len(idx)
-            pm = xp.reshape(xp.moveaxis(p, i + 1, 1), (n, to[i], -1))
-            qm = xp.reshape(xp.moveaxis(q, i + 1, 1), (n, tn[i], -1))
-            b = xp.matmul(pm, ct(xp, qm))
-            res = _unstack(b, [(int(g0.shape[i]), int(g1.shape[i]))
-                               for g0, g1 in zip(old, new, strict=True)])
-            for t, r in zip(idx, res, strict=True):
-                out[t][i] = r
+            lo = [(i + 1 + k) % d for k in range(d)]
+            ln = [(i + k) % d for k in range(d)]
+            parts.append(([_as_view(g_olds[t][i]).permute(lo) for t in idx], [to[k] for k in lo]))
+            parts.append(([_as_view(g_news[t][i]).permute(ln) for t in idx], [tn[k] for k in ln]))
+        stacks = _gather(parts)
+        blocks = []
+        for i in range(d):
+            p, q = stacks[d + 2 * i], stacks[d + 2 * i + 1]
+            lo = [(i + 1 + k) % d for k in range(d)]
+            done: list[int] = []
+            # cyclic products over the modes j != i (contract the leading mode, append the
+            # new one last): the layout ends as (i, i+1, ..., i-1), that of q
+            for s_, j in enumerate(lo[:-1]):
+                rest = math.prod(to[k] for k in lo[s_ + 1:]) * math.prod(done)
+                p = bmm(xp, xp.matrix_transpose(xp.reshape(p, (n, to[j], rest))),
+                        stacks[j])
+                done.append(tn[j])
+            pm = xp.reshape(p, (n, to[i], math.prod(done)))
+            qm = xp.reshape(q, (n, tn[i], math.prod(done)))
+            b = bmm(xp, pm, ct(xp, qm))
+            for pos, t in enumerate(idx):
+                blocks.append(_View(b, pos * to[i] * tn[i],
+                                    (_shape(g_olds[t][i])[i], _shape(g_news[t][i])[i]),
+                                    (tn[i], 1)))
+        res = iter(_materialize(blocks))
+        for i in range(d):
+            for t in idx:
+                out[t][i] = next(res)
     return out
 
 
@@ -910,7 +1283,7 @@ def core_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
 
     The results own their memory (they are kept as optimizer state: no view may pin the
     batch's buffer)."""
-    out = mode_products_many(ms, [[x * x for x in aa] if square else list(aa) for aa in a])
+    out = _mode_products_many(ms, [list(aa) for aa in a], square=square)
     return [namespace(x).asarray(x, copy=True) for x in out]
 
 
@@ -1012,8 +1385,9 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     # bases of the C-step: augmented (ra_bug), orth(K) (bug), old (parallel)
     aug_idx = [t for t, v in enumerate(variants) if v != "bug"]
     fix_idx = [t for t, v in enumerate(variants) if v == "bug"]
-    aug_b, tri = augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx])
-    aug = dict(zip(aug_idx, zip(aug_b, tri, strict=True), strict=True))
+    aug_b, tri, wks = _augment([ys[t].factors for t in aug_idx], [ks[t] for t in aug_idx],
+                               new_coords=any(variants[t] == "parallel" for t in aug_idx))
+    aug = dict(zip(aug_idx, zip(aug_b, tri, wks, strict=True), strict=True))
     orth = batched(lambda a: namespace(a).linalg.qr(a, mode="reduced"),
                    [k for t in fix_idx for k in ks[t]])
     fixed: dict[int, list[Array]] = {}
@@ -1024,7 +1398,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
     cores0, bases, at_y0 = [], [], []
     y0_aug: dict[int, TuckerTensor] = {}
     # Galerkin cores C x_i [R^11_i; 0] of all augmented tensors: batched core products
-    padded = dict(zip(aug_idx, mode_products_many(
+    padded = dict(zip(aug_idx, _mode_products_many(
         [ys[t].core for t in aug_idx], [aug[t][1] for t in aug_idx],
         out_shapes=[[int(b.shape[1]) for b in aug[t][0]] for t in aug_idx]), strict=True))
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
@@ -1036,7 +1410,7 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(b)
             at_y0.append(False)
             continue
-        b, tr = aug[t]
+        b = aug[t][0]
         y0_aug[t] = TuckerTensor._orthonormal(padded[t], b)
         if v == "ra_bug":
             cores0.append(y0_aug[t].core)
@@ -1046,24 +1420,44 @@ def bug_step_begin(ys: Sequence[TuckerTensor], k_solve: KSolve, c_solve: CSolve,
             bases.append(y.factors)
         at_y0.append(True)
     cores1 = list(c_solve(cores0, bases, at_y0))
+    # parallel BUG (Ceruti, Kusch, Lubich & Sulz; :func:`~tucker_dlra.steps.parallel_core`)
+    # in the coordinates of Q_i = U_i (R^11_i)^{-1}: the block (old, ..., old) is
+    # C-bar x_j R^11_j, the block new only in mode i is G_i x_{j != i} R^11_j x_i
+    # (U~_i^H K_i(t_1)), the others zero -- all products batched, the augmented cores
+    # assembled by one gather
+    par = [t for t in aug_idx if variants[t] == "parallel"]
+    chats: dict[int, Array] = {}
+    if par:
+        gitems = [(t, i) for t in par for i in range(ys[t].ndim) if aug[t][2][i] is not None]
+        prods = _mode_products_many(
+            [cores1[t] for t in par] + [starts[t].gs[i] for t, i in gitems],
+            [list(aug[t][1]) for t in par]
+            + [[aug[t][2][i] if j == i else tj for j, tj in enumerate(aug[t][1])]
+               for t, i in gitems], views=True)
+        blocks: dict[int, list] = {t: [(prods[k], (0,) * ys[t].ndim)]
+                                   for k, t in enumerate(par)}
+        for (t, i), blk in zip(gitems, prods[len(par):], strict=True):
+            blocks[t].append((blk, tuple(int(ys[t].core.shape[i]) if j == i else 0
+                                         for j in range(ys[t].ndim))))
+        fam: dict[tuple, list[int]] = {}
+        for t in par:
+            fam.setdefault((str(cores1[t].dtype), str(_device(cores1[t]))), []).append(t)
+        for ts in fam.values():
+            for t, c in zip(ts, _assemble([([int(b.shape[1]) for b in aug[t][0]], blocks[t])
+                                           for t in ts]), strict=True):
+                chats[t] = c
     parts: list[StepParts] = []
     for t, (y, v) in enumerate(zip(ys, variants, strict=True)):
         if v == "bug":
             y1 = TuckerTensor._orthonormal(cores1[t], bases[t])
             parts.append(StepParts(y1, None, starts[t], ks[t], bases[t]))
             continue
-        b, tr = aug[t]
+        b = aug[t][0]
         new = [bi.shape[1] - ui.shape[1] for bi, ui in zip(b, y.factors, strict=True)]
         if v == "ra_bug":
             chat = cores1[t]
         else:
-            # in the coordinates of Q_i = U_i (R^11_i)^{-1}: every old mode times R^11
-            cbar = multi_mode_product(cores1[t], list(tr))
-            gq = [multi_mode_product(g, [None if j == i else tj for j, tj in enumerate(tr)])
-                  for i, g in enumerate(starts[t].gs)]
-            chat = parallel_core(cbar, gq, ks[t],
-                                 [bi[:, ui.shape[1]:] for bi, ui in zip(b, y.factors,
-                                                                        strict=True)])
+            chat = chats[t]
         y_aug = TuckerTensor._orthonormal(chat, b)
         parts.append(StepParts(y_aug, None, starts[t], ks[t], bases[t], b, y0_aug[t], y_aug,
                                new))
