@@ -695,12 +695,15 @@ class TDLRT(Optimizer):
                 self._check_state(self.state[p], p, "a Tucker factor")
             self._check_state(self.state[layer.core], layer.core, "a Tucker core")
         tg, rflags = tgrads
-        inputs = {"ys": [layer.tucker() for layer in active], "grads": list(grads),
+        # the parameters themselves (the step runs under no_grad and never writes its
+        # inputs): no detach operation per tensor
+        inputs = {"ys": [TuckerTensor._orthonormal(layer.core, list(layer.factors))
+                         for layer in active], "grads": list(grads),
                   "kg": [list(t[0]) for t in tg], "cg0": [t[1] for t in tg],
                   "scale": [t[2] for t in tg], "rflags": [] if rflags is None else [rflags],
                   "kst": [[self.state[p] for p in fs] for fs in fac_p],
                   "cst": [self.state[p] for p in core_p],
-                  "px": [p.detach() for p, _ in plain], "pg": [p.grad for p, _ in plain],
+                  "px": [p for p, _ in plain], "pg": [p.grad for p, _ in plain],
                   "pst": [self.state[p] for p, _ in plain],
                   "starts": [self._cached_start(layer) for layer in active]}
         cfg = {"variants": [self._variant(g) for g in cgroups],
