@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from tucker_dlra.nn import distributed
 
-from tucker_dlra._io import atomic_write_bytes, atomic_write_text
+from tucker_dlra._io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 from ._checkpoint import (
     CHECKPOINT,
@@ -273,8 +273,7 @@ def _setup(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> _Run:
             log = lambda s: None  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
     if main:
-        (out / ".write-test").write_text("ok")
-        (out / ".write-test").unlink()
+        ensure_writable_dir(out)
         for p in clean_stale_temporaries(out):
             log(f"removed {p} (left by an interrupted write)")
     return _Run(cfg=cfg, out=out, log=log, device=device, launch=launch, main=main)

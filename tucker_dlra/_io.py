@@ -50,9 +50,10 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".tucker-dlra-write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own (several processes, e.g. torchrun's workers, may check at once)
+        fd, probe = tempfile.mkstemp(prefix=".tucker-dlra-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ValueError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
     return path
