@@ -88,8 +88,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        why = _first_line(exc)
+        if "Weights only load failed" in why:  # torch's paragraph: say what it means here
+            why = ("it holds objects a weights-only load refuses: a checkpoint of an older "
+                   "tucker-dlra or not a tucker-dlra file; a run can start afresh with "
+                   "train --overwrite, a trusted file be read with torch.load(path, "
+                   "weights_only=False)")
         raise CheckpointError(f"{path} is not a readable checkpoint (loaded with "
-                              f"weights_only=True: {_first_line(exc)})") from None
+                              f"weights_only=True: {why})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a tucker-dlra checkpoint (holds a "
                               f"{type(state).__name__}, not a dict)")
