@@ -65,6 +65,14 @@ def test_report_built_from_json(tmp_path, monkeypatch):
     assert "97.80 ± 0.08" in cells[2] and "within the error bars" in cells[3]
     assert "96.20 ± 0.00 (n = 2)" in cells[4] and "within the error bars" in cells[6]
     assert "(4,1,5,5) / (4,4,5,5)" in text and "2 of 70 epochs" in text
+    # a run ended by --stop-lr is named as such, not as a short budget
+    for seed in (0, 1):
+        f = folder / f"mnist-tdlrt-0.2-seed{seed}.json"
+        r = json.loads(f.read_text())
+        f.write_text(json.dumps({**r, "stopped": "learning rate 5e-06 below stop-lr 1e-05",
+                                 "epochs": 30 + seed}))
+    text = mr.build()
+    assert "stopped by --stop-lr at epoch 30-31" in text and "of 70 epochs" not in text
     assert "not run: no CIFAR-10 data here" in text and "ran (1 step)" in text
     assert text.count("not run yet") >= 5  # the other MNIST rows and all of Fashion-MNIST
     out = tmp_path / "page.rst"

@@ -171,7 +171,9 @@ def section_tables() -> list[str]:
                     why.append(f"{max(r['epochs'] for r in short)} of {FULL_EPOCHS} epochs")
                 stopped = [r["epochs"] for r in mine if r.get("stopped")]
                 if stopped:
-                    why.append(f"stopped by --stop-lr at epoch {min(stopped)}-{max(stopped)}")
+                    at = (f"{min(stopped)}" if min(stopped) == max(stopped)
+                          else f"{min(stopped)}-{max(stopped)}")
+                    why.append(f"stopped by --stop-lr at epoch {at}")
                 if mine and len(mine) < 3:
                     why.append(f"n = {len(mine)} < 3")
                 v_acc = verdict(acc, paper[0], paper[1])
