@@ -56,6 +56,7 @@ from typing import Any
 import torch
 
 from tucker_dlra import c_gradient, k_core
+from tucker_dlra.backend import flat_concat, split_flat
 from tucker_dlra.steps import k_gradients
 
 __all__ = [
@@ -397,16 +398,13 @@ def step_gradients(layers: list[Any], grads: list[torch.Tensor], fresh: bool = F
         for ks in groups.values():
             group = _st(layers[ks[0]])["dist"][0]
             _header([layers[k] for k in ks], [], group, "in step")
-            flat = torch.cat([t.reshape(-1) for k in ks for t in fresh_g[k]])
+            flat = flat_concat(torch, [t for k in ks for t in fresh_g[k]])
             _all_reduce(flat, group)
             flat /= _world(group)
-            off = 0
+            pieces = iter(split_flat(torch, flat, [tuple(t.shape) for k in ks
+                                                   for t in fresh_g[k]]))
             for k in ks:
-                new = []
-                for t in fresh_g[k]:
-                    new.append(flat[off:off + t.numel()].view_as(t))
-                    off += t.numel()
-                fresh_g[k] = new
+                fresh_g[k] = [next(pieces) for _ in fresh_g[k]]
         for k in todo:
             one = torch.ones((), dtype=layers[k].core.dtype, device=layers[k].core.device)
             out[k] = (fresh_g[k][1:], fresh_g[k][0], one)
@@ -428,8 +426,8 @@ def _common_factors(pairs: list[tuple[list, list]]
     dev = pairs[0][0][0].device
     n = len(pairs)
     # all layers at once: one flat float64 vector per side, sums per layer by index_add_
-    cur = torch.cat([a.reshape(-1).to(dev) for c, _ in pairs for a in c]).double()
-    ref = torch.cat([b.reshape(-1).to(dev) for _, r in pairs for b in r]).double()
+    cur = flat_concat(torch, [a.to(dev) for c, _ in pairs for a in c]).double()
+    ref = flat_concat(torch, [b.to(dev) for _, r in pairs for b in r]).double()
     counts = [sum(a.numel() for a in c) for c, _ in pairs]
     seg = torch.repeat_interleave(torch.arange(n, device=dev),
                                   torch.tensor(counts, device=dev), output_size=sum(counts))
@@ -490,14 +488,12 @@ def reduce_c_gradients(layers: list[Any], cgrads: list[torch.Tensor]) -> list[to
         group = _st(layers[ks[0]])["dist"][0]
         shapes = [s for k in ks for s in out[k].shape]
         _header([layers[k] for k in ks], shapes, group, "before the C-step")
-        flat = torch.cat([out[k].reshape(-1) for k in ks])
+        flat = flat_concat(torch, [out[k] for k in ks])
         _all_reduce(flat, group)
         flat /= _world(group)
-        off = 0
-        for k in ks:
-            n = out[k].numel()
-            out[k] = flat[off:off + n].view_as(out[k])
-            off += n
+        for k, piece in zip(ks, split_flat(torch, flat, [tuple(out[k].shape) for k in ks]),
+                            strict=True):
+            out[k] = piece
     return out
 
 

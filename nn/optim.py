@@ -34,8 +34,9 @@ from tucker_dlra.bug_step import (
     Truncation,
     bug_step_begin,
     bug_step_end,
-    core_transport_many,
+    core_state_transport_many,
     k_starts,
+    k_state_transport_many,
     k_transport_many,
     read_back,
     sync_free_eigh,
@@ -163,7 +164,7 @@ def _matmuls(a: list[torch.Tensor], b: list[torch.Tensor], transpose_a: bool = F
                 out[k] = (a[k].mT if transpose_a else a[k]) @ b[k]
             continue
         x = torch.stack([a[k] for k in idx])
-        res = (x.mT if transpose_a else x) @ torch.stack([b[k] for k in idx])
+        res = torch.bmm(x.mT if transpose_a else x, torch.stack([b[k] for k in idx]))
         for k, r in zip(idx, res.unbind(0), strict=True):
             out[k] = r
     return out
@@ -592,36 +593,32 @@ class TDLRT(Optimizer):
 
     # ------------------------------------------------------------------ transports
     @staticmethod
-    def _transport_k(state: dict, b: torch.Tensor) -> dict:
-        """K-step state into new coordinates: :math:`M B` (squares for second moments)."""
-        out = dict(state)
-        for k in _MOMENT_KEYS:
-            if k in out:
-                out[k] = out[k] @ b
-        for k in _SQ_KEYS:
-            if k in out:
-                bb = b * b
-                # new coordinates (weight 1 - w of the old ones) get the old mean (docstring)
-                w = bb.sum(0).clamp(max=1.0)
-                out[k] = out[k] @ bb + (1.0 - w) * out[k].mean()
-        return out
-
-    @staticmethod
-    def _transport_cores(states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
-        """Core states into new coordinates, all layers batched
-        (:func:`tucker_dlra.bug_step.core_transport_many`)."""
+    def _transport_ks(states: list[dict], bs: list[torch.Tensor]) -> list[dict]:
+        """K-step states into new coordinates, all at once
+        (:func:`tucker_dlra.bug_step.k_state_transport_many`: :math:`M B`, squared
+        transport with the old mean in new coordinates for second moments)."""
         outs = [dict(s) for s in states]
         for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
             for k in keys:
                 have = [t for t, s in enumerate(outs) if k in s]
                 if have:
-                    olds = [outs[t][k] for t in have]
-                    moved = core_transport_many(olds, [a[t] for t in have], square=square)
-                    if square:  # new coordinates get the old mean (class docstring)
-                        w = core_transport_many([torch.ones_like(v) for v in olds],
-                                                [a[t] for t in have], square=True)
-                        moved = [m + (1.0 - wi).clamp(min=0.0) * v.mean()
-                                 for m, wi, v in zip(moved, w, olds, strict=True)]
+                    moved = k_state_transport_many([outs[t][k] for t in have],
+                                                   [bs[t] for t in have], square=square)
+                    for t, m in zip(have, moved, strict=True):
+                        outs[t][k] = m
+        return outs
+
+    @staticmethod
+    def _transport_cores(states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
+        """Core states into new coordinates, all layers batched
+        (:func:`tucker_dlra.bug_step.core_state_transport_many`)."""
+        outs = [dict(s) for s in states]
+        for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
+            for k in keys:
+                have = [t for t, s in enumerate(outs) if k in s]
+                if have:
+                    moved = core_state_transport_many([outs[t][k] for t in have],
+                                                      [a[t] for t in have], square=square)
                     for t, m in zip(have, moved, strict=True):
                         outs[t][k] = m
         return outs
@@ -743,9 +740,12 @@ class TDLRT(Optimizer):
             [parts[t].start.gs for t in need_k], [ns.gs for ns in news],
             _matmuls_nested([list(parts[t].y1.factors) for t in need_k],
                             [list(ys[t].factors) for t in need_k], transpose_a=True))
-        for t, b in zip(need_k, bs, strict=True):
-            for i in range(ys[t].ndim):
-                kstates[t][i] = self._transport_k(kstates[t][i], b[i])
+        slots = [(t, i) for t in need_k for i in range(ys[t].ndim)]
+        moved = self._transport_ks([kstates[t][i] for t, i in slots],
+                                   [b[i] for b, t in zip(bs, need_k, strict=True)
+                                    for i in range(ys[t].ndim)])
+        for (t, i), st in zip(slots, moved, strict=True):
+            kstates[t][i] = st
         need_c = [t for t in range(len(parts))
                   if any(k in cstates[t] for k in _MOMENT_KEYS + _SQ_KEYS)]
         for t, st in zip(need_c, self._transport_cores(

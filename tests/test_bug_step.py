@@ -146,6 +146,47 @@ def test_k_transport_many_equals_k_transport(stack_min, monkeypatch):
             np.testing.assert_allclose(got[t][i], ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stack_min", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_state_transports_equal_their_formulas(stack_min, dtype, monkeypatch):
+    """Batched optimizer-state transports, tensors of different shapes (padding inside the
+    batch), against the formulas written out per tensor: K-states M B and
+    M (B o B) + (1 - min(1, colsum(B o B))) mean(M); core states M x_j A_j and
+    M x_j (A_j o A_j) + (1 - min(1, 1 x_j (A_j o A_j))) mean(M).  Results own memory."""
+    import tucker_dlra.bug_step as bs
+
+    monkeypatch.setattr(bs, "_STACK_MIN", stack_min)
+    rng = np.random.default_rng(3)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    ms = [rng.random((5, 2)), rng.random((3, 4)), rng.random((6, 3))]
+    bmats = [rng.standard_normal((2, 3)) * 0.4, rng.standard_normal((4, 2)),
+             np.eye(3, 4)]  # the last one: one new coordinate reached by nothing
+    ms, bmats = [m.astype(dtype) for m in ms], [b.astype(dtype) for b in bmats]
+    lin = bs.k_state_transport_many(ms, bmats)
+    sq = bs.k_state_transport_many(ms, bmats, square=True)
+    for m, b, got_l, got_s in zip(ms, bmats, lin, sq, strict=True):
+        np.testing.assert_allclose(got_l, m @ b, rtol=tol, atol=tol)
+        bb = b * b
+        ref = m @ bb + (1.0 - np.minimum(1.0, bb.sum(axis=0))) * m.mean()
+        assert got_s.shape == ref.shape and got_s.dtype == m.dtype
+        np.testing.assert_allclose(got_s, ref, rtol=tol, atol=tol)
+        assert got_s.base is None or got_s.base.size == got_s.size  # no view of the batch
+    np.testing.assert_allclose(sq[2][:, 3], np.full(6, ms[2].mean()), rtol=tol)
+    cores = [rng.random((2, 3, 2)).astype(dtype), rng.random((3, 2, 2)).astype(dtype)]
+    a = [[rng.standard_normal((3, 2)), np.eye(3), np.eye(3, 2)],
+         [rng.standard_normal((3, 3)), rng.standard_normal((2, 2)), np.eye(2)]]
+    a = [[x.astype(dtype) for x in aa] for aa in a]
+    got_l = bs.core_state_transport_many(cores, a)
+    got_s = bs.core_state_transport_many(cores, a, square=True)
+    for m, aa, gl, gs in zip(cores, a, got_l, got_s, strict=True):
+        np.testing.assert_allclose(gl, np.einsum("abc,ia,jb,kc->ijk", m, *aa), rtol=tol,
+                                   atol=tol)
+        sq_a = [x * x for x in aa]
+        w = np.einsum("i,j,k->ijk", *[x.sum(axis=1) for x in sq_a])
+        ref = np.einsum("abc,ia,jb,kc->ijk", m, *sq_a) + np.clip(1 - w, 0, None) * m.mean()
+        np.testing.assert_allclose(gs, ref, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
 def test_jacobi_eigh_matches_lapack(n):
     """The sync-free Jacobi eigensolver = linalg.eigh on small symmetric matrices (PSD

@@ -519,6 +519,6 @@ def test_adam_second_moment_in_new_directions_is_the_old_mean():
     assert float(out["exp_avg"][new].abs().max()) == 0.0
     vk = torch.rand(5, 2, generator=g, dtype=torch.float64)
     b = torch.eye(2, 3, dtype=torch.float64)  # old x new: one new column
-    outk = TDLRT._transport_k({"exp_avg_sq": vk}, b)
+    (outk,) = TDLRT._transport_ks([{"exp_avg_sq": vk}], [b])
     torch.testing.assert_close(outk["exp_avg_sq"][:, :2], vk)
     torch.testing.assert_close(outk["exp_avg_sq"][:, 2], vk.mean().expand(5))

@@ -243,11 +243,11 @@ def test_k_start_cache_is_dropped_by_another_optimizer_step():
 
 def test_vgg16_step_op_count_ceiling():
     """Deterministic cost figure: ATen operations of one TDLRT step of VGG16 (13 Tucker
-    convolutions; momentum transport included).  Regression guard at the measured level
-    (2,647 ops with the K-gradients from the kernel-only backward, the cached K-start, the
-    core's stacked gathers and cyclic batched products, the batched transport matrices
-    and the one-copy commit; 4,390 before those); the target for a GPU-shaped step is
-    2,000."""
+    convolutions; momentum transport included) within the GPU-shaped step's target of
+    2,000 (1,944 measured in this configuration: the K-gradients from the kernel-only
+    backward, the cached K-start, the core's stacked gathers packed and split by one
+    operation each, cyclic batched products, batched transport matrices and the one-copy
+    commit; 4,390 before the gathers, 9,933 before the batched step)."""
     torch.manual_seed(0)
     model = tuckerize(vgg16(), rank=0.1, include=[nn.Conv2d])
     opt = TDLRT(model.parameters(), lr=0.01, momentum=0.9, tau=0.1)
@@ -256,7 +256,7 @@ def test_vgg16_step_op_count_ceiling():
         _one_step(model, x, opt)
         c = count_step(opt)
     assert c.syncs <= 1
-    assert c.ops <= 2780, c.by_name.most_common(8)
+    assert c.ops <= 2000, c.by_name.most_common(8)
 
 
 def test_skip_covers_dense_parameters():

@@ -27,6 +27,8 @@ __all__ = [
     "eigh_descending",
     "svd_left",
     "matrix_from",
+    "flat_concat",
+    "split_flat",
 ]
 
 Array = Any
@@ -140,6 +142,56 @@ def bmm(xp: Any, a: Array, b: Array) -> Array:
     """
     f = getattr(xp, "bmm", None)
     return f(a, b) if f is not None else xp.matmul(a, b)
+
+
+def _torch_of(xp: Any) -> Any:
+    """The torch module behind a torch namespace, else ``None`` (never imports it)."""
+    import sys
+
+    return sys.modules.get("torch") if "torch" in getattr(xp, "__name__", "") else None
+
+
+def flat_concat(xp: Any, arrays: list[Array]) -> Array:
+    """The C-order flattenings of ``arrays`` (one dtype and device), concatenated.
+
+    One operation for torch tensors that need no gradient (``torch._chunk_cat``, the
+    kernel FSDP packs gradients with), where flattening each array first costs one
+    operation per array; ``concat`` of ``reshape`` otherwise.  Cost: one copy of the data.
+    """
+    torch = _torch_of(xp)
+    if torch is not None and len(arrays) > 1 and hasattr(torch, "_chunk_cat"):
+        first = arrays[0]
+        if all(a.ndim > 0 and a.numel() > 0 and a.dtype == first.dtype
+               and a.device == first.device for a in arrays) and not (
+                torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
+            return torch._chunk_cat(arrays, 0, 1).view(-1)
+    flats = [xp.reshape(a, (-1,)) for a in arrays]
+    return flats[0] if len(flats) == 1 else xp.concat(flats)
+
+
+def split_flat(xp: Any, flat: Array, shapes: list[tuple[int, ...]],
+               offset: int = 0) -> list[Array]:
+    """Consecutive blocks of the 1-d array ``flat`` from ``offset`` on, reshaped to
+    ``shapes`` (views, no copy): the inverse of :func:`flat_concat`.
+
+    One operation per block for torch tensors (a strided view of the storage), where a
+    slice and a reshape take two; slice and reshape otherwise.
+    """
+    import math
+
+    out = []
+    torch = _torch_of(xp)
+    direct = torch is not None and flat.ndim == 1 and flat.stride(0) == 1
+    base = flat.storage_offset() if direct else 0
+    for shape in shapes:
+        n = math.prod(shape)
+        if direct:
+            strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]
+            out.append(flat.as_strided(tuple(shape), tuple(strides), base + offset))
+        else:
+            out.append(xp.reshape(flat[offset:offset + n], tuple(shape)))
+        offset += n
+    return out
 
 
 def qr(xp: Any, a: Array) -> tuple[Array, Array]:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._validate import per_mode
-from .backend import bmm, conj, ct, dtype_eps, namespace
+from .backend import bmm, conj, ct, dtype_eps, flat_concat, namespace, split_flat
 from .tensor import multi_mode_product, unfold
 from .tucker import RULES, TruncationInfo, TuckerTensor, pad_core, truncate, valid_rank
 
@@ -73,6 +73,8 @@ __all__ = [
     "core_transport",
     "k_transport_many",
     "core_transport_many",
+    "k_state_transport_many",
+    "core_state_transport_many",
     "mode_products_many",
     "bug_step",
     "bug_step_begin",
@@ -328,19 +330,14 @@ def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
         return _index_array(xp, dev, pieces)
 
     idx = _cached(("gather", sizes, tuple(layout), pad, str(dev), xp.__name__), build)
-    flats = [xp.reshape(x, (-1,)) for x in srcs]
     if pad:
-        flats.append(xp.zeros((1,), dtype=srcs[0].dtype, device=dev))
-    flat = flats[0] if len(flats) == 1 else xp.concat(flats)
-    g = flat[idx]
-    out, off = [], 0
-    for blocks, target in parts:
-        n = len(blocks) * math.prod(target)
-        piece = g if len(parts) == 1 else g[off:off + n]
-        shape = tuple(int(s) for s in target)
-        out.append(xp.reshape(piece, (len(blocks), *shape) if lead else shape))
-        off += n
-    return out
+        srcs = [*srcs, xp.zeros((1,), dtype=srcs[0].dtype, device=dev)]
+    g = flat_concat(xp, srcs)[idx]
+    shapes = [(len(blocks), *target) if lead else tuple(target) for blocks, target in parts]
+    shapes = [tuple(int(s) for s in shape) for shape in shapes]
+    if len(parts) == 1:
+        return [xp.reshape(g, shapes[0])]
+    return split_flat(xp, g, shapes)
 
 
 def _materialize(xs: Sequence[Array | _View]) -> list[Array]:
@@ -389,13 +386,7 @@ def _unstack(stack: Array, shapes: Sequence[Sequence[int]],
     flat = xp.reshape(stack, (-1,))
     if outs != shapes:
         flat = xp.concat([flat, xp.zeros((1,), dtype=stack.dtype, device=dev)])
-    g = flat[idx]
-    res, off = [], 0
-    for o in outs:
-        n = math.prod(o)
-        res.append(xp.reshape(g[off:off + n], o))
-        off += n
-    return res
+    return split_flat(xp, flat[idx], list(outs))
 
 
 def _stack_mode_product(x: Array, m: Array, mode: int) -> Array:
@@ -1285,6 +1276,78 @@ def core_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
     batch's buffer)."""
     out = _mode_products_many(ms, [list(aa) for aa in a], square=square)
     return [namespace(x).asarray(x, copy=True) for x in out]
+
+
+def _mean_fill(moved: Array, weight: Array, old_mean: Array) -> Array:
+    """``moved + (1 - min(1, weight)) * old_mean``: the part of a new coordinate that the
+    old ones do not reach gets the old state's mean (second moments stay positive and of
+    the old scale in new directions)."""
+    xp = namespace(moved)
+    return moved + xp.clip(1.0 - weight, 0.0, None) * old_mean
+
+
+def k_state_transport_many(ms: Sequence[Array], bs: Sequence[Array],
+                           square: bool = False) -> list[Array]:
+    r"""K-step optimizer states in the coordinates of the new point, all at once.
+
+    Linear states (momentum, first moments): :math:`M_t B_t` with the transport matrices
+    :math:`B_t` of :func:`k_transport`.  Second moments (``square``):
+    :math:`M_t (B_t\circ B_t) + (1 - \min(1, \mathbf 1^	op (B_t\circ B_t)))\,
+    \overline{M_t}`, the squared transport of Adam's elementwise second moment, where a
+    new coordinate that the old ones reach with total weight :math:`w < 1` gets the
+    remaining :math:`1-w` of the old mean :math:`\overline{M_t}` (a direction new to the
+    basis is not taken as one of zero curvature, which would make Adam's first step
+    along it of size :math:`\eta/\epsilon`).
+
+    Linear states: one matrix product each.  Second moments of equal dtype and device: one
+    zero-padded batched product for all of them (padding is exact: padded rows and columns
+    are dropped, the means count the true entries only), one copy per result.  The results
+    own their memory (they are kept as optimizer state).  Cost: :math:`O(\sum_t n_t p_t q_t)`.
+    """
+    if not square:
+        return [m @ b for m, b in zip(ms, bs, strict=True)]
+    out: list[Any] = [None] * len(ms)
+    for idx in _groups(ms):
+        xp = namespace(ms[idx[0]])
+        if len(idx) <= _STACK_MIN - 1:
+            for t in idx:
+                bb = bs[t] * bs[t]
+                out[t] = _mean_fill(ms[t] @ bb, xp.sum(bb, axis=0), xp.mean(ms[t]))
+            continue
+        shapes_m = [_shape(ms[t]) for t in idx]
+        shapes_b = [_shape(bs[t]) for t in idx]
+        n, p, q = (max(s[0] for s in shapes_m), max(s[1] for s in shapes_m),
+                   max(s[1] for s in shapes_b))
+        m_st, b_st = _gather([([ms[t] for t in idx], (n, p)), ([bs[t] for t in idx], (p, q))])
+        bb = b_st * b_st
+        dev = _device(m_st)
+        counts = _const(xp, dev, [float(a * b) for a, b in shapes_m], m_st.dtype)
+        mean = xp.reshape(xp.sum(xp.reshape(m_st, (len(idx), n * p)), axis=1) / counts,
+                          (len(idx), 1, 1))
+        moved = _mean_fill(bmm(xp, m_st, bb), xp.sum(bb, axis=1, keepdims=True), mean)
+        res = _unstack(moved, [(a, c) for (a, _), (_, c) in zip(shapes_m, shapes_b,
+                                                                  strict=True)])
+        for t, r in zip(idx, res, strict=True):
+            out[t] = xp.asarray(r, copy=True)
+    return out
+
+
+def core_state_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
+                              square: bool = False) -> list[Array]:
+    r"""Core optimizer states in the coordinates of the new point, all at once.
+
+    Linear states: :func:`core_transport` (:math:`M 	imes_j A_j`).  Second moments
+    (``square``): :math:`M 	imes_j (A_j\circ A_j)` plus, per entry, the old mean times
+    the weight :math:`1 - \min(1, w)` that the old coordinates do not reach, :math:`w =
+    \mathbf 1 	imes_j (A_j\circ A_j)` (as :func:`k_state_transport_many`).  Batched by
+    :func:`core_transport_many`; the results own their memory.
+    """
+    moved = core_transport_many(ms, a, square=square)
+    if not square:
+        return moved
+    w = core_transport_many([namespace(m).ones_like(m) for m in ms], a, square=True)
+    return [_mean_fill(x, wi, namespace(v).mean(v)) for x, wi, v in zip(moved, w, ms,
+                                                                          strict=True)]
 
 
 # ------------------------------------------------------------------------------ the step
