@@ -4,7 +4,9 @@
   gradient, same input gradient, exact core gradient, no factor gradients; the TDLRT step is
   unchanged by it;
 * fused bias and channels-last 1x1 stages (``pointwise(..., channels_last=True)``): the same
-  values and gradients as the dense convolution, for either input layout.
+  values and gradients as the dense convolution, for either input layout, in eval and in
+  training (``TRAIN_CHANNELS_LAST``);
+* the weight-gradient convolution that captures G on inputs of mixed memory layouts.
 """
 
 from __future__ import annotations
@@ -168,10 +170,16 @@ def test_pointwise_channels_last_equals_conv(bias, in_layout):
     torch.testing.assert_close(y, pointwise(x, w, b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("train_cl", [("cpu",), ()], ids=["train_cl", "train_nchw"])
 @pytest.mark.parametrize("in_layout", ["contiguous", "channels_last"])
-def test_factorized_conv2d_layouts_train_and_eval(in_layout):
+def test_factorized_conv2d_layouts_train_and_eval(in_layout, train_cl, monkeypatch):
     """The 2-d factorized path (channels-last 1x1 stages) equals the dense conv in values and
-    gradients, for either input layout, in eval and in (kernel-only) training."""
+    gradients, for either input layout, in eval and in (kernel-only) training, with the
+    training output channels-last (``TRAIN_CHANNELS_LAST`` holds the device) or not; the
+    captured G mixes layouts where the input is contiguous and the output gradient is not."""
+    import tucker_dlra.nn.layers as layers
+
+    monkeypatch.setattr(layers, "TRAIN_CHANNELS_LAST", train_cl)
     torch.manual_seed(6)
     layer = TuckerConv2d(5, 6, 3, padding=1, rank=(3, 2, 3, 3), forward_mode="factorized",
                          dtype=D64)
@@ -191,7 +199,9 @@ def test_factorized_conv2d_layouts_train_and_eval(in_layout):
         layer.zero_grad()
         layer.param_grads = param_grads
         x = x0.clone().requires_grad_(True)
-        ((layer(x) - target) ** 2).sum().backward()
+        y = layer(x)
+        assert y.is_contiguous(memory_format=torch.channels_last) == bool(train_cl)
+        ((y - target) ** 2).sum().backward()
         torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(layer.grad_full, ref_conv.weight.grad, rtol=1e-10,
                                    atol=1e-12)
@@ -239,3 +249,30 @@ def test_all_finite_detects_nan_and_infinities_in_any_tensor():
             u = [t.clone() for t in ts]
             u[k].reshape(-1)[3] = bad
             assert not _all_finite(u), (k, bad)
+
+
+@pytest.mark.parametrize("layouts", [("nchw", "cl"), ("cl", "nchw"), ("cl", "cl"),
+                                     ("nchw", "nchw")])
+def test_captured_kernel_gradient_with_mixed_layouts(layouts):
+    """G from input and output gradient of any pair of memory layouts equals the dense
+    weight gradient; where exactly one is channels-last, both reach the weight-gradient
+    convolution channels-last."""
+    from tucker_dlra.nn.layers._convnd import _same_layout
+
+    torch.manual_seed(7)
+    cl = torch.channels_last
+
+    def lay(t, kind):
+        return t.contiguous(memory_format=cl) if kind == "cl" else t.contiguous()
+
+    x = lay(torch.randn(3, 4, 6, 6, dtype=D64), layouts[0])
+    gy = lay(torch.randn(3, 5, 6, 6, dtype=D64), layouts[1])
+    xx, gg = _same_layout(x, gy)
+    if layouts[0] != layouts[1]:
+        assert xx.is_contiguous(memory_format=cl) and gg.is_contiguous(memory_format=cl)
+    else:
+        assert xx is x and gg is gy
+    w = torch.randn(5, 4, 3, 3, dtype=D64, requires_grad=True)
+    F.conv2d(x, w, padding=1).backward(gy)
+    got = torch.nn.grad.conv2d_weight(xx, w.shape, gg, 1, 1)
+    torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)

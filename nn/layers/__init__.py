@@ -99,6 +99,7 @@ from ._paths import (
     FACTORIZED_MIN_FLOPS,
     KERNEL_ONLY_FLOP_RATIO,
     PATH_SELECTOR,
+    TRAIN_CHANNELS_LAST,
     PathSelector,
     cuda_event_timer,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "FACTORIZED_FLOP_RATIO",
     "FACTORIZED_MIN_FLOPS",
     "KERNEL_ONLY_FLOP_RATIO",
+    "TRAIN_CHANNELS_LAST",
     "PATH_SELECTOR",
     "PathSelector",
     "cuda_event_timer",

@@ -36,6 +36,19 @@ FACTORIZED_FLOP_RATIO = 0.5
 KERNEL_ONLY_FLOP_RATIO = 0.7
 
 
+#: Device types on which the 2-d factorized path writes its output channels-last in
+#: training too (without a graph it always does: see ``pointwise``).  The downstream batch
+#: norm, ReLU and pooling then run their channels-last kernels, and the captured kernel
+#: gradient :math:`G` is a weight-gradient convolution of two channels-last tensors.
+#: The first 1x1 stage keeps the input's layout in training, so that the input gradient
+#: has the layout of the upstream tensors (a channels-last gradient into contiguous pooling
+#: costs a copy).  Measured on one CPU thread, batch 128, the VGG stack of
+#: ``validation/bench_nn_step.py`` at 90 % conv compression: forward 105 -> 52 ms, TDLRT
+#: step / dense step 0.80-0.84x -> 0.63-0.66x; LeNet5 (no batch norm) 0.98-1.13x ->
+#: 0.77-1.03x (noisy).  Not yet measured on CUDA, hence CPU only.
+TRAIN_CHANNELS_LAST: tuple[str, ...] = ("cpu",)
+
+
 #: ... and only when the dense count is at least this many multiply-adds per sample:
 #: below it the extra kernel launches dominate.  Since the 1x1 stages run as batched GEMMs
 #: with the bias fused into the last stage, small layers gain too (measured, inference,
