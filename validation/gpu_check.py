@@ -142,20 +142,33 @@ def bench_step(name: str, batch: int, repeats: int, warmup: int, target: float, 
     x = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     loss_fn = nn.CrossEntropyLoss()
+    tucker_cl = copy.deepcopy(tucker)
     variants = {
         "dense-sgd": (dense, torch.optim.SGD(dense.parameters(), lr=0.01, momentum=0.9)),
         "tdlrt-bug": (tucker, TDLRT(tucker.parameters(), lr=0.01, momentum=0.9, tau=tau)),
+        # the same step with channels-last training outputs on this device (the CPU
+        # default of tucker_dlra.nn.layers.TRAIN_CHANNELS_LAST), to decide the GPU default
+        "tdlrt-bug-train-cl": (tucker_cl, TDLRT(tucker_cl.parameters(), lr=0.01,
+                                                 momentum=0.9, tau=tau)),
     }
 
     def make(model: nn.Module, opt: torch.optim.Optimizer) -> Callable:
+        cl = model is tucker_cl
+
         def step(mark: Callable[[], Any]) -> None:
-            model.train()
-            mark()
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            mark()
-            opt.step()
-            mark()
+            saved = tucker_layers_mod.TRAIN_CHANNELS_LAST
+            tucker_layers_mod.TRAIN_CHANNELS_LAST = (device.type,) if cl else tuple(
+                t for t in saved if t != device.type)
+            try:
+                model.train()
+                mark()
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(x), y).backward()
+                mark()
+                opt.step()
+                mark()
+            finally:
+                tucker_layers_mod.TRAIN_CHANNELS_LAST = saved
         return step
 
     times = interleaved({k: make(*v) for k, v in variants.items()}, repeats, warmup, device)
@@ -186,6 +199,8 @@ def bench_step(name: str, batch: int, repeats: int, warmup: int, target: float, 
     res["final_ranks"] = [list(m.ranks) for m in tucker.modules() if is_tucker_layer(m)]
     d, t = res["dense-sgd"], res["tdlrt-bug"]
     res["step_ratio"] = t["median_step_s"] / d["median_step_s"]
+    res["step_ratio_train_channels_last"] = (res["tdlrt-bug-train-cl"]["median_step_s"]
+                                             / d["median_step_s"])
     res["optimizer_step_ratio"] = t["median_optimizer_step_s"] / d["median_optimizer_step_s"]
     if "peak_step_bytes_above_held" in d:
         res["peak_memory_ratio"] = (t["peak_step_bytes_above_held"]
