@@ -593,35 +593,32 @@ class TDLRT(Optimizer):
 
     # ------------------------------------------------------------------ transports
     @staticmethod
-    def _transport_ks(states: list[dict], bs: list[torch.Tensor]) -> list[dict]:
-        """K-step states into new coordinates, all at once
-        (:func:`tucker_dlra.bug_step.k_state_transport_many`: :math:`M B`, squared
-        transport with the old mean in new coordinates for second moments)."""
+    def _transport_states(states: list[dict], mats: list, many: Callable) -> list[dict]:
+        """Optimizer states into new coordinates, each state key of all tensors in one call
+        of ``many`` (linear keys, then second moments with ``square=True``)."""
         outs = [dict(s) for s in states]
         for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
             for k in keys:
                 have = [t for t, s in enumerate(outs) if k in s]
                 if have:
-                    moved = k_state_transport_many([outs[t][k] for t in have],
-                                                   [bs[t] for t in have], square=square)
+                    moved = many([outs[t][k] for t in have], [mats[t] for t in have],
+                                 square=square)
                     for t, m in zip(have, moved, strict=True):
                         outs[t][k] = m
         return outs
 
-    @staticmethod
-    def _transport_cores(states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
+    @classmethod
+    def _transport_ks(cls, states: list[dict], bs: list[torch.Tensor]) -> list[dict]:
+        """K-step states into new coordinates
+        (:func:`tucker_dlra.bug_step.k_state_transport_many`: :math:`M B`, squared
+        transport with the old mean in new coordinates for second moments)."""
+        return cls._transport_states(states, bs, k_state_transport_many)
+
+    @classmethod
+    def _transport_cores(cls, states: list[dict], a: list[list[torch.Tensor]]) -> list[dict]:
         """Core states into new coordinates, all layers batched
         (:func:`tucker_dlra.bug_step.core_state_transport_many`)."""
-        outs = [dict(s) for s in states]
-        for keys, square in ((_MOMENT_KEYS, False), (_SQ_KEYS, True)):
-            for k in keys:
-                have = [t for t, s in enumerate(outs) if k in s]
-                if have:
-                    moved = core_state_transport_many([outs[t][k] for t in have],
-                                                      [a[t] for t in have], square=square)
-                    for t, m in zip(have, moved, strict=True):
-                        outs[t][k] = m
-        return outs
+        return cls._transport_states(states, a, core_state_transport_many)
 
     # ------------------------------------------------------------------ Algorithm 1
     @staticmethod
