@@ -1336,18 +1336,49 @@ def core_state_transport_many(ms: Sequence[Array], a: Sequence[Sequence[Array]],
                               square: bool = False) -> list[Array]:
     r"""Core optimizer states in the coordinates of the new point, all at once.
 
-    Linear states: :func:`core_transport` (:math:`M 	imes_j A_j`).  Second moments
-    (``square``): :math:`M 	imes_j (A_j\circ A_j)` plus, per entry, the old mean times
+    Linear states: :func:`core_transport` (:math:`M \times_j A_j`).  Second moments
+    (``square``): :math:`M \times_j (A_j\circ A_j)` plus, per entry, the old mean times
     the weight :math:`1 - \min(1, w)` that the old coordinates do not reach, :math:`w =
-    \mathbf 1 	imes_j (A_j\circ A_j)` (as :func:`k_state_transport_many`).  Batched by
-    :func:`core_transport_many`; the results own their memory.
+    \mathbf 1 \times_j (A_j\circ A_j) = \bigotimes_j (A_j\circ A_j)\mathbf 1` (as
+    :func:`k_state_transport_many`).  Batched by :func:`core_transport_many`; second
+    moments of equal order, dtype and device in one zero-padded stack (products, weights,
+    means and fill on the stack: padding is exact, the means count true entries only).
+    The results own their memory.
     """
-    moved = core_transport_many(ms, a, square=square)
     if not square:
-        return moved
-    w = core_transport_many([namespace(m).ones_like(m) for m in ms], a, square=True)
-    return [_mean_fill(x, wi, namespace(v).mean(v)) for x, wi, v in zip(moved, w, ms,
-                                                                          strict=True)]
+        return core_transport_many(ms, a)
+    out: list[Any] = [None] * len(ms)
+    for idx in _groups(ms):
+        xp = namespace(ms[idx[0]])
+        views = _mode_products_many([ms[t] for t in idx], [list(a[t]) for t in idx],
+                                    square=True, views=True)
+        moved = views[0].src if isinstance(views[0], _View) else None
+        if moved is None or any(not isinstance(v, _View) or v.src is not moved
+                                for v in views):  # not stacked: one tensor at a time
+            for t in idx:
+                sq = [x * x for x in a[t]]
+                w = multi_mode_product(xp.ones_like(ms[t]), sq)
+                out[t] = _mean_fill(multi_mode_product(ms[t], sq), w, xp.mean(ms[t]))
+            continue
+        n, d = len(idx), ms[idx[0]].ndim  # moved: (n, *tail), every result a block of it
+        tail = [int(x) for x in moved.shape[1:]]
+        olds = [_shape(ms[t]) for t in idx]
+        omax = [max(o[j] for o in olds) for j in range(d)]
+        stacks = _gather([([a[t][j] for t in idx], (tail[j], omax[j])) for j in range(d)]
+                         + [([ms[t] for t in idx], omax)])
+        w = None
+        for j in range(d):  # w = outer product of the row sums of A_j o A_j
+            s_j = xp.reshape(xp.sum(stacks[j] * stacks[j], axis=2),
+                             tuple(n if k == 0 else tail[j] if k == j + 1 else 1
+                                   for k in range(d + 1)))
+            w = s_j if w is None else w * s_j
+        counts = _const(xp, _device(moved), [float(math.prod(o)) for o in olds], moved.dtype)
+        mean = xp.reshape(xp.sum(xp.reshape(stacks[d], (n, -1)), axis=1) / counts,
+                          (n,) + (1,) * d)
+        res = _unstack(_mean_fill(moved, w, mean), [v.shape for v in views])
+        for t, r in zip(idx, res, strict=True):
+            out[t] = xp.asarray(r, copy=True)
+    return out
 
 
 # ------------------------------------------------------------------------------ the step
