@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tucker_dlra._io import open_file_mode
+
 __all__ = [
     "DATASETS",
     "ArrayDataset",
@@ -366,6 +368,7 @@ def download_file(urls: Sequence[str], dest: str | os.PathLike, md5: str, retrie
                     if bar is not None:
                         bar.close()
                     out.flush()
+                    open_file_mode(out.fileno())  # not mkstemp's 0o600: data is shared
                     os.fsync(out.fileno())
                 if total and received != total:
                     raise OSError(f"transfer interrupted after {received} of {total} bytes")

@@ -234,6 +234,11 @@ def test_download_verified_atomic(server, idx_files, tmp_path, subset, monkeypat
     assert torch.equal(train.images[:, 0], torch.from_numpy(subset["x_train"]))
     assert torch.equal(test.labels, torch.from_numpy(subset["y_test"]).long())
     assert _leftovers(tmp_path / "data" / "mnist") == sorted(md5)  # no temporary files
+    # the mode of an ordinary write (0o666 less the umask), not the temporary file's 0o600
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in md5:
+        assert (tmp_path / "data" / "mnist" / name).stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_download_corrupt_file_leaves_nothing(server, idx_files, tmp_path):

@@ -49,3 +49,21 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
     atomic_write_text(p, "two")
     assert p.read_text() == "two"
     assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_validation_scripts_write_results_with_the_mode_of_an_ordinary_write(tmp_path):
+    """The reproduction scripts' result files (shared between users and sessions) get
+    0o666 less the umask, like ``open(path, "w")``, not the 0o600 of a temporary file."""
+    import os
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validation"))
+    import paper_tables
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    p = tmp_path / "sub" / "r.json"
+    paper_tables._atomic_write(p, "{}")
+    assert p.read_text() == "{}"
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask

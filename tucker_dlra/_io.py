@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "ensure_writable_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "ensure_writable_dir", "open_file_mode"]
 
 
 def _umask() -> int:
@@ -14,6 +14,14 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def open_file_mode(fd: int) -> None:
+    """Give the open file ``fd`` the mode an ordinary ``open(path, "w")`` would have
+    (``0o666`` less the umask) instead of the ``0o600`` of a ``tempfile.mkstemp`` file
+    (no-op where ``os.fchmod`` does not exist)."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o666 & ~_umask())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -29,8 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            if hasattr(os, "fchmod"):  # POSIX: mkstemp created it 0o600
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            open_file_mode(f.fileno())  # mkstemp created it 0o600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from tucker_dlra._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "adam_truncation"
 TEACHER_RANK = (4, 3, 2, 2)
@@ -182,11 +182,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['wall_s']:.0f} s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "adam_truncation.json"
-    fd, tmp = tempfile.mkstemp(dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"steps": args.steps, "seed": args.seed, "teacher_rank": TEACHER_RANK,
-                   "runs": res}, f)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"steps": args.steps, "seed": args.seed,
+                                        "teacher_rank": TEACHER_RANK, "runs": res}))
     try:
         import matplotlib
 

@@ -29,9 +29,10 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from tucker_dlra._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "fig2_left"
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -224,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     dev = "cuda" if record["device"].startswith("cuda") else "cpu"
     path = args.out / f"fig2_left-{dev}.json"
-    fd, tmp = tempfile.mkstemp(dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=1))
     png = plot(record, args.out / f"fig2_left-{dev}.png")
     print(f"wrote {path} and {png}")
     return 0

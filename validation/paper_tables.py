@@ -44,10 +44,11 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tucker_dlra._io import atomic_write_text
 
 #: Results of the full-budget runs: ``validation/results/paper_tables/e<epochs>/``; the small
 #: per-cell result JSONs (``results/``) are tracked in git, the run folders (``runs/``: checkpoints,
@@ -185,14 +186,7 @@ def result_path(out: Path, spec: RunSpec) -> Path:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text)
 
 
 def command(spec: RunSpec, run_dir: Path, data_dir: str, epochs: int, threads: int,

@@ -48,12 +48,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tucker_dlra._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "rank_gap"
 
@@ -185,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         data[name] = res
         args.out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1))
         print(f"{name}: acc {res['test_acc']:.2f} %  eval {res['eval_compression']:.2f} %  "
               f"ranks {res['ranks']}  ({res['wall_s']:.0f} s)", flush=True)
     return 0

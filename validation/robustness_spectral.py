@@ -62,10 +62,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tucker_dlra._io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "out"
 METHODS = ("tdlrt", "vanilla-tucker", "vanilla-cp")
@@ -74,14 +75,7 @@ DECADES = 3.0  # the layers' spectral init: three powers of ten over each mode's
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text)
 
 
 def spectral_cp_(layer: Any, norm: float, generator: Any, decades: float = DECADES,
