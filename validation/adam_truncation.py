@@ -98,15 +98,18 @@ def make_optimizer_class(variant: str):
 
     class Variant(TDLRT):
         @staticmethod
-        def _transport_k(state, b):  # noqa: ANN001, ANN205
-            out = dict(state)
-            for k in linear:
-                if k in out:
-                    out[k] = out[k] @ b
-            for k in square:
-                if k in out:
-                    out[k] = out[k] @ (b * b)  # zero in new directions
-            return finish(out)
+        def _transport_ks(states, bs):  # noqa: ANN001, ANN205
+            outs = []
+            for st, b in zip(states, bs, strict=True):
+                out = dict(st)
+                for k in linear:
+                    if k in out:
+                        out[k] = out[k] @ b
+                for k in square:
+                    if k in out:
+                        out[k] = out[k] @ (b * b)  # zero in new directions
+                outs.append(finish(out))
+            return outs
 
         @staticmethod
         def _transport_cores(states, a):  # noqa: ANN001, ANN205
