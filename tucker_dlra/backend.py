@@ -79,9 +79,18 @@ def import_torch() -> Any:
     return torch
 
 
+#: ``is_complex`` answers by (namespace, dtype): ``isdtype`` of array_api_compat is a few
+#: Python calls deep, and a training step asks a few hundred times.
+_COMPLEX: dict[tuple[str, Any], bool] = {}
+
+
 def is_complex(xp: Any, x: Array) -> bool:
     """``True`` if ``x`` has a complex floating dtype."""
-    return xp.isdtype(x.dtype, "complex floating")
+    key = (getattr(xp, "__name__", ""), x.dtype)
+    hit = _COMPLEX.get(key)
+    if hit is None:
+        hit = _COMPLEX[key] = bool(xp.isdtype(x.dtype, "complex floating"))
+    return hit
 
 
 def conj(xp: Any, x: Array) -> Array:

@@ -153,8 +153,12 @@ def _cached(key: tuple, build: Callable[[], Any]) -> Any:
 def _const(xp: Any, dev: Any, values: list, dtype: Any) -> Array:
     """A constant array built from host ``values``, cached (one transfer per distinct
     value set)."""
-    def key(v: Any) -> Any:
-        return tuple(key(x) for x in v) if isinstance(v, list | tuple) else v
+    def key(v: Any) -> Any:  # nested lists to tuples, without a call per scalar
+        if not isinstance(v, list | tuple):
+            return v
+        if v and isinstance(v[0], list | tuple):
+            return tuple(key(x) for x in v)
+        return tuple(v)
 
     return _cached(("const", key(values), str(dtype), str(dev), xp.__name__),
                    lambda: xp.asarray(values, dtype=dtype, device=dev))
