@@ -41,6 +41,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -96,34 +97,25 @@ def make_optimizer_class(variant: str):
             return {k: v for k, v in out.items() if k not in ("exp_avg", "exp_avg_sq")}
         return out
 
+    def transport(states: list, mats: list, move: Any) -> list:
+        outs = []
+        for st, m in zip(states, mats, strict=True):
+            out = dict(st)
+            for keys, sq in ((linear, False), (square, True)):
+                for k in keys:
+                    if k in out:
+                        out[k] = move(out[k], m, sq)  # squares: zero in new directions
+            outs.append(finish(out))
+        return outs
+
     class Variant(TDLRT):
         @staticmethod
         def _transport_ks(states, bs):  # noqa: ANN001, ANN205
-            outs = []
-            for st, b in zip(states, bs, strict=True):
-                out = dict(st)
-                for k in linear:
-                    if k in out:
-                        out[k] = out[k] @ b
-                for k in square:
-                    if k in out:
-                        out[k] = out[k] @ (b * b)  # zero in new directions
-                outs.append(finish(out))
-            return outs
+            return transport(states, bs, lambda x, b, sq: x @ (b * b if sq else b))
 
         @staticmethod
         def _transport_cores(states, a):  # noqa: ANN001, ANN205
-            outs = []
-            for st, at in zip(states, a, strict=True):
-                out = dict(st)
-                for k in linear:
-                    if k in out:
-                        out[k] = core_transport(out[k], at)
-                for k in square:
-                    if k in out:
-                        out[k] = core_transport(out[k], at, square=True)
-                outs.append(finish(out))
-            return outs
+            return transport(states, a, lambda x, at, sq: core_transport(x, at, square=sq))
 
     return Variant
 
