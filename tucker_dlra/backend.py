@@ -8,6 +8,7 @@ same code and keep their dtype and device.  Nothing here imports torch.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat
@@ -186,8 +187,6 @@ def split_flat(xp: Any, flat: Array, shapes: list[tuple[int, ...]],
     One operation per block for torch tensors (a strided view of the storage), where a
     slice and a reshape take two; slice and reshape otherwise.
     """
-    import math
-
     out = []
     torch = _torch_of(xp)
     direct = torch is not None and flat.ndim == 1 and flat.stride(0) == 1

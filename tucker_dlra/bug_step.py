@@ -284,6 +284,30 @@ def _source(x: Array | _View) -> Array:
     return x.src if isinstance(x, _View) else x
 
 
+def _source_id(x: Array, sid: dict[int, int], srcs: list[Array]) -> int:
+    """Index of the source ``x`` in ``srcs`` (appended on first sight; ``sid`` maps ids)."""
+    if id(x) not in sid:
+        sid[id(x)] = len(srcs)
+        srcs.append(x)
+    return sid[id(x)]
+
+
+def _offsets(sizes: Sequence[int]) -> list[int]:
+    """Start of every source in the packed vector, then its length (prefix sums)."""
+    offs = [0]
+    for n in sizes:
+        offs.append(offs[-1] + n)
+    return offs
+
+
+def _pack(xp: Any, srcs: Sequence[Array], zero: bool) -> Array:
+    """The sources flattened and packed in one vector (:func:`flat_concat`); ``zero``: one
+    trailing zero, the entry padded positions of a gather read."""
+    if zero:
+        srcs = [*srcs, xp.zeros((1,), dtype=srcs[0].dtype, device=_device(srcs[0]))]
+    return flat_concat(xp, list(srcs))
+
+
 def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
             lead: bool = True) -> list[Array]:
     """Zero-padded stacks of blocks, all by one gather: ``parts[p] = (blocks, target)``
@@ -311,21 +335,16 @@ def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
         target = tuple(int(s) for s in target)
         for b in blocks:
             v = _as_view(b)
-            if id(v.src) not in sid:
-                sid[id(v.src)] = len(srcs)
-                srcs.append(v.src)
             if len(v.shape) != len(target):
                 raise ValueError(f"block of shape {v.shape} does not fit target {target}")
             pad = pad or v.shape != target
-            layout.append((sid[id(v.src)], v.off, v.shape, v.strides, target))
+            layout.append((_source_id(v.src, sid, srcs), v.off, v.shape, v.strides, target))
     xp = namespace(srcs[0])
     dev = _device(srcs[0])
     sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
 
     def build() -> Array:
-        offs = [0]
-        for s in sizes:
-            offs.append(offs[-1] + s)
+        offs = _offsets(sizes)
         pieces = []
         for s, off, shape, strides, target in layout:
             base = offs[s] + off
@@ -334,9 +353,7 @@ def _gather(parts: Sequence[tuple[Sequence[Array | _View], Sequence[int]]],
         return _index_array(xp, dev, pieces)
 
     idx = _cached(("gather", sizes, tuple(layout), pad, str(dev), xp.__name__), build)
-    if pad:
-        srcs = [*srcs, xp.zeros((1,), dtype=srcs[0].dtype, device=dev)]
-    g = flat_concat(xp, srcs)[idx]
+    g = _pack(xp, srcs, pad)[idx]
     shapes = [(len(blocks), *target) if lead else tuple(target) for blocks, target in parts]
     shapes = [tuple(int(s) for s in shape) for shape in shapes]
     if len(parts) == 1:
@@ -516,10 +533,7 @@ def _assemble(items: Sequence[tuple[Sequence[int], Sequence[tuple[Array | _View,
         entry = []
         for b, off in blocks:
             v = _as_view(b)
-            if id(v.src) not in sid:
-                sid[id(v.src)] = len(srcs)
-                srcs.append(v.src)
-            entry.append((sid[id(v.src)], v.off, v.shape, v.strides,
+            entry.append((_source_id(v.src, sid, srcs), v.off, v.shape, v.strides,
                           tuple(int(o) for o in off)))
         layout.append((tuple(int(s) for s in shape), tuple(entry)))
     xp = namespace(srcs[0])
@@ -527,9 +541,7 @@ def _assemble(items: Sequence[tuple[Sequence[int], Sequence[tuple[Array | _View,
     sizes = tuple(math.prod(tuple(int(s) for s in x.shape)) for x in srcs)
 
     def build() -> Array:
-        offs = [0]
-        for n in sizes:
-            offs.append(offs[-1] + n)
+        offs = _offsets(sizes)
         pieces = []
         for shape, entry in layout:
             idx = np.full(shape, offs[-1], dtype=np.int64)
@@ -540,15 +552,7 @@ def _assemble(items: Sequence[tuple[Sequence[int], Sequence[tuple[Array | _View,
         return _index_array(xp, dev, pieces)
 
     idx = _cached(("assemble", sizes, tuple(layout), str(dev), xp.__name__), build)
-    flat = xp.concat([xp.reshape(x, (-1,)) for x in srcs]
-                     + [xp.zeros((1,), dtype=srcs[0].dtype, device=dev)])
-    g = flat[idx]
-    out, pos = [], 0
-    for shape, _ in layout:
-        n = math.prod(shape)
-        out.append(xp.reshape(g[pos:pos + n], shape))
-        pos += n
-    return out
+    return split_flat(xp, _pack(xp, srcs, True)[idx], [shape for shape, _ in layout])
 
 
 # ------------------------------------------------------------------------------ eigh
@@ -1041,18 +1045,13 @@ def _gather_grams(srcs: Sequence[tuple[Array, int]], sizes: Sequence[int], size:
     sid: dict[int, int] = {}
     rows = []
     for st, pos in srcs:
-        if id(st) not in sid:
-            sid[id(st)] = len(stacks)
-            stacks.append(st)
-        rows.append((sid[id(st)], pos))
+        rows.append((_source_id(st, sid, stacks), pos))
     xp = namespace(stacks[0])
     dev = _device(stacks[0])
     shapes = tuple(tuple(int(s) for s in st.shape) for st in stacks)
 
     def build() -> Array:
-        offs = [0]
-        for s in shapes:
-            offs.append(offs[-1] + math.prod(s))
+        offs = _offsets([math.prod(s) for s in shapes])
         parts = []
         for (s, pos), n in zip(rows, sizes, strict=True):
             r = shapes[s][1]
@@ -1062,9 +1061,7 @@ def _gather_grams(srcs: Sequence[tuple[Array, int]], sizes: Sequence[int], size:
 
     idx = _cached(("grams", shapes, tuple(rows), tuple(sizes), size, str(dev), xp.__name__),
                   build)
-    flat = xp.concat([xp.reshape(st, (-1,)) for st in stacks]
-                     + [xp.zeros((1,), dtype=stacks[0].dtype, device=dev)])
-    return xp.reshape(flat[idx], (len(srcs), size, size))
+    return xp.reshape(_pack(xp, stacks, True)[idx], (len(srcs), size, size))
 
 
 def read_back(plan: TruncPlan) -> list[float]:

@@ -25,15 +25,13 @@ def _same_layout(x: torch.Tensor, gy: torch.Tensor) -> tuple[torch.Tensor, torch
     when exactly one of them is channels-last, the other is copied to channels-last (on
     CPU oneDNN's weight gradient runs up to 3x faster with both channels-last than with
     mixed layouts, e.g. 128x3x32x32 -> 32 channels: 3 ms instead of 9 ms, 1 thread)."""
-    if x.dim() != 4 or x.is_contiguous() and gy.is_contiguous():
+    if x.dim() != 4:
         return x, gy
     cl = torch.channels_last
     xc, gc = x.is_contiguous(memory_format=cl), gy.is_contiguous(memory_format=cl)
-    if gc and not xc:
-        return x.contiguous(memory_format=cl), gy
-    if xc and not gc:
-        return x, gy.contiguous(memory_format=cl)
-    return x, gy
+    if xc == gc:
+        return x, gy
+    return (x.contiguous(memory_format=cl), gy) if gc else (x, gy.contiguous(memory_format=cl))
 
 
 class _TuckerConvNd(_TuckerLayer):
@@ -231,16 +229,15 @@ class _TuckerConvNd(_TuckerLayer):
         # TRAIN_CHANNELS_LAST (read from the package at each call, like the FLOP ratios)
         from . import TRAIN_CHANNELS_LAST
 
-        cl = n == 2 and (not torch.is_grad_enabled()
-                         or x.device.type in TRAIN_CHANNELS_LAST)
+        training = torch.is_grad_enabled()
+        cl = n == 2 and (not training or x.device.type in TRAIN_CHANNELS_LAST)
         if not fold_in:
             if g == 1 and x.dim() == n + 2:  # 1x1 conv as one batched GEMM (C2: faster
                 # in training the first stage keeps the input's layout, so that dL/dx has
                 # it too (a channels-last gradient into contiguous pooling or ReLU
                 # upstream costs a copy per tensor)
                 x = pointwise(x, u1.t(), channels_last=cl and (
-                    not torch.is_grad_enabled()
-                    or x.is_contiguous(memory_format=torch.channels_last)))
+                    not training or x.is_contiguous(memory_format=torch.channels_last)))
             else:
                 w1 = u1.t().repeat(g, 1).reshape(g * r1, u1.shape[0], *ones)
                 x = conv(x, w1, None, 1, 0, 1, g)
@@ -319,16 +316,10 @@ class _TuckerConvNd(_TuckerLayer):
         else:
             y = self._factorized(xin, pad, bias=bias)
             if capture and y.requires_grad:
-                xd = xin.detach()
-                wgrad = self._conv_weight_grad()
-                shape = self.kernel_shape
-                unbatched = xd.dim() == self._N + 1
+                grad_of = self._factorized_grad_of(xin, pad)
 
-                def hook(gy: torch.Tensor, xd=xd) -> None:
-                    xx, gg = (xd.unsqueeze(0), gy.unsqueeze(0)) if unbatched else (xd, gy)
-                    xx, gg = _same_layout(xx, gg)
-                    self._store_grad(wgrad(xx, shape, gg, self.stride, pad, self.dilation,
-                                           self.groups))
+                def hook(gy: torch.Tensor) -> None:  # stores G, leaves dL/dy unchanged
+                    self._store_grad(grad_of(gy))
 
                 y.register_hook(hook)
         return y
