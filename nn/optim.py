@@ -739,8 +739,7 @@ class TDLRT(Optimizer):
                             [list(ys[t].factors) for t in need_k], transpose_a=True))
         slots = [(t, i) for t in need_k for i in range(ys[t].ndim)]
         moved = self._transport_ks([kstates[t][i] for t, i in slots],
-                                   [b[i] for b, t in zip(bs, need_k, strict=True)
-                                    for i in range(ys[t].ndim)])
+                                   [bi for b in bs for bi in b])  # the same order
         for (t, i), st in zip(slots, moved, strict=True):
             kstates[t][i] = st
         need_c = [t for t in range(len(parts))
