@@ -207,3 +207,25 @@ def test_fig2_right_section_from_stored_runs(tmp_path, monkeypatch):
     assert "reproduced by ``robustness_spectral_bal.json`` tdlrt-0 (n = 3)" in text
     assert "--vanilla-split balanced" in text and "--seeds 0 1 2" in text
     assert (tmp_path / "figs" / "robustness_spectral_bal.png").is_file()
+
+
+def test_accuracy_at_compression_against_least_squares():
+    """The trade-off line's value at c0 and its standard error, against numpy's least squares."""
+    import numpy as np
+
+    mr = _load("make_report")
+    rng = np.random.default_rng(0)
+    comp = rng.uniform(95, 99, 7)
+    acc = 100 - 0.3 * comp + rng.normal(0, 0.2, 7)
+    c0 = 97.0
+    a, se = mr.accuracy_at(list(comp), list(acc), c0)
+    A = np.c_[np.ones(7), comp - c0]
+    coef, ssr, _, _ = np.linalg.lstsq(A, acc, rcond=None)
+    cov = float(ssr[0]) / (7 - 2) * np.linalg.inv(A.T @ A)
+    assert a == pytest.approx(coef[0], rel=1e-12)
+    assert se == pytest.approx(np.sqrt(cov[0, 0]), rel=1e-10)
+    # runs on an exact line: the value is the line's, with no error
+    a, se = mr.accuracy_at([96.0, 97.0, 98.0], [90.0, 89.5, 89.0], 96.5)
+    assert a == pytest.approx(89.75) and se == pytest.approx(0.0, abs=1e-12)
+    assert mr.accuracy_at([96.0, 97.0], [90.0, 89.0], 96.5) is None  # too few runs
+    assert mr.accuracy_at([97.0] * 3, [90.0, 89.0, 88.0], 97.0) is None  # one compression

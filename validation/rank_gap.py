@@ -27,7 +27,8 @@ the candidates can be told apart cheaply:
     nuclear-norm tail).
 
 plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``), a constant learning
-rate (no plateau schedule) and the learning rate after one plateau drop (0.005): with a smaller
+rate (no plateau schedule), a fixed-rank first epoch (``-warmup1``: truncation starts on a
+trained core) and the learning rate after one plateau drop (0.005): with a smaller
 step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
 (the tau/lambda term of the paper's Theorem 3).  The alternative rules are applied by wrapping
 the truncation of :mod:`tucker_dlra.nn.optim` in this process (the ranks are chosen here, the
@@ -66,6 +67,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "per_mode-constant-lr": ("per_mode", {"schedule": "none"}),
     "per_mode-lr0.005": ("per_mode", {"lr": 0.005}),
     "per_mode_ch-init0.5": ("per_mode_ch", {"rank_fraction": 0.5}),
+    # fixed-rank BUG for the first epoch, rank adaptation from then on
+    "per_mode-warmup1": ("per_mode", {"warmup_epochs": 1}),
+    "per_mode-init0.5-warmup1": ("per_mode", {"rank_fraction": 0.5, "warmup_epochs": 1}),
 }
 
 
@@ -126,10 +130,34 @@ def install_rule(rule: str) -> None:
     opt.truncate = truncate
 
 
+def install_warmup(steps: int) -> None:
+    """Make :class:`tucker_dlra.nn.TDLRT` keep its ranks fixed for its first ``steps`` steps.
+
+    During the warm-up every parameter group runs the fixed-rank BUG (``adaptive=False``), so
+    the ranks the truncation later chooses are those of a trained core, not of the random one.
+    """
+    opt = importlib.import_module("tucker_dlra.nn.optim")
+    original = opt.TDLRT.step
+
+    def step(self, *a, **kw):  # noqa: ANN001, ANN202
+        n = getattr(self, "_warmup_count", 0)
+        for g in self.param_groups:
+            g["adaptive"] = n >= steps
+        self._warmup_count = n + 1
+        return original(self, *a, **kw)
+
+    opt.TDLRT.step = step
+
+
 def run_variant(name: str, args) -> dict:
     """Train one variant in this process and return its summary."""
     rule, extra = VARIANTS[name]
     install_rule(rule)
+    extra = dict(extra)
+    warmup = extra.pop("warmup_epochs", 0)
+    if warmup:
+        n_train = args.train_limit - round(0.1 * args.train_limit)  # 10 % held out
+        install_warmup(warmup * -(-n_train // 128))
     T = importlib.import_module("tucker_dlra.app.train")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = T.TrainConfig(dataset=args.dataset, data_dir=args.data_dir, method="tdlrt",
@@ -140,7 +168,7 @@ def run_variant(name: str, args) -> dict:
         t0 = time.perf_counter()
         rec = T.train(cfg)
     s = rec["summary"]
-    return {"variant": name, "rule": rule, "extra": extra, "tau": args.tau,
+    return {"variant": name, "rule": rule, "extra": VARIANTS[name][1], "tau": args.tau,
             "epochs": args.epochs, "train_limit": args.train_limit, "seed": args.seed,
             "test_acc": 100 * s["test_acc"], "eval_compression": s["eval_compression"],
             "train_compression": s["train_compression"], "ranks": s["ranks"],
