@@ -229,3 +229,24 @@ def test_accuracy_at_compression_against_least_squares():
     assert a == pytest.approx(89.75) and se == pytest.approx(0.0, abs=1e-12)
     assert mr.accuracy_at([96.0, 97.0], [90.0, 89.0], 96.5) is None  # too few runs
     assert mr.accuracy_at([97.0] * 3, [90.0, 89.0, 88.0], 97.0) is None  # one compression
+
+
+def test_peak_forward_bytes_on_cpu():
+    """The CPU peak follows the allocations: two live buffers, then a third after one is freed;
+    and a convolution's output counts while it is alive."""
+    fl = _load("fig2_left")
+    mb = 2**20
+
+    def allocs():
+        a = torch.empty(mb, dtype=torch.uint8)
+        b = torch.empty(3 * mb, dtype=torch.uint8)
+        del a
+        c = torch.empty(2 * mb, dtype=torch.uint8)
+        return b, c  # the result counts until it is dropped
+
+    assert fl.peak_forward_bytes(allocs, cuda=False) == 5 * mb
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        peak = fl.peak_forward_bytes(lambda: conv(x), cuda=False)
+    assert peak >= 4 * 16 * 32 * 32 * 4  # at least the output

@@ -9,9 +9,11 @@ convolutions are in Tucker format, against the conv compression rate, beside the
 (the shape of the paper's trained ranks, its Table 2), kappa chosen by bisection so that the
 conv eval compression reaches each target.  Per model and target: the median time of one
 forward pass of a batch (eval mode, ``torch.no_grad``; dense and Tucker interleaved), the time
-for ``--images`` images derived from it, the parameter memory of the convolutions, and on CUDA
-the peak allocated memory of the forward pass.  Device-agnostic: ``--device auto`` uses CUDA
-when available.
+for ``--images`` images derived from it, the parameter memory of the convolutions, and the peak
+memory the forward pass allocates beyond what is live before it (activations and workspaces:
+on CUDA the caching allocator's high-water mark, on a CPU the running sum of the allocations
+and frees the PyTorch profiler records, :func:`peak_forward_bytes`).  Device-agnostic:
+``--device auto`` uses CUDA when available.
 
 Writes ``validation/results/fig2_left/fig2_left-<device>.json`` and a PNG (time and memory
 versus compression, dense as a horizontal line).
@@ -103,12 +105,9 @@ def run(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             for k, (m, _) in variants.items():  # warm-up and peak memory
                 m.to(dev)
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
                 m(x)
                 sync()
-                peak[k] = (torch.cuda.max_memory_allocated() - base) if cuda else None
+                peak[k] = peak_forward_bytes(lambda m=m, x=x: m(x), cuda)
             for _ in range(args.repeats):
                 for k, (m, _) in variants.items():  # interleaved
                     sync()
@@ -132,6 +131,42 @@ def run(args: argparse.Namespace) -> dict:
                   f"x{t_dense / med:4.2f}  conv params {conv_bytes(m) / 2**20:6.2f} MB", flush=True)
         record["models"][name] = rows
     return record
+
+
+def peak_forward_bytes(fn, cuda: bool) -> int | None:  # noqa: ANN001
+    """Peak memory that ``fn()`` allocates beyond what is live when it starts, in bytes.
+
+    Its result is freed before the peak is read, but counts while it is alive.  On CUDA: the
+    allocator's high-water mark (``torch.cuda.max_memory_allocated``) less the memory allocated
+    before the call.  On a CPU, where PyTorch keeps no such statistic: the maximum of the
+    running sum of the allocation (+) and free (-) events that the profiler records with
+    ``profile_memory=True``, in time order.  ``None`` where the profiler offers no events.
+    """
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = fn()
+        torch.cuda.synchronize()
+        del out
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+        del out
+    results = getattr(prof.profiler, "kineto_results", None)
+    if results is None:
+        return None
+    events = sorted((e.start_ns(), e.nbytes()) for e in results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def channel_ranks(shape: tuple[int, ...], kappa: float) -> tuple[int, ...]:
@@ -198,16 +233,22 @@ def plot(record: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    keys = ["seconds_for_images", "conv_param_mb"]
+    if all(r.get("peak_forward_mb") is not None for rows in record["models"].values()
+           for r in rows):
+        keys.append("peak_forward_mb")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6))
     for name, rows in record["models"].items():
         tk = [r for r in rows if r["variant"] != "dense"]
         dense = next(r for r in rows if r["variant"] == "dense")
         xs = [r["conv_eval_compression"] for r in tk]
-        for ax, key in zip(axes, ("seconds_for_images", "conv_param_mb"), strict=True):
+        for ax, key in zip(axes, keys, strict=True):
             line, = ax.plot(xs, [r[key] for r in tk], "o-", label=f"{name} Tucker")
             ax.axhline(dense[key], color=line.get_color(), ls="--", label=f"{name} dense")
     axes[0].set_ylabel(f"inference time of {record['images']} images [s]")
     axes[1].set_ylabel("conv parameters [MB]")
+    if len(keys) == 3:
+        axes[2].set_ylabel(f"peak forward memory, batch {record['batch']} [MB]")
     for ax in axes:
         ax.set_xlabel("conv compression [%]")
         ax.legend(fontsize=7)
