@@ -23,7 +23,8 @@ Meant for one short session on a CUDA machine (about 5-8 minutes on one H200):
 Targets (ratios in one run): TDLRT step <= 1.5x the dense SGD step (stretch <= 1.0x);
 compressed inference >= 1.0x dense at every compression and >= 1.5x at >= 95 %.  The JSON
 (``gpu_check.json`` in ``--out``) holds every median, ratio and a ``targets`` section with
-pass/fail per figure.
+pass/fail per figure.  At the end (unless ``--skip-fig2-left``) the paper's Figure 2 (left) is
+measured on the same device by ``validation/fig2_left.py`` (JSON and PNG in ``<out>/../fig2_left``).
 
 ``--smoke`` runs a tiny version on any device (LeNet5, batch 8, one compression, two
 repeats, no pytest) to check the script itself.
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--test-timeout", type=int, default=240)
     p.add_argument("--smoke", action="store_true", help="tiny run on any device")
     p.add_argument("--no-cudnn-benchmark", action="store_true")
+    p.add_argument("--skip-fig2-left", action="store_true",
+                   help="do not run validation/fig2_left.py on the device at the end")
     a = p.parse_args(argv)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -355,6 +358,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{s['tdlrt-auto']:.2f}x, factorized {s['tdlrt-factorized']:.2f}x dense "
                   f"(paths {r['auto_paths']})", flush=True)
     result["targets"] = targets(step_rows, infer_rows)
+    if not a.skip_fig2_left and not smoke:  # the paper's Figure 2 (left) on this device
+        import fig2_left
+
+        print("fig2_left ...", flush=True)
+        try:
+            fig2_left.main(["--device", str(dev), "--batch", "1024" if dev.type == "cuda"
+                            else "128", "--repeats", "20" if dev.type == "cuda" else "5",
+                            "--out", str(Path(out).parent / "fig2_left")])
+            result["fig2_left"] = "fig2_left/"
+        except Exception as e:  # noqa: BLE001 - the benchmarks above stay written
+            result["fig2_left"] = f"failed: {type(e).__name__}: {e}"
     result["seconds"] = time.perf_counter() - t_start
     _write(out, result)
     print(f"all targets met: {result['targets']['all_pass']}; written to {out} "

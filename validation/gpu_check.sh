@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl; fi
-shim=$(mktemp -d) && mkdir "$shim/tucker_dlra" && ln -s "$PWD"/tucker_dlra/* "$shim/tucker_dlra/" && ln -s "$PWD/nn" "$shim/tucker_dlra/nn"
+shim=$(mktemp -d) && mkdir "$shim/tucker_dlra" && ln -s "$PWD"/tucker_dlra/* "$shim/tucker_dlra/" && ln -s "$PWD/nn" "$shim/tucker_dlra/nn" && ln -s "$PWD/app" "$shim/tucker_dlra/app"
 export PYTHONPATH="$shim:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
 exec python3 validation/gpu_check.py --out "${OUT:-validation/out}" "$@"
