@@ -56,7 +56,8 @@ def build_training_model(cfg: TrainConfig, shape: tuple[int, int, int],
 
     kind = "tdlrt" if cfg.method.startswith("tdlrt") else cfg.method
     include = None if cfg.compress == "all" else _conv_types()
-    rank: int | float | None = cfg.rank if cfg.rank is not None else cfg.rank_fraction
+    rank: int | float | tuple[float, ...] | None = (cfg.rank if cfg.rank is not None
+                                                    else cfg.rank_fraction)
     if rank is None and kind != "tdlrt":
         rank = 0.5  # vanilla baselines need a fixed rank; the paper's kappa
     model = tuckerize(model, rank=rank, include=include, kind=kind, max_rank=cfg.max_rank)

@@ -42,7 +42,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     rank: int | None = None
-    rank_fraction: float | None = None
+    rank_fraction: float | tuple[float, ...] | None = None
     max_rank: int | None = None
     compress: str = "convs"
     val_fraction: float = 0.1
@@ -60,8 +60,17 @@ class TrainConfig:
     plots: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # one fraction per kernel mode arrives as a list (CLI, JSON); a single one is kappa
+        if isinstance(self.rank_fraction, (list, tuple)):
+            fr = tuple(float(v) for v in self.rank_fraction)
+            self.rank_fraction = fr[0] if len(fr) == 1 else fr
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its accepted range."""
+        per_mode = isinstance(self.rank_fraction, tuple)
+        fractions = (self.rank_fraction if per_mode else () if self.rank_fraction is None
+                     else (self.rank_fraction,))
         checks = [
             (self.model in MODELS, f"model must be one of {sorted(MODELS)}; got {self.model!r}"),
             (self.dataset in DATASETS,
@@ -83,8 +92,16 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch-size must be >= 1; got {self.batch_size}"),
             (self.patience >= 0, f"patience must be >= 0; got {self.patience}"),
             (self.rank is None or self.rank >= 1, f"rank must be >= 1; got {self.rank}"),
-            (self.rank_fraction is None or 0 < self.rank_fraction <= 1,
+            (all(0 < f <= 1 for f in fractions),
              f"rank-fraction must be in (0, 1]; got {self.rank_fraction}"),
+            (not per_mode or len(fractions) == 4,
+             "rank-fraction takes one value, or one per mode of a 2-d convolution kernel (4: "
+             f"out, in, height, width); got {len(fractions)}"),
+            (not per_mode or self.method in ("tdlrt", "tdlrt-parallel", "vanilla-tucker"),
+             "a per-mode rank-fraction applies to Tucker ranks (methods tdlrt, "
+             f"tdlrt-parallel, vanilla-tucker); method {self.method!r} takes one value"),
+            (not per_mode or self.compress == "convs",
+             "a per-mode rank-fraction applies to the convolutions only (compress 'convs')"),
             (self.rank is None or self.rank_fraction is None,
              "give either rank or rank-fraction, not both"),
             (self.max_rank is None or self.max_rank >= 1,

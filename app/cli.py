@@ -162,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial (TDLRT) or fixed (vanilla) rank of every mode, clipped per mode "
                    "[see --rank-fraction]")
     r.add_argument("--rank-fraction", type=_unit_interval("rank-fraction", True, False),
-                   help="initial/fixed rank as a fraction kappa of each mode's size [vanilla: "
-                   "0.5; TDLRT: full rank]")
+                   nargs="+", metavar="KAPPA",
+                   help="initial/fixed rank as a fraction kappa of each mode's size, or one "
+                   "fraction per kernel mode (out in height width; e.g. 0.1 0.1 1 1 compresses "
+                   "the channel modes only, Tucker-2) [vanilla: 0.5; TDLRT: full rank]")
     g.add_argument("--max-rank", type=_pos_int("max-rank"),
                    help="upper bound on every rank [no bound]")
     g = t.add_argument_group("optimisation")

@@ -52,13 +52,15 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
 
     Parameters
     ----------
-    rank : None, int, float in (0, 1], or sequence of int
+    rank : None, int, float in (0, 1], or sequence of int / float in (0, 1]
         ``None``: full rank ``upper``.  An int applies to every mode and is clipped to
         ``upper[i]`` (so ``rank=16`` keeps a 3x3 spatial mode at 3).  A float
         :math:`\kappa \in (0, 1]` gives :math:`\lceil \kappa\,s_i\rceil` clipped to
         ``upper[i]``, where :math:`s_i` is ``sizes[i]`` (default ``upper[i]``) (paper Section
-        4.1, :math:`\hat r = \kappa r_{\max}`).  A sequence must have one int per mode in
-        ``[1, upper[i]]``.
+        4.1, :math:`\hat r = \kappa r_{\max}`).  A sequence has one entry per mode: an int
+        in ``[1, upper[i]]``, or a fraction :math:`\kappa_i \in (0, 1]` of that mode, read as
+        above (e.g. ``(0.1, 0.1, 1.0, 1.0)`` compresses a conv kernel's channel modes only,
+        the Tucker-2 format of Kim et al. 2016).
     upper : sequence of int
         Largest rank of each mode, :math:`r_{\max,i}`.
     sizes : sequence of int, optional
@@ -99,9 +101,17 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
     if len(vals) != len(upper):
         raise ValueError(f"{name} must have one entry per mode ({len(upper)}); got {len(vals)}")
     out = []
+    base = upper if sizes is None else [int(x) for x in sizes]
     for i, (v, u) in enumerate(zip(vals, upper, strict=True)):
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)):
+            if not 0.0 < float(v) <= 1.0:
+                raise ValueError(f"{name}[{i}] = {v!r}: a fraction of mode {i} must lie in "
+                                 "(0, 1]")
+            out.append(max(1, min(u, math.ceil(float(v) * base[i] - 1e-9))))
+            continue
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name}[{i}] must be an int in [1, {u}]; got {v!r}")
+            raise TypeError(f"{name}[{i}] must be an int in [1, {u}] or a fraction in (0, 1]; "
+                            f"got {v!r}")
         if not 1 <= int(v) <= u:
             raise ValueError(f"{name}[{i}] = {v} must be in [1, {u}] "
                              f"(the largest rank of mode {i})")
@@ -246,7 +256,7 @@ def resolve_tucker_rank(rank: Any, shape: Sequence[int], name: str = "rank",
 
     Parameters
     ----------
-    rank : None, int, float in (0, 1] or sequence of int
+    rank : None, int, float in (0, 1] or sequence of int / fraction
         Parsed by :func:`resolve_ranks` with the largest ranks
         :math:`\min(n_i, \prod_{j\ne i} n_j)` (a fraction refers to the mode sizes
         :math:`n_i`); ``None``: full rank (capped by ``max_rank``).
@@ -264,7 +274,10 @@ def resolve_tucker_rank(rank: Any, shape: Sequence[int], name: str = "rank",
     upper = list(max_tucker_rank(shape))
     cap = upper if max_rank is None else [min(u, int(m)) for u, m in zip(upper, max_rank,
                                                                         strict=True)]
-    explicit = rank is not None and not isinstance(rank, numbers.Real)
+    # an all-int sequence is taken as given; ints, fractions and mixed sequences of fractions
+    # are lowered to a valid rank
+    explicit = rank is not None and not isinstance(rank, numbers.Real) and all(
+        isinstance(v, numbers.Integral) for v in rank)
     r = list(resolve_ranks(rank, upper, name, sizes=shape))
     if explicit:
         for i, (v, c) in enumerate(zip(r, cap, strict=True)):

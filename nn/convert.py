@@ -175,12 +175,15 @@ def tuckerize(
     ----------
     model : nn.Module
         Any model (a single layer too).  Left untouched unless ``inplace``.
-    rank : None, int, float in (0, 1] or tuple of int
+    rank : None, int, float in (0, 1] or tuple of int / fraction
         Ranks of every converted layer: an int is clipped per mode to the mode's largest
         rank :math:`\min(n_i, \prod_{j \ne i} n_j)`; a fraction :math:`\kappa` gives
         :math:`\lceil \kappa\, n_i \rceil` (clipped likewise; paper Section 4.1,
-        :math:`\hat r = \kappa r_{\max}`); a tuple is used as is (all selected layers must
-        then have that many modes).  For ``"vanilla-cp"`` / ``"vanilla-matrix"`` convs it
+        :math:`\hat r = \kappa r_{\max}`); a tuple has one entry per mode (all selected
+        layers must then have that many modes): a tuple of ints is used as is, a fraction
+        entry :math:`\kappa_i` gives :math:`\lceil \kappa_i n_i \rceil` (so
+        ``(0.1, 0.1, 1.0, 1.0)`` compresses only the channel modes of 2-d convolutions: the
+        Tucker-2 format of Kim et al. 2016).  For ``"vanilla-cp"`` / ``"vanilla-matrix"`` convs it
         is the single CP / matrix rank (see :mod:`tucker_dlra.nn.vanilla`).
     rtol : float >= 0, optional
         Truncation tolerance where ``rank`` is None: the discarded part obeys the HOSVD

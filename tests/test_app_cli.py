@@ -119,6 +119,12 @@ BAD = [
     (["train", "--lr", "0"], "lr must be > 0"),
     (["train", "--epochs", "0"], "epochs must be >= 1"),
     (["train", "--rank", "4", "--rank-fraction", "0.5"], "not allowed with argument"),
+    (["train", "--rank-fraction", "0.5", "0.5", "1"], "one per mode of a 2-d convolution"),
+    (["train", "--rank-fraction", "0.5", "0", "1", "1"], "rank-fraction must be in (0, 1]"),
+    (["train", "--method", "vanilla-cp", "--rank-fraction", "0.1", "0.1", "1", "1"],
+     "method 'vanilla-cp' takes one value"),
+    (["train", "--compress", "all", "--rank-fraction", "0.1", "0.1", "1", "1"],
+     "convolutions only"),
     (["train", "--dataset", "mnist", "--data-dir", "{tmp}/missing"], "does not exist"),
     (["train", "--dataset", "cifar10"], "needs --data-dir"),
     (["train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}"], "--download"),
@@ -182,3 +188,21 @@ def test_core_import_does_not_import_nn_or_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).parent)
     assert res.stdout.split() == ["False", "False"], res.stderr
+
+
+def test_per_mode_rank_fraction_trains_and_resumes(tmp_path, capsys):
+    """Tucker-2 ranks (channel modes compressed, spatial modes whole) survive a resume."""
+    out = tmp_path / "run"
+    args = ["train", "--method", "vanilla-tucker", "--rank-fraction", "0.1", "0.1", "1", "1",
+            "--epochs", "1", "--max-steps", "2", "--no-plots", "--quiet", "--out", str(out)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["config"]["rank_fraction"] == [0.1, 0.1, 1.0, 1.0]
+    assert rec["summary"]["ranks"] == {"conv1": [2, 1, 5, 5], "conv2": [5, 2, 5, 5]}
+    code, _, err = run_cli(["train", "--resume", "--epochs", "2", "--max-steps", "3",
+                            "--no-plots", "--quiet", "--out", str(out)], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["summary"]["ranks"] == {"conv1": [2, 1, 5, 5], "conv2": [5, 2, 5, 5]}
+    assert rec["config"]["rank_fraction"] == [0.1, 0.1, 1.0, 1.0]

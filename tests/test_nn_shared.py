@@ -20,12 +20,29 @@ from tucker_dlra.tucker import check_tucker_rank, max_tucker_rank, valid_rank  #
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("rank", [None, 1, 2, 5, 100, 0.1, 0.5, 1.0, (4, 1, 2, 2), (6, 3, 3, 2)])
+@pytest.mark.parametrize("rank", [None, 1, 2, 5, 100, 0.1, 0.5, 1.0, (4, 1, 2, 2), (6, 3, 3, 2),
+                                  (0.5, 0.5, 1.0, 1.0), (2, 0.4, 1.0, 0.3)])
 def test_layer_and_baseline_parse_a_rank_the_same_way(rank):
     layer = TuckerConv2d(3, 6, 3, rank=rank)
     base = VanillaTuckerConv(3, 6, 3, rank=rank)
     assert layer.ranks == base.ranks == resolve_rank(rank, (6, 3, 3, 3))
     assert valid_rank(layer.ranks) == layer.ranks
+
+
+def test_per_mode_fractions():
+    """A fraction entry is ceil(kappa_i n_i) of its own mode; ints stay as given (Tucker-2:
+    the channel modes compressed, the spatial modes whole)."""
+    assert resolve_tucker_rank((0.1, 0.1, 1.0, 1.0), (50, 20, 5, 5)) == (5, 2, 5, 5)
+    assert resolve_tucker_rank((0.1, 0.1, 1.0, 1.0), (20, 1, 5, 5)) == (2, 1, 5, 5)
+    assert resolve_tucker_rank((5, 0.5, 1.0, 3), (50, 20, 5, 5)) == (5, 10, 5, 3)
+    # a fraction may ask for more than the other modes allow: lowered, like a scalar fraction
+    assert resolve_tucker_rank((1.0, 0.1, 0.2, 0.2), (50, 20, 5, 5)) == valid_rank((50, 2, 1, 1))
+    with pytest.raises(ValueError, match=r"rank\[1\] = 0.0: a fraction of mode 1 must lie in"):
+        resolve_tucker_rank((0.5, 0.0, 1.0, 1.0), (50, 20, 5, 5))
+    with pytest.raises(ValueError, match=r"rank\[2\] = 1.5: a fraction"):
+        resolve_tucker_rank((0.5, 0.5, 1.5, 1.0), (50, 20, 5, 5))
+    with pytest.raises(TypeError, match=r"rank\[0\] must be an int in \[1, 50\] or a fraction"):
+        resolve_tucker_rank(("a", 0.5, 1.0, 1.0), (50, 20, 5, 5))
 
 
 def test_explicit_non_tucker_rank_is_refused_by_both_with_the_same_rule():

@@ -108,8 +108,8 @@ def smoke(models: list[str], out: Path) -> list[dict]:
     """One step of every distinct (model, method) on a synthetic tarball; returns the results."""
     import dataclasses
 
+    from tucker_dlra.app import datasets as D
     from tucker_dlra.app.cli import main as cli_main
-    from tucker_dlra.nn import datasets as D
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

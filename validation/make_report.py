@@ -156,7 +156,7 @@ def section_tables() -> list[str]:
             for row in paper_tables._row_order(ds):
                 if row.endswith("-hosvd"):
                     continue
-                base_row = row.removesuffix("-init0.5")
+                base_row = paper_tables.paper_row(row)
                 paper = paper_tables.PAPER[ds].get(base_row)
                 if paper is None:
                     continue

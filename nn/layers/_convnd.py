@@ -45,7 +45,7 @@ class _TuckerConvNd(_TuckerLayer):
         ``'zeros'``, ``'reflect'``, ``'replicate'``, ``'circular'``).  With groups the
         kernel still has shape (out, in/groups, k_1, ..., k_N) and one Tucker factor per
         mode (the in/groups factor is shared by all groups).
-    rank : None, int, float in (0, 1] or tuple of d = N + 2 ints
+    rank : None, int, float in (0, 1] or tuple of d = N + 2 ints / fractions
         Initial Tucker rank (see :func:`resolve_rank`); ``None`` is the full rank.
     max_rank, min_rank : int or tuple, optional
         Bounds the optimizer's rank adaptation respects.

@@ -79,11 +79,11 @@ def resolve_rank(rank: RankArg, shape: Sequence[int], name: str = "rank",
 
     Parameters
     ----------
-    rank : None, int, float in (0, 1] or sequence of int
+    rank : None, int, float in (0, 1] or sequence of int / fraction
         ``None``: full rank :math:`\\min(n_i, \\prod_{j\\ne i} n_j)` (capped by ``max_rank``);
         int: the same rank in every mode, clipped to each mode's size; float:
-        ``ceil(rank * n_i)`` (at least 1) in each mode; sequence: one rank per mode, each in
-        ``[1, n_i]`` (a clear ``ValueError`` otherwise).
+        ``ceil(rank * n_i)`` (at least 1) in each mode; sequence: one entry per mode, an int in
+        ``[1, n_i]`` or a fraction of that mode (a clear ``ValueError`` otherwise).
     shape : kernel shape :math:`(n_0, \\dots, n_{d-1})`.
 
     Returns

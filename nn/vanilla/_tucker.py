@@ -36,7 +36,7 @@ class VanillaTuckerConv(_VanillaConv):
         As for ``nn.ConvNd``.
     dilation, groups, bias, padding_mode
         As for ``nn.ConvNd``.
-    rank : None, int, float in (0, 1] or tuple of d ints
+    rank : None, int, float in (0, 1] or tuple of d ints / fractions
         Tucker rank of the kernel (d = dim + 2 modes: out, in/groups, spatial...), see
         :func:`resolve_ranks`; :math:`r_{\max,i} = \min(n_i, \prod_{j\ne i} n_j)`, and a
         fraction :math:`\kappa` means :math:`\lceil\kappa n_i\rceil` (as for the TDLRT
