@@ -224,6 +224,19 @@ def section_tables() -> list[str]:
                                            for e in last),
                                  f"{r['per_epoch'][-1]['lr']:.2g}"])
                 lines += list_table(["row", "epoch: test acc.", "final lr"], prow)
+            if rs:
+                lines += ["Every run (the cells behind the means above):", ""]
+                order = {row: i for i, row in enumerate(paper_tables._row_order(ds))}
+                runs = sorted(rs, key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
+                lines += list_table(
+                    ["row", "seed", "test acc. [%]", "eval [%]", "train [%]", "epochs",
+                     "ranks conv1 / conv2"],
+                    [[paper_tables._label(r["row"]), str(r["seed"]), f"{r['test_acc']:.2f}",
+                      f"{r['eval_compression']:.2f}" if r["row"] != "baseline" else "--",
+                      f"{r['train_compression']:.2f}" if r["row"] != "baseline" else "--",
+                      str(r["epochs"]) + (" (stopped)" if r.get("stopped") else ""),
+                      _ranks(r["ranks"]) if r.get("ranks")
+                      else paper_tables._fixed_rank(r["args"])] for r in runs])
     return lines
 
 
