@@ -250,3 +250,30 @@ def test_peak_forward_bytes_on_cpu():
     with torch.no_grad():
         peak = fl.peak_forward_bytes(lambda: conv(x), cuda=False)
     assert peak >= 4 * 16 * 32 * 32 * 4  # at least the output
+
+
+def test_rank_gap_rule_reaches_the_training_step(monkeypatch):
+    """The alternative rule replaces the ranks of the step's truncation: the library truncates
+    at exactly the ranks ``mode_ranks`` picks, and a TDLRT step goes through it."""
+    import tucker_dlra.bug_step as bs
+    from tucker_dlra.nn import TDLRT, TuckerConv2d
+
+    rg = _load("rank_gap")
+    monkeypatch.setattr(bs, "truncate_prepare", bs.truncate_prepare)  # restored afterwards
+    rg.install_rule("sv_max")
+    g = torch.Generator().manual_seed(0)
+    core = torch.randn(6, 4, 3, 3, generator=g, dtype=torch.float64)
+    core[3:] *= 1e-3  # mode 0: three large, three tiny singular values
+    factors = [torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+               for n, r in zip((8, 5, 3, 3), core.shape, strict=True)]
+    [(t, _)], _ = bs.truncate_many([(core, factors, bs.Truncation(rtol=0.1, rule="per_mode"))])
+    assert tuple(t.rank) == tuple(rg.mode_ranks(core, 0.1, "sv_max")) and t.rank[0] == 3
+    calls = []
+    wrapped = bs.truncate_prepare
+    monkeypatch.setattr(bs, "truncate_prepare",
+                        lambda items, extra=(): calls.append(len(items)) or wrapped(items, extra))
+    layer = TuckerConv2d(4, 8, 3, rank=2, dtype=torch.float64)
+    opt = TDLRT(layer.parameters(), lr=0.1, tau=0.1)
+    layer(torch.randn(2, 4, 6, 6, dtype=torch.float64, generator=g)).square().sum().backward()
+    opt.step()
+    assert calls == [1]

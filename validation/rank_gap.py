@@ -31,9 +31,9 @@ rate (no plateau schedule), a fixed-rank first epoch (``-warmup1``: truncation s
 trained core) and the learning rate after one plateau drop (0.005): with a smaller
 step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
 (the tau/lambda term of the paper's Theorem 3).  The alternative rules are applied by wrapping
-the truncation of :mod:`tucker_dlra.nn.optim` in this process (the ranks are chosen here, the
-rounding itself is the library's :func:`tucker_dlra.truncate` at those ranks), so no library
-code changes.
+the step's truncation (:func:`tucker_dlra.bug_step.truncate_prepare`) in this process (the ranks
+are chosen here, the rounding itself is the library's at those ranks), so no library code
+changes.
 
 Usage (one run after another, ~2-4 min each on one busy core)::
 
@@ -103,31 +103,36 @@ def mode_ranks(core, tau: float, rule: str) -> list[int]:
 
 
 def install_rule(rule: str) -> None:
-    """Make :mod:`tucker_dlra.nn.optim` truncate by ``rule`` in this process (see module doc)."""
-    opt = importlib.import_module("tucker_dlra.nn.optim")
+    """Make the TDLRT step truncate by ``rule`` in this process (see the module docstring).
+
+    The step truncates every augmented core through
+    :func:`tucker_dlra.bug_step.truncate_prepare` (the factors are orthonormal there, so the
+    singular values of the core's unfoldings are those of the tensor's).  The wrapper chooses
+    the ranks of each tolerance-driven item by :func:`mode_ranks`, clamps them to the item's
+    bounds, and hands the library a fixed-rank truncation at those ranks.
+    """
     if rule in ("per_mode", "split"):
         return  # the library's own rules: nothing to wrap
-    original = opt.truncate
+    import dataclasses
 
-    def truncate(t, rtol=None, rank=None, rule_=None, **kw):  # noqa: ANN001
-        if rtol is None or rank is not None:
-            return original(t, rtol=rtol, rank=rank, **kw)
-        import torch
+    bs = importlib.import_module("tucker_dlra.bug_step")
+    original = bs.truncate_prepare
 
-        qs_rs = [torch.linalg.qr(u) for u in t.factors]
-        from tucker_dlra.tucker import multi_mode_product
+    def truncate_prepare(items, extra=()):  # noqa: ANN001, ANN202
+        chosen = []
+        for core, factors, spec in items:
+            if spec is not None and spec.rtol is not None:
+                ranks = mode_ranks(core, float(spec.rtol), rule)
+                if spec.max_rank is not None:
+                    ranks = [min(r, int(m)) for r, m in zip(ranks, spec.max_rank, strict=True)]
+                if spec.min_rank is not None:
+                    ranks = [max(r, int(m)) for r, m in zip(ranks, spec.min_rank, strict=True)]
+                spec = dataclasses.replace(spec, rtol=None, rank=ranks, max_rank=None,
+                                           min_rank=None)
+            chosen.append((core, factors, spec))
+        return original(chosen, extra)
 
-        core = multi_mode_product(t.core, [r for _, r in qs_rs])
-        ranks = mode_ranks(core, float(rtol), rule)
-        kw.pop("rule", None)
-        kw.pop("min_rank", None)
-        mx = kw.pop("max_rank", None)
-        if mx is not None:
-            mx = [mx] * len(ranks) if isinstance(mx, int) else list(mx)
-            ranks = [min(r, m) if m is not None else r for r, m in zip(ranks, mx, strict=True)]
-        return original(t, rank=ranks, **kw)
-
-    opt.truncate = truncate
+    bs.truncate_prepare = truncate_prepare
 
 
 def install_warmup(steps: int) -> None:
