@@ -394,6 +394,37 @@ def section_tradeoff() -> list[str]:
     lines += list_table(["dataset", "our family", "paper's eval compression [%]",
                          "paper's accuracy [%]", "ours at that compression [%]", "verdict"],
                         rows)
+    # our own baselines against our TDLRT line, at each vanilla row's compression
+    vrows = []
+    for ds, rs in data.items():
+        fam = [r for r in rs if families[0][1](r)]
+        for row in paper_tables._row_order(ds):
+            if not row.startswith("vanilla-") or row.endswith("-hosvd"):
+                continue
+            van = [r for r in rs if r["row"] == row]
+            if not van:
+                continue
+            c0 = mean_std([r["eval_compression"] for r in van])[0]
+            fit = accuracy_at([r["eval_compression"] for r in fam],
+                              [r["test_acc"] for r in fam], c0)
+            if fit is None:
+                continue
+            a, se = fit
+            m, sd = mean_std([r["test_acc"] for r in van])
+            tol = max(2 * math.hypot(se, sd), 0.05)
+            v = ("level (within the error bars)" if abs(a - m) <= tol
+                 else "TDLRT above" if a > m else "TDLRT below")
+            comps = [r["eval_compression"] for r in fam]
+            if not min(comps) <= c0 <= max(comps):
+                v += " (extrapolated)"
+            vrows.append([ds, paper_tables._label(row), f"{c0:.2f}", fmt([r["test_acc"]
+                                                                         for r in van]),
+                          f"{a:.2f} ± {se:.2f}", v])
+    if vrows:
+        lines += ["Our fixed-rank baselines against the same line of our TDLRT runs (initial "
+                  "rank n/2), read at each baseline's compression:", ""]
+        lines += list_table(["dataset", "baseline", "its eval compression [%]",
+                             "its accuracy [%]", "TDLRT line there [%]", "verdict"], vrows)
     if data:
         lines += figure(_tradeoff_figure(data),
                         "Test accuracy against eval conv compression, every full-budget run; "
