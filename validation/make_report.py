@@ -450,7 +450,8 @@ def section_rank_gap() -> list[str]:
         "\"as implemented in the tntorch library\" with ||C - C'|| <= tau ||C||; tntorch's "
         "Tucker rounding divides the tolerance by sqrt(d) per mode (the *split* rule), while "
         "*per_mode* applies tau to every mode's tail.  Suffixes: *-init0.5* starts at half "
-        "of every mode's size; *-warmup1* runs the fixed-rank BUG for the first epoch and "
+        "of every mode's size, *-init_ch0.5* at half of the channel modes' size with the "
+        "spatial modes whole; *-warmup1* runs the fixed-rank BUG for the first epoch and "
         "adapts the ranks from then on, so that they are chosen on a trained core rather "
         "than the random one (when truncation starts).",
         ""]

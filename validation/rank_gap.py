@@ -26,7 +26,8 @@ the candidates can be told apart cheaply:
     drop the tail with :math:`\\sum_{j>r}\\sigma_j \\le \\tau\\sum_j\\sigma_j` (a relative
     nuclear-norm tail).
 
-plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``), a constant learning
+plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``, or
+``--rank-fraction 0.5 0.5 1 1``: half the channel ranks, spatial modes whole), a constant learning
 rate (no plateau schedule), a fixed-rank first epoch (``-warmup1``: truncation starts on a
 trained core) and the learning rate after one plateau drop (0.005): with a smaller
 step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
@@ -67,6 +68,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "per_mode-constant-lr": ("per_mode", {"schedule": "none"}),
     "per_mode-lr0.005": ("per_mode", {"lr": 0.005}),
     "per_mode_ch-init0.5": ("per_mode_ch", {"rank_fraction": 0.5}),
+    # half the channel ranks, the spatial modes whole at the start (all modes adapt)
+    "per_mode-init_ch0.5": ("per_mode", {"rank_fraction": (0.5, 0.5, 1.0, 1.0)}),
     # fixed-rank BUG for the first epoch, rank adaptation from then on
     "per_mode-warmup1": ("per_mode", {"warmup_epochs": 1}),
     "per_mode-init0.5-warmup1": ("per_mode", {"rank_fraction": 0.5, "warmup_epochs": 1}),
