@@ -186,7 +186,7 @@ def run_variant(name: str, args) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist",
@@ -200,9 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--fresh", action="store_true")
+    # internal: train the one variant NAME in this interpreter and print its JSON summary
+    ap.add_argument("--one", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if not 0 <= args.tau < 1:
         ap.error(f"--tau must be in [0, 1); got {args.tau}")
+    if args.one:
+        print(json.dumps(run_variant(args.one, args)))
+        return 0
     path = args.out / f"rank_gap-{args.dataset}-tau{args.tau:g}-e{args.epochs}.json"
     data = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
     for name in args.variants:
@@ -228,26 +238,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _one(argv: list[str]) -> int:
-    name = argv[argv.index("--one") + 1]
-    rest = [a for i, a in enumerate(argv) if a != "--one" and (i == 0 or argv[i - 1] != "--one")]
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--variants", nargs="+")
-    ap.add_argument("--tau", type=float, default=0.2)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--train-limit", type=int, default=20000)
-    ap.add_argument("--test-limit", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(rest)
-    print(json.dumps(run_variant(name, args)))
-    return 0
-
-
 if __name__ == "__main__":
-    if "--one" in sys.argv:
-        sys.exit(_one(sys.argv[1:]))
     sys.exit(main())
