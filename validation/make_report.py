@@ -139,7 +139,8 @@ def section_tables() -> list[str]:
         "    OMP_NUM_THREADS=1 nohup nice -n 19 python validation/paper_tables.py \\",
         "        --data-dir DATA --datasets mnist fashion-mnist --seeds 0 1 2 \\",
         "        --methods tdlrt-init0.5 tdlrt baseline vanilla-cp vanilla-tucker \\",
-        "        vanilla-matrix --epochs 70 --threads 1 --resume -- --stop-lr 1e-5 &",
+        "        vanilla-tucker2 vanilla-matrix --epochs 70 --threads 1 --resume \\",
+        "        -- --stop-lr 1e-5 &",
         "",
     ]
     if not folders:
