@@ -13,15 +13,15 @@ numbers beside the paper's; ``validation/make_report.py`` builds the documentati
 result JSONs.
 
 Rows (the paper's Appendix A): baseline (dense), TDLRT with tau in {0.15, 0.2, 0.3} (Fashion-MNIST
-also 0.1; per-mode truncation rule, full initial ranks), Vanilla CP / Tucker / Matrix.  The paper
+also 0.1; per-mode truncation rule, full initial ranks), Vanilla CP / Tucker / Matrix. The paper
 does not give the vanilla ranks for LeNet5; we pick them so that the conv compression is close to
 the paper's (MNIST: CP rank 2 -> 99.1 %, Tucker kappa 0.2 -> 97.2 %, matrix kappa 0.05 -> 93.4 %;
 Fashion-MNIST: CP rank 7 -> 96.9 %; the option row Vanilla Tucker-2, ``--methods vanilla-tucker2``:
 channel modes only, kappa 0.1 -> 97.1 %), and start them from the layers' own random initialisation
 (``--vanilla-init fresh``, default, as the application does): the truncated decomposition of the
 randomly initialised dense kernel (``--vanilla-init hosvd``, rows marked "app's HOSVD start") keeps
-only a few per cent of the kernel's norm at these ranks and SGD then stays on the uniform-
-prediction plateau (11.35 % test accuracy) for epochs.
+only a few per cent of the kernel's norm at these ranks and SGD then stays on the
+uniform-prediction plateau (11.35 % test accuracy) for epochs.
 All runs: SGD, lr 0.05, momentum 0.1, batch 128, plateau schedule (factor 10, patience 2), 10 %
 of the training images held out for validation -- the application's defaults, which follow
 Appendix A.  The paper trains 70 epochs (the default here) with 5 initialisations on a GPU.
