@@ -19,6 +19,15 @@ class TrainingError(RuntimeError):
 
 
 
+def rank_fraction_value(v: Any) -> float | tuple[float, ...] | None:
+    """The stored form of a rank fraction: one fraction per kernel mode arrives as a list (CLI,
+    JSON) and is kept as a tuple; a single one is kappa, a float."""
+    if isinstance(v, (list, tuple)):
+        fr = tuple(float(x) for x in v)
+        return fr[0] if len(fr) == 1 else fr
+    return v
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in every checkpoint).
@@ -61,10 +70,7 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # one fraction per kernel mode arrives as a list (CLI, JSON); a single one is kappa
-        if isinstance(self.rank_fraction, (list, tuple)):
-            fr = tuple(float(v) for v in self.rank_fraction)
-            self.rank_fraction = fr[0] if len(fr) == 1 else fr
+        self.rank_fraction = rank_fraction_value(self.rank_fraction)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its accepted range."""

@@ -338,8 +338,16 @@ def _explicit_train_flags(argv: Sequence[str]) -> dict[str, object]:
             if k not in ("command", "func")}
 
 
+def _flag_text(v: object) -> str:
+    """A flag's value as typed (``0.1 0.1 1 1`` for a per-mode rank fraction)."""
+    if isinstance(v, (list, tuple)):
+        return " ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    return str(v)
+
+
 def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
     """With --resume, every explicit flag that contradicts the checkpoint is an error."""
+    from ._config import rank_fraction_value
     from .train import CHECKPOINT, load_checkpoint
 
     path = out / CHECKPOINT
@@ -350,9 +358,14 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
     for dest, value in _explicit_train_flags(args.argv).items():
         if dest in _RESUME_OVERRIDES or dest not in saved:
             continue
-        if saved[dest] != value:
+        if dest == "rank_fraction":  # the CLI's list against the stored float or tuple
+            value, saved_value = rank_fraction_value(value), rank_fraction_value(saved[dest])
+        else:
+            saved_value = saved[dest]
+        if saved_value != value:
             flag = "--" + dest.replace("_", "-")
-            clashes.append(f"{flag} {value} (checkpoint: {saved[dest]})")
+            clashes.append(f"{flag} {_flag_text(value)} (checkpoint: "
+                           f"{_flag_text(saved_value)})")
     if clashes:
         raise CommandError(f"--resume continues {path} with its own settings; these flags "
                            f"contradict it: {', '.join(clashes)} (drop them, or start a new run "

@@ -200,9 +200,29 @@ def test_per_mode_rank_fraction_trains_and_resumes(tmp_path, capsys):
     rec = json.loads((out / "metrics.json").read_text())
     assert rec["config"]["rank_fraction"] == [0.1, 0.1, 1.0, 1.0]
     assert rec["summary"]["ranks"] == {"conv1": [2, 1, 5, 5], "conv2": [5, 2, 5, 5]}
-    code, _, err = run_cli(["train", "--resume", "--epochs", "2", "--max-steps", "3",
-                            "--no-plots", "--quiet", "--out", str(out)], capsys)
+    # resumed with the same command line (as a driver repeats it): no contradiction
+    code, _, err = run_cli([*args[:-6], "--epochs", "2", "--max-steps", "3", "--no-plots",
+                            "--quiet", "--out", str(out), "--resume"], capsys)
     assert code == 0, err
     rec = json.loads((out / "metrics.json").read_text())
     assert rec["summary"]["ranks"] == {"conv1": [2, 1, 5, 5], "conv2": [5, 2, 5, 5]}
     assert rec["config"]["rank_fraction"] == [0.1, 0.1, 1.0, 1.0]
+    code, _, err = run_cli(["train", "--method", "vanilla-tucker", "--rank-fraction", "0.2",
+                            "0.1", "1", "1", "--epochs", "3", "--no-plots", "--quiet", "--out",
+                            str(out), "--resume"], capsys)
+    assert code == 2 and "--rank-fraction 0.2 0.1 1 1 (checkpoint: 0.1 0.1 1 1)" in err
+
+
+def test_resume_with_the_same_single_rank_fraction(tmp_path, capsys):
+    """A run started with --rank-fraction 0.5 resumes with the same flag repeated."""
+    out = tmp_path / "run"
+    base = ["train", "--rank-fraction", "0.5", "--max-steps", "1", "--no-plots", "--quiet",
+            "--out", str(out)]
+    code, _, err = run_cli(base, capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*base[:-2], "--max-steps", "2", "--out", str(out), "--resume"],
+                           capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "--rank-fraction", "0.25", "--no-plots", "--quiet",
+                            "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "--rank-fraction 0.25 (checkpoint: 0.5)" in err

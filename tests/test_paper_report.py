@@ -255,8 +255,9 @@ def test_peak_forward_bytes_on_cpu():
 def test_rank_gap_rule_reaches_the_training_step(monkeypatch):
     """The alternative rule replaces the ranks of the step's truncation: the library truncates
     at exactly the ranks ``mode_ranks`` picks, and a TDLRT step goes through it."""
-    import tucker_dlra.bug_step as bs
     from tucker_dlra.nn import TDLRT, TuckerConv2d
+
+    import tucker_dlra.bug_step as bs
 
     rg = _load("rank_gap")
     monkeypatch.setattr(bs, "truncate_prepare", bs.truncate_prepare)  # restored afterwards
