@@ -103,6 +103,16 @@ def _unit_interval(name: str, open_left: bool = False, open_right: bool = True):
     return parse
 
 
+class _RankFractionAction(argparse.Action):
+    """Store ``--rank-fraction`` in the configuration's form (a float, or a tuple per mode),
+    so that it compares equal to the value a checkpoint holds."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        from ._config import rank_fraction_value  # not at import: the app's modules need torch
+
+        setattr(namespace, self.dest, rank_fraction_value(values))
+
+
 def _pos_int(name: str):
     def parse(s: str) -> int:
         try:
@@ -162,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial (TDLRT) or fixed (vanilla) rank of every mode, clipped per mode "
                    "[see --rank-fraction]")
     r.add_argument("--rank-fraction", type=_unit_interval("rank-fraction", True, False),
-                   nargs="+", metavar="KAPPA",
+                   nargs="+", metavar="KAPPA", action=_RankFractionAction,
                    help="initial/fixed rank as a fraction kappa of each mode's size, or one "
                    "fraction per kernel mode (out in height width; e.g. 0.1 0.1 1 1 compresses "
                    "the channel modes only, Tucker-2) [vanilla: 0.5; TDLRT: full rank]")
@@ -347,7 +357,6 @@ def _flag_text(v: object) -> str:
 
 def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
     """With --resume, every explicit flag that contradicts the checkpoint is an error."""
-    from ._config import rank_fraction_value
     from .train import CHECKPOINT, load_checkpoint
 
     path = out / CHECKPOINT
@@ -358,14 +367,10 @@ def _check_resume_flags(args: argparse.Namespace, out: Path) -> None:
     for dest, value in _explicit_train_flags(args.argv).items():
         if dest in _RESUME_OVERRIDES or dest not in saved:
             continue
-        if dest == "rank_fraction":  # the CLI's list against the stored float or tuple
-            value, saved_value = rank_fraction_value(value), rank_fraction_value(saved[dest])
-        else:
-            saved_value = saved[dest]
-        if saved_value != value:
+        if saved[dest] != value:
             flag = "--" + dest.replace("_", "-")
             clashes.append(f"{flag} {_flag_text(value)} (checkpoint: "
-                           f"{_flag_text(saved_value)})")
+                           f"{_flag_text(saved[dest])})")
     if clashes:
         raise CommandError(f"--resume continues {path} with its own settings; these flags "
                            f"contradict it: {', '.join(clashes)} (drop them, or start a new run "

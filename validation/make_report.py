@@ -49,16 +49,29 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def compare(m: float, sd: float, ref: float, ref_sd: float | None) -> str:
+    """"within the error bars" when |m - ref| <= 2 sqrt(sd^2 + ref_sd^2) (at least 0.05
+    points), else "better" (m higher) / "worse" (lower)."""
+    if abs(m - ref) <= max(2 * math.hypot(sd, ref_sd or 0.0), 0.05):
+        return "within the error bars"
+    return "better" if m > ref else "worse"
+
+
 def verdict(ours: list[float], paper: float, paper_sd: float | None) -> str:
-    """"within the error bars" when |ours - paper| <= 2 sqrt(sd_ours^2 + sd_paper^2) (at least
-    0.05 points), else "better" (higher) / "worse" (lower)."""
+    """:func:`compare` of the mean and standard deviation of ``ours`` with the paper's."""
     if not ours:
         return "not run yet"
-    m, sd = mean_std(ours)
-    tol = max(2 * math.hypot(sd, paper_sd or 0.0), 0.05)
-    if abs(m - paper) <= tol:
-        return "within the error bars"
-    return "better" if m > paper else "worse"
+    return compare(*mean_std(ours), paper, paper_sd)
+
+
+def half_rank(r: dict) -> bool:
+    """A TDLRT run started at half of every mode's size (``--rank-fraction 0.5``)."""
+    return r["row"].startswith("tdlrt-") and r["row"].endswith("-init0.5")
+
+
+def full_rank(r: dict) -> bool:
+    """A TDLRT run started at full rank (the application's default)."""
+    return r["row"].startswith("tdlrt-") and not r["row"].endswith("-init0.5")
 
 
 def fmt(xs: list[float]) -> str:
@@ -311,10 +324,8 @@ def _tradeoff_figure(data: dict) -> str | None:
         return None
     fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4.5), squeeze=False)
     for ax, (ds, rs) in zip(axes[0], data.items(), strict=True):
-        styles = (("TDLRT, initial rank n/2", lambda r: r["row"].endswith("-init0.5"), "o",
-                   "C0"),
-                  ("TDLRT, full initial rank", lambda r: r["row"].startswith("tdlrt-")
-                   and not r["row"].endswith("-init0.5"), "s", "C1"),
+        styles = (("TDLRT, initial rank n/2", half_rank, "o", "C0"),
+                  ("TDLRT, full initial rank", full_rank, "s", "C1"),
                   ("vanilla (fixed rank)", lambda r: r["row"].startswith("vanilla-"), "^", "C2"))
         for label, keep, marker, color in styles:
             sel = [r for r in rs if keep(r)]
@@ -361,10 +372,7 @@ def section_tradeoff() -> list[str]:
         "the tables, with the line's standard error in place of our standard deviation; "
         "*extrapolated* where the paper's compression lies outside the range our runs cover.",
         ""]
-    families = (("initial rank n/2", lambda r: r["row"].startswith("tdlrt-")
-                 and r["row"].endswith("-init0.5")),
-                ("full initial rank", lambda r: r["row"].startswith("tdlrt-")
-                 and not r["row"].endswith("-init0.5")))
+    families = (("initial rank n/2", half_rank), ("full initial rank", full_rank))
     rows, data = [], {}
     for ds in ("mnist", "fashion-mnist"):
         rs = [r for r in results if r["dataset"] == ds]
@@ -383,9 +391,7 @@ def section_tradeoff() -> list[str]:
                                if fam else "--"), "not run yet"
                 else:
                     a, se = fit
-                    tol = max(2 * math.hypot(se, psd or 0.0), 0.05)
-                    v = ("within the error bars" if abs(a - pa) <= tol
-                         else "better" if a > pa else "worse")
+                    v = compare(a, se, pa, psd)
                     if not min(comp) <= pe <= max(comp):
                         v += " (extrapolated)"
                     ours = (f"{a:.2f} ± {se:.2f} (n = {len(fam)} runs, "
@@ -398,7 +404,7 @@ def section_tradeoff() -> list[str]:
     # our own baselines against our TDLRT line, at each vanilla row's compression
     vrows = []
     for ds, rs in data.items():
-        fam = [r for r in rs if families[0][1](r)]
+        fam = [r for r in rs if half_rank(r)]
         for row in paper_tables._row_order(ds):
             if not row.startswith("vanilla-") or row.endswith("-hosvd"):
                 continue
@@ -411,10 +417,9 @@ def section_tradeoff() -> list[str]:
             if fit is None:
                 continue
             a, se = fit
-            m, sd = mean_std([r["test_acc"] for r in van])
-            tol = max(2 * math.hypot(se, sd), 0.05)
-            v = ("level (within the error bars)" if abs(a - m) <= tol
-                 else "TDLRT above" if a > m else "TDLRT below")
+            v = {"within the error bars": "level (within the error bars)",
+                 "better": "TDLRT above", "worse": "TDLRT below"}[
+                compare(a, se, *mean_std([r["test_acc"] for r in van]))]
             comps = [r["eval_compression"] for r in fam]
             if not min(comps) <= c0 <= max(comps):
                 v += " (extrapolated)"

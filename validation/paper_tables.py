@@ -132,9 +132,8 @@ ROW_LABELS = {"baseline": "Baseline", "vanilla-cp": "Vanilla CP",
 
 def paper_row(row: str) -> str:
     """The paper's row a row of ours is compared with (option rows: their base row)."""
-    return {"vanilla-tucker2": "vanilla-tucker"}.get(
-        row.removesuffix("-hosvd").removesuffix("-init0.5"),
-        row.removesuffix("-hosvd").removesuffix("-init0.5"))
+    base = row.removesuffix("-hosvd").removesuffix("-init0.5")
+    return {"vanilla-tucker2": "vanilla-tucker"}.get(base, base)
 
 
 @dataclass(frozen=True)
