@@ -311,9 +311,9 @@ def test_step_consumes_kernel_gradients_from_one_hook():
     torch.testing.assert_close(layer.weight_full(), twin.weight_full(), rtol=1e-12, atol=1e-13)
 
 
-def test_captured_step_equals_eager_across_rank_changes():
-    """capture=True (shape-keyed traced graphs, replayed while the ranks repeat, traced
-    again after a rank change) gives exactly the eager step."""
+def _capture_twins():
+    """A Tucker conv + low-rank linear model and its deep copy, stepped by a capturing and
+    an eager TDLRT; returns ``(model, eager, opt, ref, step)``, ``step()`` steps both."""
     torch.manual_seed(5)
     model = nn.Sequential(TuckerConv2d(2, 6, 3, padding=1, rank=(5, 2, 3, 3),
                                        dtype=torch.float64), nn.Tanh(), nn.Flatten(),
@@ -325,15 +325,26 @@ def test_captured_step_equals_eager_across_rank_changes():
     kw = dict(lr=0.3, momentum=0.9, tau=0.05)
     opt = TDLRT(model.parameters(), capture=True, **kw)
     ref = TDLRT(eager.parameters(), capture=False, **kw)
-    ranks = []
-    for step in range(7):
-        if step == 4:  # a coarser tolerance: the ranks fall
-            for o in (opt, ref):
-                o.param_groups[0]["tau"] = 0.6
+
+    def step() -> None:
         for m, o in ((model, opt), (eager, ref)):
             o.zero_grad()
             F.mse_loss(m(x), y).backward()
             o.step()
+
+    return model, eager, opt, ref, step
+
+
+def test_captured_step_equals_eager_across_rank_changes():
+    """capture=True (shape-keyed traced graphs, replayed while the ranks repeat, traced
+    again after a rank change) gives exactly the eager step."""
+    model, eager, opt, ref, step = _capture_twins()
+    ranks = []
+    for i in range(7):
+        if i == 4:  # a coarser tolerance: the ranks fall
+            for o in (opt, ref):
+                o.param_groups[0]["tau"] = 0.6
+        step()
         for p, q in zip(model.parameters(), eager.parameters(), strict=True):
             assert p.shape == q.shape
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-13)
@@ -351,22 +362,9 @@ def test_captured_step_with_sync_free_eigh_equals_eager(monkeypatch):
     as the Jacobi eigh (no ``linalg.eigh`` in the graph) and the steps equal the eager
     LAPACK steps -- same ranks, same kernels (eigenvector signs may differ)."""
     monkeypatch.setattr(TDLRT, "_sync_free_eigh", staticmethod(lambda leaves: True))
-    torch.manual_seed(5)
-    model = nn.Sequential(TuckerConv2d(2, 6, 3, padding=1, rank=(5, 2, 3, 3),
-                                       dtype=torch.float64), nn.Tanh(), nn.Flatten(),
-                          LowRankLinear(6 * 5 * 5, 4, rank=4, dtype=torch.float64))
-    eager = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(8, 2, 5, 5, generator=g, dtype=torch.float64)
-    y = torch.randn(8, 4, generator=g, dtype=torch.float64)
-    kw = dict(lr=0.3, momentum=0.9, tau=0.05)
-    opt = TDLRT(model.parameters(), capture=True, **kw)
-    ref = TDLRT(eager.parameters(), capture=False, **kw)
+    model, eager, opt, ref, step = _capture_twins()
     for _ in range(4):
-        for m, o in ((model, opt), (eager, ref)):
-            o.zero_grad()
-            F.mse_loss(m(x), y).backward()
-            o.step()
+        step()
         for a, b in ((model[0], eager[0]), (model[3], eager[3])):
             assert a.ranks == b.ranks
             torch.testing.assert_close(a.weight_full(), b.weight_full(), rtol=1e-9, atol=1e-11)
