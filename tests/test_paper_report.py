@@ -129,6 +129,29 @@ def test_rank_gap_rules():
         rg.mode_ranks(core, 0.1, "per_mode")
 
 
+def test_rank_gap_warmup_holds_the_ranks(monkeypatch):
+    """The warm-up variant: the first ``steps`` TDLRT steps are fixed-rank, then truncation
+    starts (a coarse tau drops the ranks at the very next step)."""
+    from tucker_dlra.nn import TDLRT, TuckerConv2d
+    from tucker_dlra.nn import optim as nn_optim
+
+    rg = _load("rank_gap")
+    monkeypatch.setattr(nn_optim.TDLRT, "step", nn_optim.TDLRT.step)  # undone after the test
+    rg.install_warmup(3)
+    torch.manual_seed(0)
+    layer = TuckerConv2d(3, 6, 3, rank=(6, 3, 3, 3), dtype=torch.float64)
+    opt = TDLRT(layer.parameters(), lr=0.1, tau=0.5)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    ranks = []
+    for _ in range(4):
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+        ranks.append(layer.ranks)
+    assert ranks[:3] == [(6, 3, 3, 3)] * 3
+    assert ranks[3] != (6, 3, 3, 3)
+
+
 def test_per_index_spectral_start():
     rs = _load("robustness_spectral")
     models = rs.build_models(0, (1, 28, 28), 10, 1.0, None, None)

@@ -163,9 +163,6 @@ def run_variant(name: str, args) -> dict:
     install_rule(rule)
     extra = dict(extra)
     warmup = extra.pop("warmup_epochs", 0)
-    if warmup:
-        n_train = args.train_limit - round(0.1 * args.train_limit)  # 10 % held out
-        install_warmup(warmup * -(-n_train // 128))
     T = importlib.import_module("tucker_dlra.app.train")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = T.TrainConfig(dataset=args.dataset, data_dir=args.data_dir, method="tdlrt",
@@ -173,6 +170,9 @@ def run_variant(name: str, args) -> dict:
                             "per_mode", epochs=args.epochs, train_limit=args.train_limit,
                             test_limit=args.test_limit, threads=args.threads, seed=args.seed,
                             out=tmp, quiet=True, plots=False, progress=False, **extra)
+        if warmup:  # steps per epoch: the training split after the validation hold-out
+            n_train = cfg.train_limit - int(round(cfg.val_fraction * cfg.train_limit))
+            install_warmup(warmup * -(-n_train // cfg.batch_size))
         t0 = time.perf_counter()
         rec = T.train(cfg)
     s = rec["summary"]
