@@ -38,6 +38,15 @@ def test_verdict_and_mean_std():
     assert mr.verdict([94.4], 96.13, 0.26) == "worse"
 
 
+def test_target_verdict_names_each_shortfall():
+    mr = _load("make_report")
+    assert mr.target_verdict([89.0, 89.2], [97.1, 97.3], 88.86, 97.00) == "met"
+    v = mr.target_verdict([88.0, 89.6], [97.5, 98.5], 88.86, 97.00)
+    assert v == ("not met: accuracy 0.06 points below (standard error of the mean 0.80)")
+    v = mr.target_verdict([88.0], [96.0], 88.86, 97.00)
+    assert v.startswith("not met: accuracy 0.86 points below (one run); compression 1.00")
+
+
 def test_report_built_from_json(tmp_path, monkeypatch):
     mr = _load("make_report")
     res = tmp_path / "results"

@@ -259,22 +259,40 @@ def load_progress(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((folder / "progress").glob("*.json"))]
 
 
+def target_verdict(accs: list[float], comps: list[float], acc0: float, comp0: float) -> str:
+    """"met" when the mean accuracy and the mean eval compression are both at least the
+    paper's (``acc0``, ``comp0``); else "not met" naming each shortfall beside the standard
+    error of its mean (sd / sqrt(n)), so a miss within the noise reads as one."""
+    short = []
+    for what, xs, x0 in (("accuracy", accs, acc0), ("compression", comps, comp0)):
+        m, sd = mean_std(xs)
+        if m < x0:
+            se = (f" (standard error of the mean {sd / math.sqrt(len(xs)):.2f})"
+                  if len(xs) > 1 else " (one run)")
+            short.append(f"{what} {x0 - m:.2f} points below{se}")
+    return "met" if not short else "not met: " + "; ".join(short)
+
+
 def section_targets() -> list[str]:
     """The headline check: at the paper's tau = 0.2, accuracy and eval compression both at
-    least the paper's (MNIST 97.80 % at 96.13 %, Fashion-MNIST 88.86 % at 97.00 %)."""
+    least the paper's (MNIST 97.80 % at 96.13 %, Fashion-MNIST 88.86 % at 97.00 %).  The full
+    budget comes first and lists every row; shorter budgets only the rows they ran."""
     lines = heading("Targets at the paper's tau = 0.2", "-")
     rows = []
-    for folder in sorted((RESULTS / "paper_tables").glob("e*")):
+    folders = sorted((RESULTS / "paper_tables").glob("e*"), key=lambda f: -int(f.name[1:]))
+    for folder in folders:
         results = paper_tables.load_results(folder)
         for ds in ("mnist", "fashion-mnist"):
             p = paper_tables.PAPER[ds]["tdlrt-0.2"]
             for row in ("tdlrt-0.2", "tdlrt-0.2-init0.5"):
                 rs = [r for r in results if r["dataset"] == ds and r["row"] == row]
                 if rs:
-                    acc = mean_std([r["test_acc"] for r in rs])[0]
-                    ev = mean_std([r["eval_compression"] for r in rs])[0]
-                    met = "met" if acc >= p[0] and ev >= p[2] else "not met"
-                    ours = f"{acc:.2f} % at {ev:.2f} % (n = {len(rs)})"
+                    accs = [r["test_acc"] for r in rs]
+                    comps = [r["eval_compression"] for r in rs]
+                    met = target_verdict(accs, comps, p[0], p[2])
+                    (a, sa), (c, sc) = mean_std(accs), mean_std(comps)
+                    pm = (lambda sd: f" ± {sd:.2f}") if len(rs) > 1 else (lambda sd: "")
+                    ours = f"{a:.2f}{pm(sa)} % at {c:.2f}{pm(sc)} % (n = {len(rs)})"
                 else:
                     met, ours = "not run yet", "--"
                     q = next((q for q in load_progress(folder)
@@ -284,6 +302,8 @@ def section_targets() -> list[str]:
                         ours = (f"{q['test_acc']:.2f} % at {q['eval_compression']:.2f} % "
                                 f"(seed 0, epoch {q['epoch']} of {q['epochs_planned']}, partial)")
                         met = "in progress: " + ("met so far" if ok else "not met so far")
+                    elif folder != folders[0]:
+                        continue  # a shorter budget shows only what it ran
                 rows.append([ds, paper_tables._label(row), folder.name[1:], ours,
                              f">= {p[0]:.2f} % at >= {p[2]:.2f} %", met])
     if not rows:
