@@ -312,6 +312,32 @@ def test_rank_gap_rule_reaches_the_training_step(monkeypatch):
     assert calls == [1]
 
 
+def test_bracketing_runs_fit_the_line_locally():
+    """Rows at mean compressions 20, 77, 95 and 99 %: at 97 % the line goes through the 95 and
+    99 % rows only; beyond every row through the two nearest; accuracy flat up to 95 % and
+    falling after it is then read on the falling part, not on a line through every row."""
+    mr = _load("make_report")
+    rows = {"a": (20.0, 91.5), "b": (77.0, 91.2), "c": (95.0, 90.4), "d": (99.0, 86.4)}
+    runs = [{"row": row, "eval_compression": c + d, "test_acc": acc + d}
+            for row, (c, acc) in rows.items() for d in (-0.5, 0.0, 0.5)]
+
+    def picked(c0):
+        return sorted({r["row"] for r in mr.bracketing_runs(runs, c0)})
+
+    assert picked(97.0) == ["c", "d"] and picked(95.0) == ["c", "d"]
+    assert picked(50.0) == ["a", "b"] and picked(10.0) == ["a", "b"]
+    assert picked(99.5) == ["c", "d"] and picked(94.9) == ["b", "c"]
+    near = mr.bracketing_runs(runs, 97.0)
+    a, _ = mr.accuracy_at([r["eval_compression"] for r in near],
+                          [r["test_acc"] for r in near], 97.0)
+    assert a == pytest.approx(88.4, abs=0.05)  # between 90.4 at 95 % and 86.4 at 99 %
+    whole, _ = mr.accuracy_at([r["eval_compression"] for r in runs],
+                              [r["test_acc"] for r in runs], 97.0)
+    assert whole > a + 0.4  # the line through every row misses part of the fall
+    two = [r for r in runs if r["row"] in ("a", "b")]
+    assert mr.bracketing_runs(two, 97.0) == two
+
+
 def test_tradeoff_section_compares_at_equal_compression(tmp_path, monkeypatch):
     """TDLRT runs on an exact line acc = 90 - (comp - 97): read at the paper's 97.00 % the
     line gives 90.00 (better than the paper's 88.86); a baseline at 97.5 % with 88.0 % lies
