@@ -173,6 +173,29 @@ def test_per_index_spectral_start():
     assert float(lam[0] / lam[1]) == pytest.approx(10.0, rel=1e-4)
 
 
+def test_shorter_budget_lists_only_its_rows(tmp_path, monkeypatch):
+    """The full budget lists every row of the paper's table (missing ones "not run yet"); an
+    earlier, shorter budget only the rows it ran, in tables and targets alike."""
+    mr = _load("make_report")
+    for budget in (70, 30):
+        folder = tmp_path / "results" / "paper_tables" / f"e{budget}" / "results"
+        folder.mkdir(parents=True)
+        (folder / "mnist-tdlrt-0.2-seed0.json").write_text(json.dumps({
+            "dataset": "mnist", "row": "tdlrt-0.2", "seed": 0, "test_acc": 98.0,
+            "eval_compression": 96.5, "train_compression": 90.0, "ranks": {},
+            "epochs": budget, "args": ["--tau", "0.2"], "per_epoch": []}))
+    monkeypatch.setattr(mr, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(mr, "FIGS", tmp_path / "figs")
+    tables = "\n".join(mr.section_tables())
+    full = tables[tables.index("budget 70 epochs"):tables.index("budget 30 epochs")]
+    short = tables[tables.index("budget 30 epochs"):]
+    assert "Vanilla CP" in full and "not run yet" in full
+    assert "TDLRT τ = 0.2" in short and "Vanilla CP" not in short
+    assert "not run yet" not in short and "Fashion" not in short
+    targets = "\n".join(mr.section_targets())
+    assert targets.count("     - 70\n") == 4 and targets.count("     - 30\n") == 1
+
+
 def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
     pt = _load("paper_tables")
     mr = _load("make_report")

@@ -163,8 +163,13 @@ def section_tables() -> list[str]:
         budget = folder.name[1:]
         for ds in ("mnist", "fashion-mnist"):
             rs = [r for r in results if r["dataset"] == ds]
+            if not rs and folder != folders[0]:
+                continue
             title = paper_tables.TABLE_NAMES[ds] + f", budget {budget} epochs"
             lines += heading(title, "~")
+            if folder != folders[0]:
+                lines += ["An earlier, shorter budget, kept beside the full one to show the "
+                          "plateau; only the rows it ran.", ""]
             hw = next((r.get("hardware") for r in rs if r.get("hardware")), None)
             if hw:
                 lines += [f"Hardware: {hw['cpu']} ({hw['logical_cores']} logical cores, shared), "
@@ -179,6 +184,8 @@ def section_tables() -> list[str]:
                 if paper is None:
                     continue
                 mine = [r for r in rs if r["row"] == row]
+                if not mine and folder != folders[0]:
+                    continue  # a shorter budget lists only the rows it ran
                 acc = [r["test_acc"] for r in mine]
                 ev = [r["eval_compression"] for r in mine]
                 tr = [r["train_compression"] for r in mine]
