@@ -122,10 +122,21 @@ def _ranks(r: dict | None) -> str:
 
 
 # ---------------------------------------------------------------------------------- sections
+def budget_folders() -> list[Path]:
+    """The paper-table result folders ``e<epochs>``, the largest budget (the full one) first."""
+    return sorted((RESULTS / "paper_tables").glob("e*"),
+                  key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0, reverse=True)
+
+
+def mean_pm(xs: list[float]) -> str:
+    """``"m ± sd"`` (two decimals), or ``"m"`` for a single value."""
+    m, sd = mean_std(xs)
+    return f"{m:.2f} ± {sd:.2f}" if len(xs) > 1 else f"{m:.2f}"
+
+
 def section_tables() -> list[str]:
     lines = heading("LeNet5: Tables 4 (MNIST) and 3 (Fashion-MNIST)", "-")
-    folders = sorted((RESULTS / "paper_tables").glob("e*"),
-                     key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0, reverse=True)
+    folders = budget_folders()
     lines += [
         "Driver: ``validation/paper_tables.py`` (one ``tucker-dlra train`` run per cell, "
         "resumable).  Settings: the application's defaults, which follow the paper's "
@@ -286,7 +297,7 @@ def section_targets() -> list[str]:
     budget comes first and lists every row; shorter budgets only the rows they ran."""
     lines = heading("Targets at the paper's tau = 0.2", "-")
     rows = []
-    folders = sorted((RESULTS / "paper_tables").glob("e*"), key=lambda f: -int(f.name[1:]))
+    folders = budget_folders()
     for folder in folders:
         results = paper_tables.load_results(folder)
         for ds in ("mnist", "fashion-mnist"):
@@ -297,9 +308,7 @@ def section_targets() -> list[str]:
                     accs = [r["test_acc"] for r in rs]
                     comps = [r["eval_compression"] for r in rs]
                     met = target_verdict(accs, comps, p[0], p[2])
-                    (a, sa), (c, sc) = mean_std(accs), mean_std(comps)
-                    pm = (lambda sd: f" ± {sd:.2f}") if len(rs) > 1 else (lambda sd: "")
-                    ours = f"{a:.2f}{pm(sa)} % at {c:.2f}{pm(sc)} % (n = {len(rs)})"
+                    ours = f"{mean_pm(accs)} % at {mean_pm(comps)} % (n = {len(rs)})"
                 else:
                     met, ours = "not run yet", "--"
                     q = next((q for q in load_progress(folder)
@@ -436,7 +445,7 @@ def section_tradeoff() -> list[str]:
                 comp = [r["eval_compression"] for r in near]
                 fit = accuracy_at(comp, [r["test_acc"] for r in near], pe)
                 if fit is None:
-                    ours, v = (f"-- (n = {len(fam)} run(s): too few for a line)"
+                    ours, v = (f"-- (n = {len(near)} run(s): too few for a line)"
                                if fam else "--"), "not run yet"
                 else:
                     a, se = fit
