@@ -86,13 +86,16 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
         if rank < 1:
             raise ValueError(f"{name} must be >= 1; got {rank}")
         return tuple(min(int(rank), u) for u in upper)
+    base = upper if sizes is None else [int(x) for x in sizes]
+
+    def of_fraction(k: float, u: int, b: int) -> int:  # ceil(kappa b), clipped to [1, u]
+        return max(1, min(u, math.ceil(k * b - 1e-9)))
+
     if isinstance(rank, numbers.Real):
         k = float(rank)
         if not (0.0 < k <= 1.0):
             raise ValueError(f"a fractional {name} (kappa) must lie in (0, 1]; got {rank!r}")
-        base = upper if sizes is None else [int(x) for x in sizes]
-        return tuple(max(1, min(u, math.ceil(k * b - 1e-9))) for u, b in zip(upper, base,
-                                                                              strict=True))
+        return tuple(of_fraction(k, u, b) for u, b in zip(upper, base, strict=True))
     try:
         vals = list(rank)
     except TypeError:
@@ -101,13 +104,12 @@ def resolve_ranks(rank: Any, upper: Sequence[int], name: str = "rank",
     if len(vals) != len(upper):
         raise ValueError(f"{name} must have one entry per mode ({len(upper)}); got {len(vals)}")
     out = []
-    base = upper if sizes is None else [int(x) for x in sizes]
     for i, (v, u) in enumerate(zip(vals, upper, strict=True)):
         if isinstance(v, numbers.Real) and not isinstance(v, (bool, numbers.Integral)):
             if not 0.0 < float(v) <= 1.0:
                 raise ValueError(f"{name}[{i}] = {v!r}: a fraction of mode {i} must lie in "
                                  "(0, 1]")
-            out.append(max(1, min(u, math.ceil(float(v) * base[i] - 1e-9))))
+            out.append(of_fraction(float(v), u, base[i]))
             continue
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{name}[{i}] must be an int in [1, {u}] or a fraction in (0, 1]; "

@@ -128,12 +128,6 @@ def budget_folders() -> list[Path]:
                   key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0, reverse=True)
 
 
-def mean_pm(xs: list[float]) -> str:
-    """``"m ± sd"`` (two decimals), or ``"m"`` for a single value."""
-    m, sd = mean_std(xs)
-    return f"{m:.2f} ± {sd:.2f}" if len(xs) > 1 else f"{m:.2f}"
-
-
 def section_tables() -> list[str]:
     lines = heading("LeNet5: Tables 4 (MNIST) and 3 (Fashion-MNIST)", "-")
     folders = budget_folders()
@@ -308,7 +302,8 @@ def section_targets() -> list[str]:
                     accs = [r["test_acc"] for r in rs]
                     comps = [r["eval_compression"] for r in rs]
                     met = target_verdict(accs, comps, p[0], p[2])
-                    ours = f"{mean_pm(accs)} % at {mean_pm(comps)} % (n = {len(rs)})"
+                    ours = (f"{paper_tables._mean_std(accs)} % at "
+                            f"{paper_tables._mean_std(comps)} % (n = {len(rs)})")
                 else:
                     met, ours = "not run yet", "--"
                     q = next((q for q in load_progress(folder)

@@ -40,6 +40,7 @@ Usage (low priority, one thread; results under ``validation/results/paper_tables
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -392,12 +393,9 @@ def _fixed_rank(args: list[str]) -> str:
     """'fixed rank 2' / 'fixed kappa 0.2' from a vanilla run's CLI arguments."""
     for flag, what in (("--rank", "rank"), ("--rank-fraction", "κ")):
         if flag in args and args.index(flag) + 1 < len(args):
-            i = args.index(flag) + 1
-            vals = [args[i]]
-            while flag == "--rank-fraction" and i + 1 < len(args) \
-                    and not args[i + 1].startswith("-"):
-                i += 1
-                vals.append(args[i])
+            after = args[args.index(flag) + 1:]
+            more = after[1:] if flag == "--rank-fraction" else []  # one value per kernel mode
+            vals = [after[0], *itertools.takewhile(lambda a: not a.startswith("-"), more)]
             return f"fixed {what} = " + (vals[0] if len(vals) == 1
                                          else "(" + ", ".join(vals) + ")")
     return "–"
