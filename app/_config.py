@@ -53,6 +53,7 @@ class TrainConfig:
     rank: int | None = None
     rank_fraction: float | tuple[float, ...] | None = None
     max_rank: int | None = None
+    fixed_rank_epochs: int = 0
     compress: str = "convs"
     val_fraction: float = 0.1
     train_limit: int | None = None
@@ -110,6 +111,12 @@ class TrainConfig:
              "a per-mode rank-fraction applies to the convolutions only (compress 'convs')"),
             (self.rank is None or self.rank_fraction is None,
              "give either rank or rank-fraction, not both"),
+            (0 <= self.fixed_rank_epochs < self.epochs,
+             f"fixed-rank-epochs must be in [0, epochs - 1] = [0, {self.epochs - 1}]; got "
+             f"{self.fixed_rank_epochs}"),
+            (self.fixed_rank_epochs == 0 or self.method.startswith("tdlrt"),
+             "fixed-rank-epochs applies to the rank-adaptive methods (tdlrt, tdlrt-parallel); "
+             f"method {self.method!r} trains at fixed ranks throughout"),
             (self.max_rank is None or self.max_rank >= 1,
              f"max-rank must be >= 1; got {self.max_rank}"),
             (0 <= self.val_fraction < 1,

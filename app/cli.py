@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the channel modes only, Tucker-2) [vanilla: 0.5; TDLRT: full rank]")
     g.add_argument("--max-rank", type=_pos_int("max-rank"),
                    help="upper bound on every rank [no bound]")
+    g.add_argument("--fixed-rank-epochs", type=_int, default=0, metavar="N",
+                   help="TDLRT: train the first N epochs at the initial ranks (the fixed-rank "
+                   "BUG step, no truncation), so that tau first chooses the ranks on a trained "
+                   "core rather than on the random one [0: adapt from the first step]")
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=_pos_int("epochs"), default=None,
                    help="training epochs (with --resume: the new total) [15]")
@@ -307,7 +311,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule, patience=args.patience, momentum=args.momentum,
         bn_momentum=args.bn_momentum, weight_decay=args.weight_decay,
         batch_size=args.batch_size, seed=args.seed, device=args.device, rank=args.rank,
-        rank_fraction=args.rank_fraction, max_rank=args.max_rank, compress=args.compress,
+        rank_fraction=args.rank_fraction, max_rank=args.max_rank,
+        fixed_rank_epochs=args.fixed_rank_epochs, compress=args.compress,
         val_fraction=args.val_fraction, train_limit=args.train_limit,
         test_limit=args.test_limit, max_steps=args.max_steps, stop_lr=args.stop_lr,
         threads=args.threads,

@@ -221,11 +221,20 @@ def train(cfg: TrainConfig, resume: bool = False,
         if done or _lr_below_stop(run):
             break
         t0 = time.perf_counter()
+        _set_adaptive(run, epoch)
         loss_sum, correct, seen, done = _train_epoch(run, epoch, steps_per_epoch)
         _end_epoch(run, epoch, loss_sum, correct, seen, t0)
         if run.main:
             _checkpoint(run, epoch)
     return _finish(run)
+
+
+def _set_adaptive(run: _Run, epoch: int) -> None:
+    """TDLRT's rank adaptation is off (the fixed-rank BUG step) during the first
+    ``fixed_rank_epochs`` epochs and on from then on; other optimizers are left alone."""
+    if run.cfg.method.startswith("tdlrt"):
+        for group in run.opt.param_groups:
+            group["adaptive"] = epoch >= run.cfg.fixed_rank_epochs
 
 
 def _lr_below_stop(run: _Run) -> bool:

@@ -131,3 +131,31 @@ def test_stop_lr_ends_the_run_once_the_schedule_passes_it(tmp_path):
     # without stop_lr the same run trains all its epochs
     full = train(TrainConfig(**{**cfg.__dict__, "stop_lr": None, "out": str(tmp_path / "all")}))
     assert [r["lr"] for r in full["epochs"]][:3] == lrs and len(full["epochs"]) == 6
+
+
+def test_fixed_rank_epochs_hold_the_ranks_then_truncate(tmp_path):
+    """``fixed_rank_epochs=1``: every step of the first epoch is the fixed-rank BUG (the ranks
+    stay at the initial half rank), truncation with a coarse tau starts with the second epoch;
+    a run interrupted after the first epoch resumes with adaptation on, step for step as the
+    uninterrupted run; without the option the ranks drop within the first epoch."""
+    torch.set_num_threads(1)
+    common = dict(method="tdlrt", tau=0.3, rank_fraction=0.5, batch_size=64, train_limit=640,
+                  val_fraction=0.0, test_limit=64, schedule="none", seed=3, quiet=True,
+                  plots=False, device="cpu")
+    rec = train(TrainConfig(epochs=2, fixed_rank_epochs=1, out=str(tmp_path / "fixed"),
+                            **common))
+    start = rec["ranks"][0]["ranks"]
+    assert rec["epochs"][0]["step"] == 10
+    assert all(r["ranks"] == start for r in rec["ranks"] if r["step"] <= 10)
+    assert rec["epochs"][0]["ranks"] == start
+    assert rec["epochs"][1]["ranks"] != start  # tau = 0.3 truncates once allowed
+    plain = train(TrainConfig(epochs=1, out=str(tmp_path / "plain"), **common))
+    assert plain["epochs"][0]["ranks"] != start
+    # interrupted after the fixed-rank epoch, resumed: adaptation switches on at epoch 2
+    part = train(TrainConfig(epochs=2, fixed_rank_epochs=1, max_steps=10,
+                             out=str(tmp_path / "part"), **common))
+    assert len(part["epochs"]) == 1
+    again = train(TrainConfig(out=str(tmp_path / "part"), quiet=True, plots=False,
+                              device="cpu", epochs=2, max_steps=20), resume=True)
+    assert again["epochs"][1]["ranks"] == rec["epochs"][1]["ranks"]
+    assert again["epochs"][1]["test_acc"] == pytest.approx(rec["epochs"][1]["test_acc"])

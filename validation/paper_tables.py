@@ -81,8 +81,20 @@ TAUS = {"mnist": (0.15, 0.2, 0.3), "fashion-mnist": (0.1, 0.15, 0.2, 0.3)}
 #: (and caps) its channel ranks at n/2.  ``validation/rank_gap.py`` measured that this start,
 #: not the truncation rule, moves LeNet5's ranks towards the paper's at the same tau.
 INIT_HALF = ("--rank-fraction", "0.5")
-METHODS = ["baseline", "tdlrt", "tdlrt-init0.5", "vanilla-cp", "vanilla-tucker",
-           "vanilla-tucker2", "vanilla-matrix"]
+
+#: The option rows ``tdlrt-<tau>-init0.5-fixed1``: as ``-init0.5``, with the first epoch at the
+#: initial ranks (``--fixed-rank-epochs 1``), so that tau first chooses the ranks on a core trained
+#: for an epoch rather than on the random one (the question of when truncation starts).
+FIXED_FIRST = ("--fixed-rank-epochs", "1")
+
+#: The TDLRT rows: method name -> (extra CLI arguments, row-name suffix).
+TDLRT_ROWS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tdlrt": ((), ""),
+    "tdlrt-init0.5": (INIT_HALF, "-init0.5"),
+    "tdlrt-init0.5-fixed1": (INIT_HALF + FIXED_FIRST, "-init0.5-fixed1"),
+}
+METHODS = ["baseline", *TDLRT_ROWS, "vanilla-cp", "vanilla-tucker", "vanilla-tucker2",
+           "vanilla-matrix"]
 
 #: The option row ``vanilla-tucker2``: vanilla Tucker with the channel modes compressed and the
 #: spatial modes whole (the Tucker-2 format of Kim et al. 2016; ``--rank-fraction 0.1 0.1 1 1``:
@@ -133,7 +145,7 @@ ROW_LABELS = {"baseline": "Baseline", "vanilla-cp": "Vanilla CP",
 
 def paper_row(row: str) -> str:
     """The paper's row a row of ours is compared with (option rows: their base row)."""
-    base = row.removesuffix("-hosvd").removesuffix("-init0.5")
+    base = row.removesuffix("-hosvd").removesuffix("-fixed1").removesuffix("-init0.5")
     return {"vanilla-tucker2": "vanilla-tucker"}.get(base, base)
 
 
@@ -177,12 +189,11 @@ def configurations(datasets: list[str], methods: list[str], seeds: list[int],
     for seed in seeds:  # seed-major: one complete table per seed before the next seed
         for ds in datasets:
             for method in methods:
-                if method in ("tdlrt", "tdlrt-init0.5"):
-                    extra = INIT_HALF if method == "tdlrt-init0.5" else ()
+                if method in TDLRT_ROWS:
+                    extra, suffix = TDLRT_ROWS[method]
                     for tau in (taus if taus is not None else TAUS.get(ds, (0.15, 0.2, 0.3))):
                         specs.append(RunSpec(ds, "tdlrt", seed, float(tau),
-                                             ("--tau", f"{tau:g}", *extra),
-                                             suffix="-init0.5" if extra else ""))
+                                             ("--tau", f"{tau:g}", *extra), suffix=suffix))
                 elif method == "vanilla-tucker2":
                     specs.extend(RunSpec(ds, "vanilla-tucker", seed, None,
                                          ("--rank-fraction", *TUCKER2_FRACTIONS), v, suffix="2")
@@ -404,12 +415,15 @@ def _fixed_rank(args: list[str]) -> str:
 def _row_order(ds: str) -> list[str]:
     taus = TAUS.get(ds, (0.15, 0.2, 0.3))
     return (["baseline"] + [f"tdlrt-{t:g}" for t in taus]
-            + [f"tdlrt-{t:g}-init0.5" for t in taus]
+            + [f"tdlrt-{t:g}{suffix}" for suffix in ("-init0.5", "-init0.5-fixed1")
+               for t in taus]
             + [v + s for s in ("", "-hosvd") for v in ("vanilla-cp", "vanilla-tucker",
                                                        "vanilla-tucker2", "vanilla-matrix")])
 
 
 def _label(row: str) -> str:
+    if row.startswith("tdlrt-") and row.endswith("-init0.5-fixed1"):
+        return f"TDLRT τ = {row[6:-15]}, initial rank n/2, ranks fixed in epoch 1"
     if row.startswith("tdlrt-") and row.endswith("-init0.5"):
         return f"TDLRT τ = {row[6:-8]}, initial rank n/2"
     if row.startswith("tdlrt-"):
@@ -491,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["mnist", "fashion-mnist", "mnist-subset"])
     ap.add_argument("--methods", nargs="+",
                     default=METHODS, choices=METHODS,
-                    help="rows to run [all; tdlrt-init0.5: TDLRT from half rank]")
+                    help="rows to run [all; tdlrt-init0.5: TDLRT from half rank; "
+                    "tdlrt-init0.5-fixed1: from half rank, ranks fixed in the first epoch]")
     ap.add_argument("--taus", nargs="+", type=float, default=None,
                     help="TDLRT tolerances (default: the paper's per dataset)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])

@@ -26,15 +26,14 @@ the candidates can be told apart cheaply:
     drop the tail with :math:`\\sum_{j>r}\\sigma_j \\le \\tau\\sum_j\\sigma_j` (a relative
     nuclear-norm tail).
 
-plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``, or
-``--rank-fraction 0.5 0.5 1 1``: half the channel ranks, spatial modes whole), a constant learning
-rate (no plateau schedule), a fixed-rank first epoch (``-warmup1``: truncation starts on a
-trained core) and the learning rate after one plateau drop (0.005): with a smaller
-step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
-(the tau/lambda term of the paper's Theorem 3).  The alternative rules are applied by wrapping
-the step's truncation (:func:`tucker_dlra.bug_step.truncate_prepare`) in this process (the ranks
-are chosen here, the rounding itself is the library's at those ranks), so no library code
-changes.
+plus, for ``per_mode``: a smaller initial rank (``--rank-fraction 0.5``, or ``--rank-fraction 0.5
+0.5 1 1``: half the channel ranks, spatial modes whole), a constant learning rate (no plateau
+schedule), a fixed-rank first epoch (``-warmup1``, the application's ``--fixed-rank-epochs 1``:
+truncation starts on a trained core) and the learning rate after one plateau drop (0.005): with a
+smaller step the augmented directions gain less than ``tau ||C||`` per step and are truncated again
+(the tau/lambda term of the paper's Theorem 3).  The alternative rules are applied by wrapping the
+step's truncation (:func:`tucker_dlra.bug_step.truncate_prepare`) in this process (the ranks are
+chosen here, the rounding itself is the library's at those ranks), so no library code changes.
 
 Usage (one run after another, ~2-4 min each on one busy core)::
 
@@ -71,8 +70,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # half the channel ranks, the spatial modes whole at the start (all modes adapt)
     "per_mode-init_ch0.5": ("per_mode", {"rank_fraction": (0.5, 0.5, 1.0, 1.0)}),
     # fixed-rank BUG for the first epoch, rank adaptation from then on
-    "per_mode-warmup1": ("per_mode", {"warmup_epochs": 1}),
-    "per_mode-init0.5-warmup1": ("per_mode", {"rank_fraction": 0.5, "warmup_epochs": 1}),
+    "per_mode-warmup1": ("per_mode", {"fixed_rank_epochs": 1}),
+    "per_mode-init0.5-warmup1": ("per_mode", {"rank_fraction": 0.5, "fixed_rank_epochs": 1}),
 }
 
 
@@ -138,31 +137,10 @@ def install_rule(rule: str) -> None:
     bs.truncate_prepare = truncate_prepare
 
 
-def install_warmup(steps: int) -> None:
-    """Make :class:`tucker_dlra.nn.TDLRT` keep its ranks fixed for its first ``steps`` steps.
-
-    During the warm-up every parameter group runs the fixed-rank BUG (``adaptive=False``), so
-    the ranks the truncation later chooses are those of a trained core, not of the random one.
-    """
-    opt = importlib.import_module("tucker_dlra.nn.optim")
-    original = opt.TDLRT.step
-
-    def step(self, *a, **kw):  # noqa: ANN001, ANN202
-        n = getattr(self, "_warmup_count", 0)
-        for g in self.param_groups:
-            g["adaptive"] = n >= steps
-        self._warmup_count = n + 1
-        return original(self, *a, **kw)
-
-    opt.TDLRT.step = step
-
-
 def run_variant(name: str, args) -> dict:
     """Train one variant in this process and return its summary."""
     rule, extra = VARIANTS[name]
     install_rule(rule)
-    extra = dict(extra)
-    warmup = extra.pop("warmup_epochs", 0)
     T = importlib.import_module("tucker_dlra.app.train")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = T.TrainConfig(dataset=args.dataset, data_dir=args.data_dir, method="tdlrt",
@@ -170,9 +148,6 @@ def run_variant(name: str, args) -> dict:
                             "per_mode", epochs=args.epochs, train_limit=args.train_limit,
                             test_limit=args.test_limit, threads=args.threads, seed=args.seed,
                             out=tmp, quiet=True, plots=False, progress=False, **extra)
-        if warmup:  # steps per epoch: the training split after the validation hold-out
-            n_train = cfg.train_limit - int(round(cfg.val_fraction * cfg.train_limit))
-            install_warmup(warmup * -(-n_train // cfg.batch_size))
         t0 = time.perf_counter()
         rec = T.train(cfg)
     s = rec["summary"]
