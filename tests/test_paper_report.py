@@ -363,3 +363,50 @@ def test_tradeoff_section_compares_at_equal_compression(tmp_path, monkeypatch):
     assert "90.00 ± 0.00 (n = 3 runs" in row and "better" in row
     vrow = text[text.index("     - Vanilla CP"):].split("   * - ")[0]
     assert "89.50 ± 0.00" in vrow and "TDLRT above" in vrow
+
+
+def test_paired_verdict_and_pairs_by_seed():
+    mr = _load("make_report")
+    assert mr.paired_verdict([1.0, 1.1, 0.9]).endswith("(n = 3): higher")
+    assert mr.paired_verdict([-1.0, -1.1, -0.9]).startswith("-1.00 ± 0.06")
+    assert mr.paired_verdict([-1.0, -1.1, -0.9]).endswith("lower")
+    assert mr.paired_verdict([0.1, -0.1]).endswith("within the noise")
+    assert mr.paired_verdict([2.0]).endswith("(n = 1): within the noise")
+    a = [{"seed": s, "x": float(s)} for s in (0, 1, 3)]
+    b = [{"seed": s, "x": 10.0 + s} for s in (3, 0, 2)]
+    assert mr.paired_by_seed(a, b, "x") == [(0, 0.0, 10.0), (3, 3.0, 13.0)]
+
+
+def test_fixed_first_pairs_seed_by_seed_and_against_the_line(tmp_path, monkeypatch):
+    """Half-rank runs on the exact line acc = 90 - (comp - 97) at two taus; runs with the
+    fixed first epoch at lower compression: paired by seed they are more accurate and less
+    compressed (an unpaired seed is left out of the pairs), and on the line they are "along
+    the trade-off"; lifted by one point they are above it."""
+    mr = _load("make_report")
+    folder = tmp_path / "results" / "paper_tables" / "e70" / "results"
+    folder.mkdir(parents=True)
+
+    def write(row, seed, acc, comp):
+        (folder / f"fashion-mnist-{row}-seed{seed}.json").write_text(json.dumps({
+            "dataset": "fashion-mnist", "row": row, "seed": seed, "test_acc": acc,
+            "eval_compression": comp, "train_compression": comp, "ranks": {}, "epochs": 70,
+            "args": [], "per_epoch": []}))
+
+    def line(comp):
+        return 90.0 - (comp - 97.0)
+
+    for seed, (c15, c20) in enumerate(((96.0, 98.0), (96.2, 98.2), (96.4, 98.4))):
+        write("tdlrt-0.15-init0.5", seed, line(c15), c15)
+        write("tdlrt-0.2-init0.5", seed, line(c20), c20)
+    monkeypatch.setattr(mr, "RESULTS", tmp_path / "results")
+    for lift, where in ((0.0, "along the accuracy-compression trade-off"),
+                        (1.0, "above that trade-off")):
+        for seed, comp, off in ((0, 97.5, 0.0), (1, 97.6, 0.01), (2, 97.7, -0.01), (5, 97.6, 0)):
+            write("tdlrt-0.2-init0.5-fixed1", seed, line(comp) + off + lift, comp)
+        text = "\n".join(mr._fixed_first_pairs())
+        assert "   * - 5\n" not in text and "   * - 2\n" in text  # seed 5 has no partner
+        if lift == 0.0:
+            assert "test accuracy +0.60 ± 0.06 points (n = 3): higher" in text
+            assert "eval compression -0.60 ± 0.06 points (n = 3): lower" in text
+            assert "predicts 89.40 ± 0.00 %" in text and "89.40 ± 0.04 % (n = 4" in text
+        assert f"moves the runs {where}." in text

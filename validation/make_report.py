@@ -531,8 +531,8 @@ def section_rank_gap() -> list[str]:
         "*per_mode* applies tau to every mode's tail.  Suffixes: *-init0.5* starts at half "
         "of every mode's size, *-init_ch0.5* at half of the channel modes' size with the "
         "spatial modes whole; *-warmup1* runs the fixed-rank BUG for the first epoch and "
-        "adapts the ranks from then on (``--fixed-rank-epochs 1``), so that they are chosen on a trained core rather "
-        "than the random one (when truncation starts).",
+        "adapts the ranks from then on (``--fixed-rank-epochs 1``), so that they are chosen "
+        "on a trained core rather than the random one (when truncation starts).",
         ""]
     if not files:
         return lines + ["Not run yet.", ""]
@@ -565,6 +565,7 @@ def section_rank_gap() -> list[str]:
                       + (f" (the default per_mode: {base['eval_compression']:.2f} %, "
                          f"{base['test_acc']:.2f} %)" if base else "") + ".", ""]
     lines += _tau_sweep(files)
+    lines += _fixed_first_pairs()
     lines += section_paper_pairs()
     lines += ["Command::", "",
               "    OMP_NUM_THREADS=1 nice -n 19 python validation/rank_gap.py --data-dir DATA \\",
@@ -594,6 +595,74 @@ def _tau_sweep(files: list[Path]) -> list[str]:
         out += [f"{ds}: eval compression [%] (test accuracy [%]) versus tau, same short "
                 "budget as above:", ""]
         out += list_table(["variant", *[f"tau = {t:g}" for t in taus]], rows)
+    return out
+
+
+def paired_by_seed(a: list[dict], b: list[dict], key: str
+                   ) -> list[tuple[int, float, float]]:
+    """``(seed, a's value, b's value)`` of ``key`` for every seed both lists of runs hold, by
+    seed: the same seed is the same initialisation, data order and validation split, so the
+    difference ``b - a`` compares the two settings with that source of noise removed."""
+    by_seed = {r["seed"]: r[key] for r in a}
+    return sorted((r["seed"], by_seed[r["seed"]], r[key]) for r in b if r["seed"] in by_seed)
+
+
+def paired_verdict(diffs: list[float], unit: str = "points") -> str:
+    """Mean of the paired differences with its standard error (sd / sqrt(n)); *higher* /
+    *lower* when the mean is more than two standard errors from 0, else *within the noise*."""
+    m, sd = mean_std(diffs)
+    se = sd / math.sqrt(len(diffs))
+    word = ("within the noise" if len(diffs) < 2 or abs(m) <= 2 * se
+            else "higher" if m > 0 else "lower")
+    return f"{m:+.2f} ± {se:.2f} {unit} (n = {len(diffs)}): {word}"
+
+
+def _fixed_first_pairs() -> list[str]:
+    """At the full budget: the rows *initial rank n/2* with and without the fixed-rank first
+    epoch, seed by seed (tau = 0.2)."""
+    results = paper_tables.load_results(RESULTS / "paper_tables" / f"e{FULL_EPOCHS}")
+    out: list[str] = []
+    for ds in ("mnist", "fashion-mnist"):
+        plain = [r for r in results if r["dataset"] == ds and r["row"] == "tdlrt-0.2-init0.5"]
+        fixed = [r for r in results
+                 if r["dataset"] == ds and r["row"] == "tdlrt-0.2-init0.5-fixed1"]
+        acc = paired_by_seed(plain, fixed, "test_acc")
+        if not acc:
+            continue
+        comp = dict((s, (a, b)) for s, a, b in paired_by_seed(plain, fixed, "eval_compression"))
+        rows = [[str(s), f"{a:.2f}", f"{b:.2f}", f"{b - a:+.2f}", f"{comp[s][0]:.2f}",
+                 f"{comp[s][1]:.2f}", f"{comp[s][1] - comp[s][0]:+.2f}"] for s, a, b in acc]
+        if not out:
+            out += [f"When truncation starts, at the full budget ({FULL_EPOCHS} epochs, tau = "
+                    "0.2): the rows *initial rank n/2* with and without ``--fixed-rank-epochs "
+                    "1``, seed by seed (same initialisation, data order and validation split; "
+                    "``paired_by_seed``).  The paired differences (with minus without) are "
+                    "given as mean ± standard error (``paired_verdict``).", ""]
+        out += [f"{ds}:", ""]
+        out += list_table(["seed", "acc. from step 1 [%]", "acc. fixed epoch 1 [%]", "Δ acc.",
+                           "eval from step 1 [%]", "eval fixed epoch 1 [%]", "Δ eval"], rows)
+        out += [f"{ds}: test accuracy {paired_verdict([b - a for _, a, b in acc])}; eval "
+                f"compression {paired_verdict([b - a for a, b in comp.values()])}."]
+        # is that more than a step along the trade-off?  The half-rank family's local line
+        # (the next section's) read at the fixed-first runs' mean compression
+        c0 = mean_std([r["eval_compression"] for r in fixed])[0]
+        near = bracketing_runs([r for r in results if r["dataset"] == ds and half_rank(r)], c0)
+        fit = accuracy_at([r["eval_compression"] for r in near],
+                          [r["test_acc"] for r in near], c0)
+        if fit is not None:
+            m, sd = mean_std([r["test_acc"] for r in fixed])
+            se = sd / math.sqrt(len(fixed))
+            v, where = {"within the error bars": ("on the line (within the error bars)",
+                                                  "along the accuracy-compression trade-off"),
+                        "better": ("above the line", "above that trade-off"),
+                        "worse": ("below the line", "below that trade-off")}[compare(m, se, *fit)]
+            out += [f"At their mean eval compression {c0:.2f} % the line through the runs "
+                    "from step 1 (*initial rank n/2*, the two tau values around it; "
+                    f"``bracketing_runs``, {len(near)} runs) predicts {fit[0]:.2f} ± "
+                    f"{fit[1]:.2f} %; the runs with the fixed first epoch give {m:.2f} ± "
+                    f"{se:.2f} % (n = {len(fixed)}, standard error): {v}.  The fixed first "
+                    f"epoch moves the runs {where}."]
+        out.append("")
     return out
 
 
