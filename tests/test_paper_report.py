@@ -171,6 +171,7 @@ def test_shorter_budget_lists_only_its_rows(tmp_path, monkeypatch):
     assert "not run yet" not in short and "Fashion" not in short
     targets = "\n".join(mr.section_targets())
     assert targets.count("     - 70\n") == 6 and targets.count("     - 30\n") == 1
+    assert "met by: mnist: *TDLRT τ = 0.2*; fashion-mnist: none." in targets
 
 
 def test_snapshot_of_unfinished_runs_shown_as_partial(tmp_path, monkeypatch):
