@@ -64,20 +64,32 @@ def verdict(ours: list[float], paper: float, paper_sd: float | None) -> str:
     return compare(*mean_std(ours), paper, paper_sd)
 
 
+def _tdlrt_family(r: dict, method: str) -> bool:
+    """Whether run ``r`` is a TDLRT row of ``method`` (a key of ``paper_tables.TDLRT_ROWS``)."""
+    parts = paper_tables.tdlrt_row_parts(r["row"])
+    return parts is not None and parts[1] == paper_tables.TDLRT_ROWS[method][1]
+
+
 def half_rank(r: dict) -> bool:
     """A TDLRT run started at half of every mode's size (``--rank-fraction 0.5``)."""
-    return r["row"].startswith("tdlrt-") and r["row"].endswith("-init0.5")
+    return _tdlrt_family(r, "tdlrt-init0.5")
 
 
 def half_rank_fixed_first(r: dict) -> bool:
     """A TDLRT run started at half rank with its first epoch at fixed ranks
     (``--rank-fraction 0.5 --fixed-rank-epochs 1``)."""
-    return r["row"].startswith("tdlrt-") and r["row"].endswith("-init0.5-fixed1")
+    return _tdlrt_family(r, "tdlrt-init0.5-fixed1")
 
 
 def full_rank(r: dict) -> bool:
     """A TDLRT run started at full rank (the application's default): row ``tdlrt-<tau>``."""
-    return r["row"].startswith("tdlrt-") and "-" not in r["row"][len("tdlrt-"):]
+    return _tdlrt_family(r, "tdlrt")
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    """Mean and its standard error, sd / sqrt(n) (0 for a single value)."""
+    m, sd = mean_std(xs)
+    return m, sd / math.sqrt(len(xs))
 
 
 def fmt(xs: list[float]) -> str:
@@ -206,7 +218,7 @@ def section_tables() -> list[str]:
                 if paper is None:
                     continue
                 mine = [r for r in rs if r["row"] == row]
-                if not mine and (folder != folders[0] or row.endswith("-fixed1")):
+                if not mine and (folder != folders[0] or half_rank_fixed_first({"row": row})):
                     continue  # a shorter budget, and the one-tau option rows: only what ran
                 acc = [r["test_acc"] for r in mine]
                 ev = [r["eval_compression"] for r in mine]
@@ -294,10 +306,9 @@ def target_verdict(accs: list[float], comps: list[float], acc0: float, comp0: fl
     error of its mean (sd / sqrt(n)), so a miss within the noise reads as one."""
     short = []
     for what, xs, x0 in (("accuracy", accs, acc0), ("compression", comps, comp0)):
-        m, sd = mean_std(xs)
+        m, se_m = mean_se(xs)
         if m < x0:
-            se = (f" (standard error of the mean {sd / math.sqrt(len(xs)):.2f})"
-                  if len(xs) > 1 else " (one run)")
+            se = (f" (standard error of the mean {se_m:.2f})" if len(xs) > 1 else " (one run)")
             short.append(f"{what} {x0 - m:.2f} points below{se}")
     return "met" if not short else "not met: " + "; ".join(short)
 
@@ -622,8 +633,7 @@ def paired_by_seed(a: list[dict], b: list[dict], key: str
 def paired_verdict(diffs: list[float], unit: str = "points") -> str:
     """Mean of the paired differences with its standard error (sd / sqrt(n)); *higher* /
     *lower* when the mean is more than two standard errors from 0, else *within the noise*."""
-    m, sd = mean_std(diffs)
-    se = sd / math.sqrt(len(diffs))
+    m, se = mean_se(diffs)
     word = ("within the noise" if len(diffs) < 2 or abs(m) <= 2 * se
             else "higher" if m > 0 else "lower")
     return f"{m:+.2f} ± {se:.2f} {unit} (n = {len(diffs)}): {word}"
@@ -662,8 +672,7 @@ def _fixed_first_pairs() -> list[str]:
         fit = accuracy_at([r["eval_compression"] for r in near],
                           [r["test_acc"] for r in near], c0)
         if fit is not None:
-            m, sd = mean_std([r["test_acc"] for r in fixed])
-            se = sd / math.sqrt(len(fixed))
+            m, se = mean_se([r["test_acc"] for r in fixed])
             v, where = {"within the error bars": ("on the line (within the error bars)",
                                                   "along the accuracy-compression trade-off"),
                         "better": ("above the line", "above that trade-off"),

@@ -87,11 +87,12 @@ INIT_HALF = ("--rank-fraction", "0.5")
 #: for an epoch rather than on the random one (the question of when truncation starts).
 FIXED_FIRST = ("--fixed-rank-epochs", "1")
 
-#: The TDLRT rows: method name -> (extra CLI arguments, row-name suffix).
-TDLRT_ROWS: dict[str, tuple[tuple[str, ...], str]] = {
-    "tdlrt": ((), ""),
-    "tdlrt-init0.5": (INIT_HALF, "-init0.5"),
-    "tdlrt-init0.5-fixed1": (INIT_HALF + FIXED_FIRST, "-init0.5-fixed1"),
+#: The TDLRT rows: method name -> (extra CLI arguments, row-name suffix, label after the tau).
+TDLRT_ROWS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "tdlrt": ((), "", ""),
+    "tdlrt-init0.5": (INIT_HALF, "-init0.5", ", initial rank n/2"),
+    "tdlrt-init0.5-fixed1": (INIT_HALF + FIXED_FIRST, "-init0.5-fixed1",
+                             ", initial rank n/2, ranks fixed in epoch 1"),
 }
 METHODS = ["baseline", *TDLRT_ROWS, "vanilla-cp", "vanilla-tucker", "vanilla-tucker2",
            "vanilla-matrix"]
@@ -143,9 +144,21 @@ ROW_LABELS = {"baseline": "Baseline", "vanilla-cp": "Vanilla CP",
               "vanilla-tucker2": "Vanilla Tucker-2 (channel modes only)"}
 
 
+def tdlrt_row_parts(row: str) -> tuple[str, str] | None:
+    """``(tau, suffix)`` of a TDLRT row (``"tdlrt-0.2-init0.5"`` -> ``("0.2", "-init0.5")``,
+    the suffix that of :data:`TDLRT_ROWS`); None for the other rows."""
+    if not row.startswith("tdlrt-"):
+        return None
+    tau, sep, option = row[len("tdlrt-"):].partition("-")
+    return tau, sep + option
+
+
 def paper_row(row: str) -> str:
     """The paper's row a row of ours is compared with (option rows: their base row)."""
-    base = row.removesuffix("-hosvd").removesuffix("-fixed1").removesuffix("-init0.5")
+    parts = tdlrt_row_parts(row)
+    if parts is not None:
+        return f"tdlrt-{parts[0]}"
+    base = row.removesuffix("-hosvd")
     return {"vanilla-tucker2": "vanilla-tucker"}.get(base, base)
 
 
@@ -190,7 +203,7 @@ def configurations(datasets: list[str], methods: list[str], seeds: list[int],
         for ds in datasets:
             for method in methods:
                 if method in TDLRT_ROWS:
-                    extra, suffix = TDLRT_ROWS[method]
+                    extra, suffix, _ = TDLRT_ROWS[method]
                     for tau in (taus if taus is not None else TAUS.get(ds, (0.15, 0.2, 0.3))):
                         specs.append(RunSpec(ds, "tdlrt", seed, float(tau),
                                              ("--tau", f"{tau:g}", *extra), suffix=suffix))
@@ -415,19 +428,18 @@ def _fixed_rank(args: list[str]) -> str:
 def _row_order(ds: str) -> list[str]:
     taus = TAUS.get(ds, (0.15, 0.2, 0.3))
     return (["baseline"] + [f"tdlrt-{t:g}" for t in taus]
-            + [f"tdlrt-{t:g}{suffix}" for suffix in ("-init0.5", "-init0.5-fixed1")
+            + [f"tdlrt-{t:g}{suffix}" for _, suffix, _ in TDLRT_ROWS.values() if suffix
                for t in taus]
             + [v + s for s in ("", "-hosvd") for v in ("vanilla-cp", "vanilla-tucker",
                                                        "vanilla-tucker2", "vanilla-matrix")])
 
 
 def _label(row: str) -> str:
-    if row.startswith("tdlrt-") and row.endswith("-init0.5-fixed1"):
-        return f"TDLRT τ = {row[6:-15]}, initial rank n/2, ranks fixed in epoch 1"
-    if row.startswith("tdlrt-") and row.endswith("-init0.5"):
-        return f"TDLRT τ = {row[6:-8]}, initial rank n/2"
-    if row.startswith("tdlrt-"):
-        return f"TDLRT τ = {row[6:]}"
+    parts = tdlrt_row_parts(row)
+    if parts is not None:
+        tails = {suffix: tail for _, suffix, tail in TDLRT_ROWS.values()}
+        tau, suffix = parts
+        return f"TDLRT τ = {tau}{tails[suffix]}" if suffix in tails else f"TDLRT τ = {row[6:]}"
     if row.endswith("-hosvd"):
         return ROW_LABELS.get(row[:-6], row) + " (app's HOSVD start)"
     return ROW_LABELS.get(row, row)
